@@ -1,0 +1,1 @@
+"""Encoding: voxel-wise models from features to responses (solvers, estimators, readouts, metrics)."""
