@@ -1,1 +1,1 @@
-"""braincode.report"""
+"""Reports: HTML pages (Jinja2 templates) and plots."""

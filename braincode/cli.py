@@ -1,0 +1,126 @@
+"""The ``braincode`` command line: ``validate``, ``fit`` and ``demo``.
+
+Errors of the :class:`braincode.errors.BraincodeError` family are printed as one message (no traceback) and the
+command exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from braincode.errors import BraincodeError
+
+log = logging.getLogger("braincode")
+
+DEFAULT_CACHE = Path(os.environ.get("BRAINCODE_CACHE", Path.home() / ".cache" / "braincode" / "features"))
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from braincode.data import load_algonauts
+
+    ds = load_algonauts(args.data, args.subject, check_images=True)
+    train = ds["train"]
+    hemis = ds.voxels["hemisphere"].value_counts().to_dict()
+    print(f"{args.data} {ds.subject}: OK")
+    print(f"  train: {len(train.stimuli)} images, responses {train.responses.shape}")
+    print(f"  test:  {len(ds['test'].stimuli)} images")
+    print(f"  vertices per hemisphere: {hemis}")
+    print(f"  ROI families: {', '.join(ds.roi_families) or 'none'}")
+    return 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from braincode.data import load_algonauts
+    from braincode.features import FeatureStore
+    from braincode.pipeline.steps import FeatureSpec, extract_design, fit_and_score, write_fit_outputs
+
+    start = time.perf_counter()
+    ds = load_algonauts(args.data, args.subject)
+    store = FeatureStore(args.cache)
+    specs = [(FeatureSpec(args.model, tuple(args.layer or ["pooled"]), args.pool, args.grid), False)]
+    if args.text_features:
+        specs.append((FeatureSpec(args.text_model), True))
+    stimuli = {split: ds[split].stimuli for split in ("train", "test")}
+    parts = [extract_design(stimuli, spec, store=store, device=args.device, text=t) for spec, t in specs]
+    designs = {split: np.concatenate([p[split] for p in parts], axis=1) for split in stimuli}
+    result = fit_and_score(
+        designs["train"], ds["train"].responses.data, designs["test"], ds.voxels, cv=args.cv, device=args.device
+    )
+    info = {
+        "model": args.model,
+        "layers": args.layer or ["pooled"],
+        "text_model": args.text_model if args.text_features else None,
+        "n_features": int(designs["train"].shape[1]),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    write_fit_outputs(result, ds, Path(args.out), info)
+    print(f"wrote {args.out}: scores.csv, summary.json, lh_pred_test.npy, rh_pred_test.npy")
+    print(f"mean cross-validated r over {len(result.scores)} vertices: {result.scores['r'].mean():.3f}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from braincode.pipeline.demo import run_demo
+
+    run_demo(Path(args.out), n_train=args.n_train, seed=args.seed, device=args.device)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``braincode`` command."""
+    parser = argparse.ArgumentParser(prog="braincode", description=__doc__.splitlines()[0])
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a dataset in the Algonauts 2023 layout")
+    p.add_argument("data", type=Path, help="root folder holding subjNN/")
+    p.add_argument("--subject", required=True, help="e.g. subj01")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("fit", help="extract features, fit a per-voxel ridge encoder, score and predict the test split")
+    p.add_argument("--data", type=Path, required=True, help="root folder holding subjNN/ (Algonauts 2023 layout)")
+    p.add_argument("--subject", required=True)
+    p.add_argument("--model", required=True, help="model id, e.g. open_clip:ViT-B-32@openai")
+    p.add_argument("--layer", action="append", help="layer name (repeatable); default: pooled")
+    p.add_argument("--pool", default="grid", choices=["grid", "mean", "cls"], help="how token maps become vectors")
+    p.add_argument("--grid", type=int, default=4, help="pooled patch-grid side for --pool grid")
+    p.add_argument("--text-features", action="store_true", help="add text features of the captions")
+    p.add_argument("--text-model", default="minilm", help="text model id for --text-features")
+    p.add_argument("--cv", type=int, default=5, help="folds of the outer and inner cross-validation")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_cmd_fit)
+
+    p = sub.add_parser("demo", help="synthetic data end to end: features, ridge, scores against the ground truth")
+    p.add_argument("--out", type=Path, default=Path("demo_out"))
+    p.add_argument("--n-train", type=int, default=600)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``braincode`` command; returns the exit status (2 for bad input)."""
+    args = build_parser().parse_args(argv)
+    if args.quiet:
+        os.environ["BRAINCODE_PROGRESS"] = "0"
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        return args.func(args)
+    except BraincodeError as exc:
+        print(f"braincode {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

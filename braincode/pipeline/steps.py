@@ -1,0 +1,187 @@
+"""The steps of one subject's analysis, as plain functions: extract -> design -> fit and score -> write.
+
+Each step takes and returns plain objects (arrays, data frames, dataclasses); the CLI and the batch pipeline chain
+them. Nothing here reaches into another stage's internals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import KFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from braincode.atomic import atomic_write
+from braincode.data.core import Dataset, Stimuli, roi_families
+from braincode.encoding.estimators import RidgeEncoder
+from braincode.encoding.metrics import pearson_r, r2_score
+from braincode.errors import ConfigError
+from braincode.features import FeatureStore, get_extractor, pool_tokens
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which model features make up the design matrix.
+
+    Parameters
+    ----------
+    model_id : str
+        ``source:name[@pretrained]``, e.g. ``open_clip:ViT-B-32@openai``.
+    layers : sequence of str
+        Layer names of the extractor (``"pooled"``, ``"blocks.3"``, ...).
+    pool : str
+        How token maps ``(n, T, D)`` become vectors: ``"grid"``, ``"mean"`` or ``"cls"``.
+    out_grid : int
+        Side of the pooled patch grid when ``pool="grid"``.
+    """
+
+    model_id: str
+    layers: tuple[str, ...] = ("pooled",)
+    pool: str = "grid"
+    out_grid: int = 4
+
+
+def extract_design(
+    stimuli: dict[str, Stimuli],
+    spec: FeatureSpec,
+    *,
+    store: FeatureStore | None = None,
+    device: str = "auto",
+    batch_size: int = 32,
+    text: bool = False,
+) -> dict[str, np.ndarray]:
+    """Extract ``spec``'s layers for each named set of stimuli, as one (n, p) float32 design matrix per set.
+
+    Token maps are pooled as ``spec`` says; layers are concatenated in order. With ``text=True`` the model reads
+    the stimuli's captions instead of their images. The model is built once for all sets.
+    """
+    if text and any(s.captions is None for s in stimuli.values()):
+        raise ConfigError(
+            "text features need captions",
+            expected="a captions.csv beside the images (columns image, caption)",
+            found="stimuli without captions",
+            fix="add the captions file, or drop --text-features",
+        )
+    extractor = get_extractor(spec.model_id, layers=list(spec.layers), device=device)
+    designs = {}
+    for split, stim in stimuli.items():
+        feats = extractor.extract(stim, batch_size=batch_size, store=store)
+        blocks = []
+        for name in spec.layers:
+            x = np.asarray(feats[name], dtype=np.float32)
+            if x.ndim == 3:
+                x = pool_tokens(
+                    x,
+                    num_prefix_tokens=extractor.num_prefix_tokens,
+                    grid=extractor.grid,
+                    mode=spec.pool,
+                    out_grid=spec.out_grid,
+                )
+            blocks.append(x.reshape(len(x), -1))
+        designs[split] = np.concatenate(blocks, axis=1)
+    return designs
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit_and_score`.
+
+    Attributes
+    ----------
+    scores : DataFrame
+        The voxel table plus ``r`` and ``r2`` (cross-validated on the training split) and ``alpha``.
+    test_predictions : ndarray of shape (n_test, n_voxels)
+        Predictions of the model refit on all training data, float32.
+    """
+
+    scores: pd.DataFrame
+    test_predictions: np.ndarray
+
+
+def make_encoder(alphas: Sequence[float] | None = None, cv: int = 5, device: str = "auto"):
+    """The default encoder: feature standardisation followed by a per-voxel-alpha :class:`RidgeEncoder`."""
+    kwargs = {"cv": cv, "device": device}
+    if alphas is not None:
+        kwargs["alphas"] = np.asarray(alphas, dtype=float)
+    return make_pipeline(StandardScaler(), RidgeEncoder(**kwargs))
+
+
+def fit_and_score(
+    X_train: np.ndarray,
+    Y_train: np.ndarray,
+    X_test: np.ndarray,
+    voxels: pd.DataFrame,
+    *,
+    alphas: Sequence[float] | None = None,
+    cv: int = 5,
+    random_state: int = 0,
+    device: str = "auto",
+) -> FitResult:
+    """Cross-validated per-voxel scores on the training split, then a refit that predicts the test split.
+
+    The outer ``cv``-fold split (shuffled with ``random_state``) gives held-out predictions for every training
+    stimulus; inside each fold the :class:`RidgeEncoder` picks each voxel's alpha by its own inner CV, so the
+    reported scores never see the data that chose the alphas.
+    """
+    outer = KFold(n_splits=cv, shuffle=True, random_state=random_state)
+    held_out = cross_val_predict(make_encoder(alphas, cv, device), X_train, Y_train, cv=outer)
+    model = make_encoder(alphas, cv, device).fit(X_train, Y_train)
+    scores = voxels.copy()
+    scores["r"] = pearson_r(Y_train, held_out)
+    scores["r2"] = r2_score(Y_train, held_out)
+    scores["alpha"] = model[-1].best_alphas_
+    return FitResult(scores=scores, test_predictions=model.predict(X_test).astype(np.float32))
+
+
+#: Columns that :func:`fit_and_score` and later steps add to the voxel table.
+SCORE_COLUMNS = ("r", "r2", "alpha", "r_truth", "r_test", "ceiling")
+
+
+def roi_table(scores: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Mean of ``columns`` per ROI of every ROI family, then over all voxels.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``family``, ``roi``, ``voxels`` (count) and one mean per entry of ``columns``; voxels outside
+        every ROI of a family are left out of that family; the last row (``family="all"``) covers every voxel.
+    """
+    columns = list(columns)
+    rows = []
+    for family in roi_families(scores.drop(columns=list(SCORE_COLUMNS), errors="ignore")):
+        labelled = scores[scores[family].astype(str) != ""]
+        for roi, group in labelled.groupby(family):
+            rows.append({"family": family, "roi": roi, "voxels": len(group), **group[columns].mean().to_dict()})
+    rows.append({"family": "all", "roi": "all", "voxels": len(scores), **scores[columns].mean().to_dict()})
+    return pd.DataFrame(rows)
+
+
+def summarize(scores: pd.DataFrame, column: str = "r") -> dict[str, dict[str, float]]:
+    """Mean of ``column`` per ROI, nested as ``{family: {roi: mean}}`` with ``{"all": {"all": mean}}``."""
+    out: dict[str, dict[str, float]] = {}
+    for row in roi_table(scores, [column]).itertuples(index=False):
+        out.setdefault(row.family, {})[str(row.roi)] = float(getattr(row, column))
+    return out
+
+
+def write_fit_outputs(result: FitResult, dataset: Dataset, out: Path, info: dict) -> None:
+    """Write ``scores.csv``, ``summary.json`` and the Algonauts-format ``{lh,rh}_pred_test.npy`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    hemis = result.scores["hemisphere"].to_numpy()
+    for hemi in ("lh", "rh"):
+        cols = hemis == hemi
+        if cols.any():
+            pred = np.ascontiguousarray(result.test_predictions[:, cols], dtype=np.float32)
+            atomic_write(out / f"{hemi}_pred_test.npy", lambda p, a=pred: np.save(p, a))
+    atomic_write(out / "scores.csv", lambda p: result.scores.to_csv(p, index=False))
+    summary = {"subject": dataset.subject, "space": dataset.space, **info, "mean_r": summarize(result.scores)}
+    atomic_write(out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))

@@ -1,0 +1,60 @@
+"""A one-page, self-contained HTML summary: tables and inline figures, every text HTML-escaped."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+from matplotlib.figure import Figure
+
+import braincode
+from braincode.atomic import atomic_write
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("braincode.report", "templates"), autoescape=jinja2.select_autoescape(["html"])
+    )
+    env.filters["fmt"] = _fmt
+    return env
+
+
+def figure_png(fig: Figure) -> str:
+    """A matplotlib figure as a base64-encoded PNG, ready to inline into a page."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def render_summary(
+    title: str,
+    tables: dict[str, pd.DataFrame],
+    figures: dict[str, Figure] | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """Render the summary page as an HTML string.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> html = render_summary("<demo>", {"scores": pd.DataFrame({"roi": ["FFA-1"], "r": [0.5]})})
+    >>> "&lt;demo&gt;" in html and "0.500" in html
+    True
+    """
+    figs = {name: figure_png(fig) for name, fig in (figures or {}).items()}
+    return _env().get_template("summary.html").render(
+        title=title, tables=tables, figures=figs, notes=list(notes), version=braincode.__version__
+    )
+
+
+def write_summary(path: str | Path, html: str) -> Path:
+    """Write ``html`` to ``path`` atomically (a failed write leaves nothing behind)."""
+    return atomic_write(path, lambda p: p.write_text(html, encoding="utf-8"))
