@@ -7,6 +7,7 @@ command exits with status 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -19,6 +20,9 @@ import numpy as np
 from braincode.errors import BraincodeError
 
 log = logging.getLogger("braincode")
+
+#: Modules of :mod:`braincode.commands` whose ``register(subparsers)`` adds further sub-commands.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 DEFAULT_CACHE = Path(os.environ.get("BRAINCODE_CACHE", Path.home() / ".cache" / "braincode" / "features"))
 
@@ -106,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=_cmd_demo)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"braincode.commands.{name}").register(sub)
     return parser
 
 

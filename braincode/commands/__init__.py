@@ -1,0 +1,1 @@
+"""Sub-commands of the ``braincode`` CLI: each module has ``register(subparsers)``."""
