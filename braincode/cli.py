@@ -78,6 +78,36 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from braincode.pipeline.config import load_config
+    from braincode.pipeline.runner import run_pipeline
+
+    config = load_config(args.config)
+    results = run_pipeline(config, scheduler=args.scheduler, n_workers=args.workers)
+    for subject, steps in results.items():
+        done = ", ".join(f"{s}{'' if ran else ' (up to date)'}" for s, ran in steps.items())
+        print(f"{subject}: {done}")
+    print(f"outputs in {config.output}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from braincode.errors import MissingFileError
+    from braincode.report.subject import write_subject_report
+
+    results = Path(args.results)
+    scores = [p for name in ("evaluate/scores.csv", "scores.csv") if (p := results / name).is_file()]
+    if not scores:
+        raise MissingFileError("no scores found", path=results, expected="scores.csv or evaluate/scores.csv",
+                               found=", ".join(sorted(p.name for p in results.glob("*"))) or "an empty folder",
+                               fix="pass the output folder of `braincode fit` or a subject folder of `braincode run`")
+    subject = args.subject or results.name
+    out = write_subject_report(scores[0], Path(args.out) / "report.html", subject=subject,
+                               title=f"braincode report: {subject}")
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``braincode`` command."""
     parser = argparse.ArgumentParser(prog="braincode", description=__doc__.splitlines()[0])
@@ -110,6 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("run", help="run a pipeline config (YAML) for every subject, resumably, on dask")
+    p.add_argument("config", type=Path)
+    p.add_argument("--scheduler", help="address of a running dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--workers", type=int, default=2, help="workers of the local cluster (no --scheduler)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("report", help="write the HTML report of a fit or pipeline subject folder")
+    p.add_argument("results", type=Path, help="output folder of `braincode fit`, or OUTPUT/subjNN of `run`")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--subject", help="subject name shown in the report (default: the folder's name)")
+    p.set_defaults(func=_cmd_report)
 
     for name in COMMAND_MODULES:
         importlib.import_module(f"braincode.commands.{name}").register(sub)

@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from braincode.errors import ConfigError, MissingFileError
+from braincode.pipeline.config import ALL_STEPS, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+GOOD = {
+    "name": "t",
+    "output": "out",
+    "data": {"format": "synthetic", "root": "data", "n_train": 20},
+    "subjects": ["subj01"],
+    "features": [{"model": "open_clip:tiny-vit@random", "layers": ["blocks.1"]}],
+}
+
+
+def write(tmp_path: Path, content: dict) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+def test_shipped_configs_validate():
+    for name in ("demo.yaml", "algonauts_subject.yaml"):
+        cfg = load_config(REPO / "pipelines" / name)
+        assert cfg.subjects and cfg.features
+
+
+def test_paths_resolve_against_config_folder_and_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.output == tmp_path / "out"
+    assert cfg.data.root == tmp_path / "data"
+    assert cfg.steps == ALL_STEPS
+    assert cfg.features[0].layers == ("blocks.1",)
+    assert cfg.cache_dir == tmp_path / "out" / "cache"
+
+
+def test_digest_changes_with_content_only(tmp_path):
+    a = load_config(write(tmp_path, GOOD))
+    b = load_config(write(tmp_path, {**GOOD, "encoding": {"cv": 3}}))
+    assert a.digest() != b.digest()
+    assert a.digest() == load_config(write(tmp_path, GOOD)).digest()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"dat": {}}, "unknown key(s) ['dat'] in `top level`"),
+        ({"data": {"format": "bids", "root": "x"}}, "invalid `data.format`"),
+        ({"features": []}, "`features` must be a non-empty list"),
+        ({"features": [{"layers": ["x"]}]}, "features[0] has no model"),
+        ({"steps": ["fit", "plot"]}, "invalid `steps`"),
+        ({"subjects": "subj01"}, "`subjects` must be a non-empty list"),
+        ({"encoding": {"readout": "mlp"}}, "invalid `encoding.readout`"),
+    ],
+)
+def test_bad_configs_name_file_and_problem(tmp_path, change, message):
+    path = write(tmp_path, {**GOOD, **change})
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert message in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_missing_key_and_file_and_yaml_syntax(tmp_path):
+    content = dict(GOOD)
+    del content["subjects"]
+    with pytest.raises(ConfigError, match="missing key `subjects`"):
+        load_config(write(tmp_path, content))
+    with pytest.raises(MissingFileError, match="pipeline config not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
