@@ -219,8 +219,9 @@ def split_half_reliability(
     counts = _repeat_counts(repeats)
     repeats, counts = repeats[counts >= 2], counts[counts >= 2]
     if len(counts) < 3:
-        raise DataFormatError("split-half reliability needs at least 3 images with >= 2 repeats",
-                              found=f"{len(counts)}")
+        raise DataFormatError(
+            "split-half reliability needs at least 3 images with >= 2 repeats", found=f"{len(counts)}"
+        )
     rng = np.random.default_rng(random_state)
     measured = np.isfinite(repeats[:, :, 0])
     r = np.zeros(repeats.shape[2])
@@ -262,8 +263,9 @@ def normalized_score(r: np.ndarray, nc: np.ndarray) -> np.ndarray:
     r = np.asarray(r, dtype=np.float64)
     nc = np.asarray(nc, dtype=np.float64)
     if r.shape != nc.shape:
-        raise DataFormatError("r and the noise ceiling must have one value per voxel each",
-                              found=f"{r.shape} and {nc.shape}")
+        raise DataFormatError(
+            "r and the noise ceiling must have one value per voxel each", found=f"{r.shape} and {nc.shape}"
+        )
     valid = nc > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.minimum(100.0 * np.clip(r, 0.0, None) ** 2 / nc, 100.0)
@@ -280,7 +282,9 @@ def algonauts_score(r: np.ndarray, nc: np.ndarray) -> float:
     """
     score = normalized_score(r, nc)
     if not np.isfinite(score).any():
-        raise DataFormatError("no voxel has a positive noise ceiling", fix="check the ncsnr / noise_ceiling values")
+        raise DataFormatError(
+            "no voxel has a positive noise ceiling", fix="check the ncsnr / noise_ceiling values"
+        )
     return float(np.nanmean(score))
 
 
@@ -301,7 +305,9 @@ def _zscore_columns(x: np.ndarray) -> np.ndarray:
     return np.divide(x, sd, out=np.zeros_like(x), where=sd > 0)
 
 
-def _permutations(n: int, n_permutations: int, block_size: int | None, rng: np.random.Generator) -> np.ndarray:
+def _permutations(
+    n: int, n_permutations: int, block_size: int | None, rng: np.random.Generator
+) -> np.ndarray:
     """Row permutations (n_permutations, n); with ``block_size``, contiguous blocks are shuffled whole."""
     if block_size is None or block_size <= 1:
         return rng.permuted(np.tile(np.arange(n), (n_permutations, 1)), axis=1)
@@ -396,7 +402,9 @@ def fdr_correct(
         raise ConfigError("alpha must be between 0 and 1", found=str(alpha))
     finite = np.isfinite(p)
     if np.any((p[finite] < 0) | (p[finite] > 1)):
-        raise DataFormatError("p-values must lie in [0, 1]", found=f"range {p[finite].min()}..{p[finite].max()}")
+        raise DataFormatError(
+            "p-values must lie in [0, 1]", found=f"range {p[finite].min()}..{p[finite].max()}"
+        )
     adjusted = np.full(p.shape, np.nan)
     if finite.any():
         adjusted[finite] = stats.false_discovery_control(p[finite], method=method)
@@ -444,13 +452,19 @@ def roi_bootstrap_ci(
     """
     scores = np.asarray(scores, dtype=np.float64)
     if family not in voxels.columns:
-        raise DataFormatError("the voxel table has no such ROI family", expected=f"one of {list(voxels.columns)}",
-                              found=repr(family))
+        raise DataFormatError(
+            "the voxel table has no such ROI family",
+            expected=f"one of {list(voxels.columns)}",
+            found=repr(family),
+        )
     if scores.shape != (len(voxels),):
-        raise DataFormatError("one score per voxel-table row is needed", expected=f"({len(voxels)},)",
-                              found=str(scores.shape))
+        raise DataFormatError(
+            "one score per voxel-table row is needed", expected=f"({len(voxels)},)", found=str(scores.shape)
+        )
     if not 0 < confidence < 1 or n_bootstrap < 1:
-        raise ConfigError("need 0 < confidence < 1 and n_bootstrap >= 1", found=f"{confidence}, {n_bootstrap}")
+        raise ConfigError(
+            "need 0 < confidence < 1 and n_bootstrap >= 1", found=f"{confidence}, {n_bootstrap}"
+        )
     rng = np.random.default_rng(random_state)
     labels = voxels[family].astype(str).to_numpy()
     tail = 100 * (1 - confidence) / 2
@@ -469,7 +483,9 @@ def roi_bootstrap_ci(
 def _bootstrap_means(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
     """Means of ``n_bootstrap`` resamples (with replacement) of ``values``, drawn in memory-bounded chunks."""
     chunk = max(1, _SCRATCH_BYTES // (8 * values.size))
-    return np.concatenate([
-        values[rng.integers(0, values.size, size=(min(chunk, n_bootstrap - s), values.size))].mean(1)
-        for s in range(0, n_bootstrap, chunk)
-    ])
+    return np.concatenate(
+        [
+            values[rng.integers(0, values.size, size=(min(chunk, n_bootstrap - s), values.size))].mean(1)
+            for s in range(0, n_bootstrap, chunk)
+        ]
+    )

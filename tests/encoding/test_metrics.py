@@ -149,11 +149,13 @@ def test_fdr_matches_scipy_and_keeps_nan():
 
 def test_roi_bootstrap_ci():
     rng = np.random.default_rng(6)
-    vox = pd.DataFrame({
-        "hemisphere": ["lh"] * 600,
-        "vertex": np.arange(600),
-        "prf-visualrois": ["V1v"] * 300 + ["hV4"] * 200 + [""] * 100,
-    })
+    vox = pd.DataFrame(
+        {
+            "hemisphere": ["lh"] * 600,
+            "vertex": np.arange(600),
+            "prf-visualrois": ["V1v"] * 300 + ["hV4"] * 200 + [""] * 100,
+        }
+    )
     scores = np.r_[rng.normal(10, 2, 300), rng.normal(30, 5, 200), rng.normal(99, 1, 100)]
     scores[0] = np.nan
     table = m.roi_bootstrap_ci(scores, vox, "prf-visualrois", n_bootstrap=2000, random_state=0)
