@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a pipeline config (YAML) for every subject, resumably, on dask")
     p.add_argument("config", type=Path)
-    p.add_argument("--scheduler", help="address of a running dask scheduler, e.g. tcp://host:8786")
-    p.add_argument("--workers", type=int, default=2, help="workers of the local cluster (no --scheduler)")
+    p.add_argument("--scheduler", help="tcp://host:port of a running dask scheduler, or slurm (dask-jobqueue)")
+    p.add_argument("--workers", type=int, default=2, help="workers of the local cluster, or SLURM jobs")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("report", help="write the HTML report of a fit or pipeline subject folder")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import braincode
+from braincode.errors import ConfigError
 from braincode.pipeline.config import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,17 @@ def run_subject(config: PipelineConfig, subject: str) -> dict[str, bool]:
     return ran
 
 
+def _slurm_cluster(jobs: int):
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError as exc:
+        raise ConfigError("--scheduler slurm needs dask-jobqueue", expected="the package dask-jobqueue",
+                          found="not installed", fix="pip install 'braincode[slurm]'") from exc
+    cluster = SLURMCluster()
+    cluster.scale(jobs=jobs)
+    return cluster
+
+
 def run_pipeline(config: PipelineConfig, *, scheduler: str | None = None, n_workers: int = 2) -> dict[str, dict]:
     """Run every subject of ``config`` on dask.distributed, subjects in parallel.
 
@@ -134,10 +146,11 @@ def run_pipeline(config: PipelineConfig, *, scheduler: str | None = None, n_work
     config : PipelineConfig
         The validated configuration.
     scheduler : str, optional
-        Address of an existing scheduler (``tcp://host:port``); by default a ``LocalCluster`` of ``n_workers``
-        single-threaded worker processes is started and closed.
+        Address of an existing scheduler (``tcp://host:port``), or ``"slurm"`` to submit ``n_workers`` SLURM jobs
+        with dask-jobqueue (queue, memory and account from dask's ``jobqueue.slurm`` configuration); by default a
+        ``LocalCluster`` of ``n_workers`` single-threaded worker processes is started and closed.
     n_workers : int
-        Workers of the local cluster.
+        Workers of the local cluster, or SLURM jobs.
 
     Returns
     -------
@@ -147,12 +160,14 @@ def run_pipeline(config: PipelineConfig, *, scheduler: str | None = None, n_work
     from dask.distributed import Client, LocalCluster
 
     config.output.mkdir(parents=True, exist_ok=True)
+    workers = min(n_workers, len(config.subjects))
     if scheduler is None:
-        cluster = LocalCluster(n_workers=min(n_workers, len(config.subjects)), threads_per_worker=1,
-                               processes=True, dashboard_address=None)
-        client = Client(cluster)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    elif scheduler == "slurm":
+        cluster = _slurm_cluster(workers)
     else:
-        cluster, client = None, Client(scheduler)
+        cluster = None
+    client = Client(cluster if cluster is not None else scheduler)
     try:
         futures = client.map(run_subject, [config] * len(config.subjects), config.subjects, pure=False)
         results = client.gather(futures)
