@@ -98,10 +98,12 @@ def run_step(ctx: StepContext, step: str, fn: StepFn, upstream: list[str]) -> bo
         return False
     tmp = ctx.subject_dir / f"{TMP_PREFIX}{step}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     try:
         fn(ctx, tmp)
-        manifest = {**expected, "seconds": round(time.perf_counter() - start, 3), "outputs": output_digests(tmp)}
+        timing = {"started": started, "finished": time.time(), "seconds": round(time.perf_counter() - start, 3),
+                  "pid": os.getpid()}
+        manifest = {**expected, **timing, "outputs": output_digests(tmp)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         if final.exists():
             shutil.rmtree(final)
