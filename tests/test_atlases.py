@@ -1,0 +1,74 @@
+"""Shipped ROI atlases, ctab parsing and the fsaverage -> fsaverage5 mapping."""
+
+import numpy as np
+import pytest
+
+from braincode import atlases
+from braincode.errors import ConfigError, DataFormatError, MissingFileError
+
+EXPECTED = {
+    "prf-visualrois": ["V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4"],
+    "floc-bodies": ["EBA", "FBA-1", "FBA-2", "mTL-bodies"],
+    "floc-faces": ["OFA", "FFA-1", "FFA-2", "mTL-faces", "aTL-faces"],
+    "floc-places": ["OPA", "PPA", "RSC"],
+    "floc-words": ["OWFA", "VWFA-1", "VWFA-2", "mfs-words", "mTL-words"],
+    "streams": ["early", "midventral", "midlateral", "midparietal", "ventral", "lateral", "parietal"],
+}
+
+
+@pytest.mark.parametrize("family", sorted(EXPECTED))
+def test_nsd_families_use_nsd_integer_labels(family):
+    labels = atlases.roi_labels(family)
+    assert labels == {i + 1: name for i, name in enumerate(EXPECTED[family])}
+    colors = atlases.roi_colors(family)
+    assert list(colors) == EXPECTED[family]
+    assert all(c.startswith("#") and len(c) == 7 for c in colors.values())
+
+
+def test_roi_table_and_unknowns():
+    table = atlases.roi_table()
+    assert set(table.columns) == {"family", "value", "name", "color"}
+    assert len(table) == 1 + sum(len(v) for v in EXPECTED.values())
+    assert table["color"].is_unique
+    with pytest.raises(ConfigError, match="no ROI family"):
+        atlases.roi_labels("floc-cars")
+    with pytest.raises(ConfigError, match="unknown atlas"):
+        atlases.roi_table("glasser")
+
+
+def test_label_names():
+    names = atlases.label_names(np.array([[-1.0, 0.0], [3.0, np.nan]]), atlases.roi_labels("floc-places"))
+    assert names.tolist() == [["", ""], ["RSC", ""]]
+    with pytest.raises(DataFormatError, match="does not name"):
+        atlases.label_names(np.array([9]), atlases.roi_labels("floc-places"), source="x.nii.gz")
+    with pytest.raises(DataFormatError, match="whole numbers"):
+        atlases.label_names(np.array([1.5]), atlases.roi_labels("floc-places"))
+
+
+def test_read_ctab(tmp_path):
+    path = tmp_path / "streams.mgz.ctab"
+    path.write_text("0 Unknown\n1 early 10 20 30 0\n# comment\n\n2 midventral\n")
+    assert atlases.read_ctab(path) == {1: "early", 2: "midventral"}
+    path.write_text("early\n")
+    with pytest.raises(DataFormatError, match="line 1"):
+        atlases.read_ctab(path)
+    with pytest.raises(MissingFileError):
+        atlases.read_ctab(tmp_path / "absent.ctab")
+
+
+def test_fsaverage_to_fsaverage5():
+    rng = np.random.default_rng(0)
+    full = rng.standard_normal(163_842)
+    vertex = rng.permutation(163_842)[:50_000]
+    out = atlases.fsaverage_to_fsaverage5(full[vertex], vertex)
+    covered = np.sort(vertex[vertex < 10_242])
+    np.testing.assert_array_equal(out[covered], full[covered])
+    assert np.isnan(out).sum() == 10_242 - covered.size
+    two_col = atlases.fsaverage_to_fsaverage5(np.c_[full[vertex], -full[vertex]], vertex)
+    assert two_col.shape == (10_242, 2)
+    with pytest.raises(DataFormatError, match="repeat"):
+        atlases.fsaverage_to_fsaverage5(np.ones(2), np.array([3, 3]))
+    with pytest.raises(DataFormatError, match="out of range"):
+        atlases.fsaverage_to_fsaverage5(np.ones(1), np.array([163_842]))
+    with pytest.raises(DataFormatError, match="one integer"):
+        atlases.fsaverage_to_fsaverage5(np.ones(2), np.array([1.0, 2.0]))
