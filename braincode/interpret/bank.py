@@ -1,0 +1,316 @@
+"""Image-embedding bank: unit-normalised image embeddings of many natural images, their norms and captions.
+
+BrainSCUBA projects voxel weights onto such a bank, LaVCa ranks its images per voxel. A bank lives in a folder::
+
+    bank.json        model id, layer, size, dimension, source
+    embeddings.npy   (n, D) float32, each row L2-normalised (memory-mapped when loaded)
+    norms.npy        (n,) float32, the norm each row had before normalisation
+    items.csv        id, path, caption ("" when unknown), one row per embedding
+
+Banks are built in chunks written straight into a memory-mapped file, so their size is bounded by disk, not RAM.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from braincode.data.core import Stimuli
+from braincode.errors import DataFormatError, MissingFileError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+_FILES = ("bank.json", "embeddings.npy", "norms.npy", "items.csv")
+
+
+@dataclass(frozen=True)
+class EmbeddingBank:
+    """Unit image embeddings with their norms, ids and optional captions and image paths.
+
+    Parameters
+    ----------
+    ids : tuple of str
+        One id per bank entry.
+    unit : ndarray of shape (n, D)
+        L2-normalised embeddings, float32 (often a read-only memmap).
+    norms : ndarray of shape (n,)
+        Norm of each embedding before normalisation.
+    captions : tuple of str, optional
+        A caption per entry when known.
+    paths : tuple of Path, optional
+        The image file of each entry when known.
+    model_id : str
+        The model (and layer) that made the embeddings, e.g. ``"open_clip:ViT-B-32@openai/pooled"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> bank = bank_from_arrays(["a", "b"], np.array([[3.0, 4.0], [0.0, 2.0]]), captions=["x", "y"])
+    >>> bank.unit.tolist(), bank.norms.tolist(), len(bank)
+    ([[0.6000000238418579, 0.800000011920929], [0.0, 1.0]], [5.0, 2.0], 2)
+    """
+
+    ids: tuple[str, ...]
+    unit: np.ndarray
+    norms: np.ndarray
+    captions: tuple[str, ...] | None = None
+    paths: tuple[Path, ...] | None = None
+    model_id: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if self.unit.ndim != 2 or self.unit.shape[0] != n or self.norms.shape != (n,):
+            raise DataFormatError(
+                "bank arrays disagree",
+                expected=f"unit (n={n}, D) and norms ({n},)",
+                found=f"unit {self.unit.shape}, norms {self.norms.shape}",
+            )
+        for name in ("captions", "paths"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise DataFormatError(f"bank has {len(value)} {name} for {n} entries", fix="pass one per entry")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.unit.shape[1])
+
+    def embeddings(self, index: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Raw (un-normalised) embeddings of the entries at ``index`` (all when ``None``), float32 in memory."""
+        idx = slice(None) if index is None else np.asarray(index)
+        return np.asarray(self.unit[idx], dtype=np.float32) * np.asarray(self.norms[idx], dtype=np.float32)[:, None]
+
+    def stimuli(self) -> Stimuli:
+        """The bank's images (and captions) as :class:`~braincode.data.core.Stimuli`."""
+        return Stimuli(ids=self.ids, paths=self.paths, captions=self.captions)
+
+    def save(self, folder: str | Path, *, meta: dict | None = None) -> Path:
+        """Write the bank into ``folder`` (see the module docstring for the layout); returns ``folder``."""
+        folder = Path(folder)
+        writer = _BankWriter(folder, len(self), self.dim)
+        for start in range(0, len(self), 65536):
+            stop = min(start + 65536, len(self))
+            writer.unit[start:stop] = self.unit[start:stop]
+            writer.norms[start:stop] = self.norms[start:stop]
+        writer.finish(self.ids, self.captions, self.paths, {"model_id": self.model_id, **(meta or {})})
+        return folder
+
+
+def _normalise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1)
+    unit = x / np.where(norms > 0, norms, 1.0)[:, None]
+    return unit.astype(np.float32), norms.astype(np.float32)
+
+
+def bank_from_arrays(
+    ids: Sequence[str],
+    embeddings: np.ndarray,
+    *,
+    captions: Sequence[str] | None = None,
+    paths: Sequence[str | Path] | None = None,
+    model_id: str = "",
+) -> EmbeddingBank:
+    """An in-memory bank from raw embeddings (n, D), e.g. features already extracted or text-model embeddings."""
+    embeddings = np.asarray(embeddings)
+    if embeddings.ndim != 2 or len(embeddings) != len(ids):
+        raise DataFormatError("embeddings must be (n, D) with one row per id",
+                              expected=f"({len(ids)}, D)", found=str(embeddings.shape))
+    unit, norms = _normalise(embeddings)
+    return EmbeddingBank(
+        ids=tuple(str(i) for i in ids),
+        unit=unit,
+        norms=norms,
+        captions=None if captions is None else tuple(str(c) for c in captions),
+        paths=None if paths is None else tuple(Path(p) for p in paths),
+        model_id=model_id,
+    )
+
+
+class _BankWriter:
+    """Pre-allocated memory-mapped bank files in a temporary folder, renamed into place by :meth:`finish`."""
+
+    def __init__(self, folder: Path, n: int, dim: int) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".bank-"))
+        self.unit = np.lib.format.open_memmap(self.tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, dim))
+        self.norms = np.lib.format.open_memmap(self.tmp / "norms.npy", mode="w+", dtype=np.float32, shape=(n,))
+
+    def finish(self, ids, captions, paths, meta: dict) -> None:
+        self.unit.flush()
+        self.norms.flush()
+        items = pd.DataFrame({
+            "id": list(ids),
+            "path": [str(p) for p in paths] if paths is not None else "",
+            "caption": list(captions) if captions is not None else "",
+        })
+        items.to_csv(self.tmp / "items.csv", index=False)
+        info = {"n": int(self.unit.shape[0]), "dim": int(self.unit.shape[1]),
+                "has_captions": captions is not None, "has_paths": paths is not None, **meta}
+        (self.tmp / "bank.json").write_text(json.dumps(info, indent=2))
+        del self.unit, self.norms
+        for name in _FILES:
+            (self.tmp / name).replace(self.folder / name)
+        self.tmp.rmdir()
+
+
+def load_bank(folder: str | Path) -> EmbeddingBank:
+    """Open a bank folder written by :func:`build_bank` or :meth:`EmbeddingBank.save` (embeddings memory-mapped).
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> folder = bank_from_arrays(["a", "b"], np.eye(2), captions=["a cat", "a dog"]).save(tempfile.mkdtemp())
+    >>> load_bank(folder).captions
+    ('a cat', 'a dog')
+    """
+    folder = Path(folder)
+    missing = [name for name in _FILES if not (folder / name).is_file()]
+    if missing:
+        raise MissingFileError(
+            "not an embedding bank",
+            path=folder,
+            expected=", ".join(_FILES),
+            found=f"missing {', '.join(missing)}",
+            fix="build it with `braincode.interpret.bank.build_bank(images, model_id, folder)`",
+        )
+    info = json.loads((folder / "bank.json").read_text())
+    items = pd.read_csv(folder / "items.csv", dtype=str, keep_default_na=False)
+    return EmbeddingBank(
+        ids=tuple(items["id"]),
+        unit=np.load(folder / "embeddings.npy", mmap_mode="r"),
+        norms=np.load(folder / "norms.npy", mmap_mode="r"),
+        captions=tuple(items["caption"]) if info.get("has_captions") else None,
+        paths=tuple(Path(p) for p in items["path"]) if info.get("has_paths") else None,
+        model_id=info.get("model_id", ""),
+    )
+
+
+def read_captions(folder: Path, names: Sequence[str]) -> list[str] | None:
+    """Captions of the images ``names`` from a ``captions.csv`` (columns ``image``, ``caption``) in ``folder`` or
+    up to two folders above it (the Algonauts-layout subject folder); ``None`` when there is no such file. Images
+    missing from the file get ``""``."""
+    for candidate in (folder / "captions.csv", folder.parent / "captions.csv", folder.parent.parent / "captions.csv"):
+        if candidate.is_file():
+            table = pd.read_csv(candidate, dtype=str, keep_default_na=False)
+            if not {"image", "caption"} <= set(table.columns):
+                raise DataFormatError("captions file lacks columns", path=candidate,
+                                      expected="columns image, caption", found=str(list(table.columns)))
+            lookup = dict(zip(table["image"].map(lambda s: Path(s).name), table["caption"]))
+            return [lookup.get(Path(n).name, "") for n in names]
+    return None
+
+
+def _image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise MissingFileError("image folder not found", path=folder, fix="pass a folder of images or an HDF5 file")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataFormatError("no images in the folder", path=folder,
+                              expected=f"files ending in {', '.join(IMAGE_SUFFIXES)}", found="none")
+    return files
+
+
+def _hdf5_chunks(path: Path, chunk: int) -> tuple[int, list[str], list[str] | None, Iterator[Stimuli]]:
+    """Size, ids, captions and an iterator of Stimuli chunks (images spilled to temporary PNGs) of an HDF5 file."""
+    import h5py
+    from PIL import Image
+
+    with h5py.File(path, "r") as f:
+        if "images" not in f or f["images"].ndim != 4 or f["images"].shape[-1] != 3:
+            raise DataFormatError("HDF5 bank source lacks an image array", path=path,
+                                  expected='a dataset "images" of shape (n, H, W, 3) uint8',
+                                  found=str({k: getattr(f[k], "shape", None) for k in f}))
+        n = int(f["images"].shape[0])
+        ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["ids"][:]] if "ids" in f else [
+            f"{path.stem}-{i:07d}" for i in range(n)]
+        captions = [s.decode() if isinstance(s, bytes) else str(s) for s in f["captions"][:]] if "captions" in f else None
+
+    def chunks() -> Iterator[Stimuli]:
+        with h5py.File(path, "r") as f, tempfile.TemporaryDirectory() as tmp:
+            for start in range(0, n, chunk):
+                block = f["images"][start:start + chunk]
+                files = []
+                for i, img in enumerate(block):
+                    files.append(Path(tmp) / f"{start + i:07d}.png")
+                    Image.fromarray(np.asarray(img, dtype=np.uint8)).save(files[-1])
+                yield Stimuli(ids=ids[start:start + len(block)], paths=files)
+                for file in files:
+                    file.unlink()
+
+    return n, ids, captions, chunks()
+
+
+def build_bank(
+    source: str | Path,
+    model_id: str,
+    out: str | Path,
+    *,
+    layer: str = "pooled",
+    store=None,
+    batch_size: int = 32,
+    chunk: int = 4096,
+    device: str = "auto",
+    progress: bool = True,
+) -> EmbeddingBank:
+    """Embed every image of a folder (or of an HDF5 file) with ``model_id`` and write the bank into ``out``.
+
+    Parameters
+    ----------
+    source : str or Path
+        A folder of images (searched recursively; a ``captions.csv`` with columns ``image, caption`` in it or up
+        to two folders above supplies captions), or an HDF5 file with ``images`` (n, H, W, 3) uint8 and optionally ``ids``
+        and ``captions``.
+    model_id : str
+        Extractor id, e.g. ``open_clip:ViT-B-32@openai``.
+    out : str or Path
+        Bank folder to write.
+    layer : str
+        Extractor layer giving one vector per image (token layers are mean-pooled).
+    store : FeatureStore, optional
+        Feature cache shared with the rest of braincode.
+    chunk : int
+        Images per extraction call; bounds the memory in use.
+
+    Examples
+    --------
+    >>> bank = build_bank("images/", "open_clip:ViT-B-32@openai", "bank/")  # doctest: +SKIP
+    """
+    from braincode.features import get_extractor
+
+    source = Path(source)
+    if source.suffix.lower() in (".h5", ".hdf5"):
+        if not source.is_file():
+            raise MissingFileError("HDF5 bank source not found", path=source)
+        n, ids, captions, chunks = _hdf5_chunks(source, chunk)
+        paths = None
+    else:
+        files = _image_files(source)
+        n, ids, paths = len(files), [str(f.relative_to(source)) for f in files], files
+        captions = read_captions(source, [f.name for f in files])
+        chunks = (Stimuli(ids=ids[s:s + chunk], paths=files[s:s + chunk]) for s in range(0, n, chunk))
+    extractor = get_extractor(model_id, layers=[layer], device=device)
+    if n == 0:
+        raise DataFormatError("the bank source holds no images", path=source, expected="at least one image")
+    writer, start = None, 0
+    for stim in chunks:
+        x = np.asarray(extractor.extract(stim, batch_size=batch_size, store=store, progress=progress)[layer])
+        x = x.mean(axis=1) if x.ndim == 3 else x.reshape(len(x), -1)
+        if writer is None:
+            writer = _BankWriter(Path(out), n, x.shape[1])
+        writer.unit[start:start + len(x)], writer.norms[start:start + len(x)] = _normalise(x)
+        start += len(x)
+    log.info("bank of %d images embedded with %s/%s in %s", n, model_id, layer, out)
+    writer.finish(ids, captions, paths, {"model_id": f"{model_id}/{layer}", "source": str(source)})
+    return load_bank(out)

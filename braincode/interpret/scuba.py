@@ -1,0 +1,259 @@
+"""BrainSCUBA: captions for voxels and ROIs from a linear encoder on normalised image embeddings.
+
+1. A linear encoder maps L2-normalised image embeddings (e.g. CLIP ViT-B/32, D = 512) to voxels
+   (:func:`fit_encoder`: braincode's ridge, or the published AdamW recipe).
+2. Each voxel's weight vector ``w`` is projected onto a bank of natural-image embeddings ``M_j``:
+   ``s = softmax(temperature * w_hat . M_hat_j)``; the projection is ``normalise(sum_j s_j M_hat_j) * sum_j s_j |M_j|``
+   (:func:`project`, streaming over the bank with :func:`braincode.kernels.softmax_project`).
+3. A caption decoder (:mod:`braincode.interpret.decoders`) turns each projection into words; an ROI's caption
+   decodes the mean of its voxels' projections (:func:`caption_rois`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from braincode.atomic import atomic_write
+from braincode.errors import ConfigError, DataFormatError, MissingFileError
+from braincode.interpret.bank import EmbeddingBank
+
+log = logging.getLogger(__name__)
+
+#: Softmax temperature of the published projection.
+TEMPERATURE = 150.0
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class _UnitAndNorm:
+    """Row-sliceable view ``[unit | norm]`` (n, D + 1) of a bank, read one key chunk at a time."""
+
+    def __init__(self, bank: EmbeddingBank) -> None:
+        self.bank = bank
+        self.shape = (len(bank), bank.dim + 1)
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        unit = np.asarray(self.bank.unit[index], dtype=np.float32)
+        return np.concatenate([unit, np.asarray(self.bank.norms[index], dtype=np.float32)[:, None]], axis=1)
+
+
+def project(
+    weights: np.ndarray,
+    bank: EmbeddingBank,
+    *,
+    temperature: float = TEMPERATURE,
+    key_chunk: int = 65536,
+    device: str = "auto",
+) -> np.ndarray:
+    """Project voxel weight vectors onto the bank (BrainSCUBA's softmax projection), streaming over the bank.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (n_voxels, D)
+        Encoder weights in the bank's embedding space (one row per voxel).
+    bank : EmbeddingBank
+        Unit embeddings and norms; may be memory-mapped: only ``key_chunk`` rows are read at a time.
+    temperature : float
+        Softmax temperature (150 in BrainSCUBA).
+    key_chunk : int
+        Bank rows per step; memory is O(n_voxels * key_chunk + key_chunk * D) whatever the bank size.
+    device : {"auto", "cpu", "cuda"}
+
+    Returns
+    -------
+    ndarray of shape (n_voxels, D), float32
+        ``normalise(sum_j s_j M_hat_j) * sum_j s_j |M_j|`` per voxel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from braincode.interpret.bank import bank_from_arrays
+    >>> bank = bank_from_arrays(["a", "b"], np.array([[2.0, 0.0], [0.0, 1.0]]))
+    >>> project(np.array([[1.0, 0.0]]), bank).round(3).tolist()
+    [[2.0, 0.0]]
+    """
+    from braincode.encoding.training import resolve_device
+    from braincode.kernels import softmax_project
+
+    w = np.asarray(weights, dtype=np.float32)
+    if w.ndim != 2 or w.shape[1] != bank.dim:
+        raise DataFormatError("voxel weights do not live in the bank's embedding space",
+                              expected=f"(n_voxels, {bank.dim}) for bank {bank.model_id or '(unnamed)'}",
+                              found=str(w.shape), fix="fit the encoder on embeddings of the bank's model and layer")
+    if not temperature > 0 or key_chunk < 1:
+        raise ConfigError("temperature and key_chunk must be positive",
+                          found=f"temperature={temperature}, key_chunk={key_chunk}")
+    queries = torch.from_numpy(_unit_rows(w)).to(resolve_device(device))
+    out = softmax_project(queries, bank.unit, _UnitAndNorm(bank), temperature=temperature, key_chunk=key_chunk)
+    out = out.double().cpu().numpy()
+    direction, norm = out[:, :-1], out[:, -1:]
+    return (direction / np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-12) * norm).astype(np.float32)
+
+
+def roi_means(values: np.ndarray, voxels: pd.DataFrame, family: str, rois: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean row of ``values`` (n_voxels, D) over each ROI of ``family``; returns ``roi``, ``voxels`` and ``mean``.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> vox = pd.DataFrame({"floc-faces": ["FFA-1", "", "FFA-1"]})
+    >>> roi_means(np.array([[1.0], [5.0], [3.0]]), vox, "floc-faces")["mean"].tolist()
+    [array([2.])]
+    """
+    if family not in voxels.columns:
+        raise ConfigError("unknown ROI family", expected=f"one of {[c for c in voxels.columns if '-' in c]}",
+                          found=repr(family), fix="pass an ROI-family column of the voxel table")
+    labels = voxels[family].astype(str).to_numpy()
+    names = [r for r in dict.fromkeys(labels) if r] if rois is None else list(rois)
+    rows = []
+    for roi in names:
+        mask = labels == roi
+        if not mask.any():
+            raise ConfigError(f"ROI {roi!r} has no voxels in family {family!r}",
+                              expected=f"one of {sorted(set(labels) - {''})}", found=repr(roi))
+        rows.append({"roi": roi, "voxels": int(mask.sum()), "mean": np.asarray(values)[mask].mean(0)})
+    return pd.DataFrame(rows)
+
+
+def caption_voxels(projections: np.ndarray, decoder) -> list[str]:
+    """Decode each voxel's projection (n_voxels, D) with ``decoder`` (any :class:`CaptionDecoder`)."""
+    return decoder.decode(np.asarray(projections, dtype=np.float32))
+
+
+def caption_rois(
+    projections: np.ndarray,
+    voxels: pd.DataFrame,
+    family: str,
+    decoder,
+    *,
+    rois: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """One caption per ROI of ``family``: the decoded mean of its voxels' projections.
+
+    Returns
+    -------
+    DataFrame
+        ``family``, ``roi``, ``voxels`` (count) and ``caption``.
+    """
+    table = roi_means(projections, voxels, family, rois)
+    captions = decoder.decode(np.stack(table["mean"].to_list()).astype(np.float32))
+    return pd.DataFrame({"family": family, "roi": table["roi"], "voxels": table["voxels"], "caption": captions})
+
+
+# ------------------------------------------------------------------------------------------ the encoder
+
+
+@dataclass(frozen=True)
+class LinearEncoder:
+    """Voxel-wise linear map from L2-normalised embeddings: ``y = normalise(x) @ coef.T + intercept``.
+
+    Saved as ``encoder.safetensors`` (coef, intercept) + ``encoder.json`` (model id, method) + ``voxels.csv``.
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    voxels: pd.DataFrame
+    model_id: str = ""
+    method: str = "ridge"
+
+    def predict(self, embeddings: np.ndarray) -> np.ndarray:
+        """Predicted responses (n, n_voxels) of raw embeddings (n, D) (normalised here)."""
+        return _unit_rows(embeddings) @ self.coef.T + self.intercept
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the encoder into ``folder`` (each file atomically)."""
+        from safetensors.numpy import save_file
+
+        folder = Path(folder)
+        tensors = {"coef": np.ascontiguousarray(self.coef, np.float32),
+                   "intercept": np.ascontiguousarray(self.intercept, np.float32)}
+        atomic_write(folder / "encoder.safetensors", lambda p: save_file(tensors, str(p)))
+        atomic_write(folder / "voxels.csv", lambda p: self.voxels.to_csv(p, index=False))
+        info = {"model_id": self.model_id, "method": self.method, "n_voxels": int(self.coef.shape[0]),
+                "dim": int(self.coef.shape[1]), "input": "L2-normalised embeddings"}
+        atomic_write(folder / "encoder.json", lambda p: p.write_text(json.dumps(info, indent=2)))
+        return folder
+
+
+def load_encoder(folder: str | Path) -> LinearEncoder:
+    """Read an encoder written by :meth:`LinearEncoder.save`."""
+    from safetensors.numpy import load_file
+
+    folder = Path(folder)
+    missing = [n for n in ("encoder.safetensors", "encoder.json", "voxels.csv") if not (folder / n).is_file()]
+    if missing:
+        raise MissingFileError("no BrainSCUBA encoder in the folder", path=folder,
+                               expected="encoder.safetensors, encoder.json, voxels.csv", found=f"missing {missing}",
+                               fix="fit one with `braincode caption --fit FOLDER --data ROOT --subject S ...`")
+    tensors = load_file(str(folder / "encoder.safetensors"))
+    info = json.loads((folder / "encoder.json").read_text())
+    voxels = pd.read_csv(folder / "voxels.csv", keep_default_na=False)
+    return LinearEncoder(tensors["coef"], tensors["intercept"], voxels, info.get("model_id", ""),
+                         info.get("method", "ridge"))
+
+
+def fit_encoder(
+    embeddings: np.ndarray,
+    responses: np.ndarray,
+    voxels: pd.DataFrame,
+    *,
+    method: str = "ridge",
+    model_id: str = "",
+    alphas: Sequence[float] | None = None,
+    cv: int = 5,
+    random_state: int = 0,
+    device: str = "auto",
+) -> LinearEncoder:
+    """Fit BrainSCUBA's linear encoder on L2-normalised ``embeddings`` (n, D) -> ``responses`` (n, n_voxels).
+
+    ``method="ridge"``: :class:`braincode.encoding.estimators.RidgeEncoder` with per-voxel alphas chosen by
+    ``cv``-fold CV. ``method="adamw"``: the published recipe (AdamW lr 3e-4, weight decay 1.5e-2, batch 32, up to
+    100 epochs on the MSE, 10% held out for early stopping) through :func:`braincode.encoding.training.train_readout`.
+    """
+    x = _unit_rows(embeddings)
+    y = np.asarray(responses, dtype=np.float32)
+    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y) or y.shape[1] != len(voxels):
+        raise DataFormatError("embeddings, responses and voxel table disagree",
+                              expected="(n, D), (n, n_voxels) and n_voxels voxel rows",
+                              found=f"{x.shape}, {y.shape} and {len(voxels)} rows")
+    if method == "ridge":
+        from braincode.encoding.estimators import RidgeEncoder
+
+        kwargs = {"cv": cv, "device": device}
+        if alphas is not None:
+            kwargs["alphas"] = np.asarray(alphas, dtype=float)
+        ridge = RidgeEncoder(**kwargs).fit(x, y)
+        coef, intercept = np.asarray(ridge.coef_), np.asarray(ridge.intercept_)
+    elif method == "adamw":
+        from braincode.encoding.training import TrainConfig, train_readout
+
+        rng = np.random.default_rng(random_state)
+        order = rng.permutation(len(x))
+        val, train = order[: max(len(x) // 10, 1)], order[max(len(x) // 10, 1):]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(random_state)
+            linear = torch.nn.Linear(x.shape[1], y.shape[1])
+        config = TrainConfig(lr=3e-4, weight_decay=1.5e-2, batch_size=32, max_epochs=100, patience=10, grad_clip=None)
+        train_readout(linear, x[train], y[train], x[val], y[val], config=config, random_state=random_state,
+                      device=device, desc="BrainSCUBA encoder")
+        coef, intercept = linear.weight.detach().cpu().numpy(), linear.bias.detach().cpu().numpy()
+    else:
+        raise ConfigError("unknown encoder method", expected='"ridge" or "adamw"', found=repr(method))
+    coef = coef.reshape(y.shape[1], x.shape[1]).astype(np.float32)
+    return LinearEncoder(coef, intercept.reshape(-1).astype(np.float32), voxels.reset_index(drop=True), model_id,
+                         method)
