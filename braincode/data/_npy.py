@@ -171,6 +171,10 @@ def read_array(path: str | Path, *, what: str, fix: str, mmap: bool = False) -> 
         ) from exc
 
 
+def _is_label(key: object, name: object) -> bool:
+    return isinstance(key, int) and not isinstance(key, bool) and isinstance(name, str)
+
+
 def read_label_mapping(path: str | Path, *, fix: str = "re-download the ROI masks") -> dict[int, str]:
     """Read an Algonauts ROI mapping file (a pickled dict label -> name) without executing any code.
 
@@ -227,14 +231,9 @@ def read_label_mapping(path: str | Path, *, fix: str = "re-download the ROI mask
             ) from exc
     if isinstance(obj, np.ndarray) and obj.shape == () and obj.dtype.hasobject:
         obj = obj.item()
-    ok = isinstance(obj, dict) and all(
-        isinstance(k, int) and not isinstance(k, bool) and isinstance(v, str) for k, v in obj.items()
-    )
-    if not ok:
-        found = type(obj).__name__
-        if isinstance(obj, dict):
-            bad = next((k, v) for k, v in obj.items() if not (isinstance(k, int) and isinstance(v, str)))
-            found = f"a dict with entry {bad!r}"
+    bad = [(k, v) for k, v in obj.items() if not _is_label(k, v)] if isinstance(obj, dict) else None
+    if bad is None or bad:
+        found = type(obj).__name__ if bad is None else f"a dict with entry {bad[0]!r}"
         raise DataFormatError(
             f"the {what} is not a dict of int -> str",
             path=path,

@@ -109,8 +109,12 @@ def _image_dir(subj: Path, split: str) -> Path:
     return subj.joinpath(*SPLITS[split])
 
 
+def _image_pattern(split: str) -> re.Pattern:
+    return re.compile(rf"{split}-\d+_nsd-\d+\.png")
+
+
 def _list_images(subj: Path, split: str) -> list[Path]:
-    """The split's image files sorted by name; every visible entry must be a PNG named like the challenge's."""
+    """The split's challenge-named image files (``train-XXXX_nsd-XXXXX.png``), sorted by name."""
     folder = _image_dir(subj, split)
     if not folder.is_dir():
         raise MissingFileError(
@@ -120,35 +124,42 @@ def _list_images(subj: Path, split: str) -> list[Path]:
             found="nothing",
             fix=_DOWNLOAD_FIX,
         )
-    pattern = re.compile(rf"{split}-\d+_nsd-\d+\.png")
-    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    odd = [p.name for p in entries if not (pattern.fullmatch(p.name) and p.is_file())]
+    pattern = _image_pattern(split)
+    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name) and p.is_file())
+
+
+def _check_strays(subj: Path, split: str) -> None:
+    """Every visible entry of the image folder must be a challenge image."""
+    folder, pattern = _image_dir(subj, split), _image_pattern(split)
+    odd = sorted(
+        p.name
+        for p in folder.iterdir()
+        if not p.name.startswith(".") and not (pattern.fullmatch(p.name) and p.is_file())
+    )
     if odd:
         raise DataFormatError(
-            f"the {split} image folder holds {len(odd)} entries that are not challenge images",
+            f"the {split} image folder holds files that are not challenge images",
             path=folder,
             expected=f"only files named {split}-XXXX_nsd-XXXXX.png",
-            found=f"{odd[:_SHOW]}{' ...' if len(odd) > _SHOW else ''}",
+            found=f"{len(odd)}: {odd[:_SHOW]}{' ...' if len(odd) > _SHOW else ''}",
             fix="move the other files out of the folder",
         )
-    not_png = []
-    for p in entries:
-        with open(p, "rb") as fp:
-            if fp.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
-                not_png.append(p)
-    if not_png:
+
+
+def _check_image(path: Path, decode: bool) -> None:
+    """Check that an image file starts with the PNG signature; with ``decode``, also let PIL verify it."""
+    with open(path, "rb") as fp:
+        head = fp.read(len(_PNG_SIGNATURE))
+    if head != _PNG_SIGNATURE:
         raise DataFormatError(
-            f"{len(not_png)} {split} image file(s) are not PNG images",
-            path=not_png[0],
-            expected="a PNG image (file signature \\x89PNG)",
-            found=f"other content in {[p.name for p in not_png[:_SHOW]]}",
-            fix="replace the files with the challenge's images (re-download them)",
+            "the stimulus image is not a PNG file",
+            path=path,
+            expected="a PNG image (file signature 89 50 4E 47 0D 0A 1A 0A)",
+            found=f"a file starting with {head.hex(' ').upper() or 'nothing (empty file)'}",
+            fix="replace the file with the challenge's original image (re-download it)",
         )
-    return entries
-
-
-def _verify_image(path: Path) -> None:
-    """Decode-check one image with PIL (cheap: ``verify`` checks structure and checksums without decoding)."""
+    if not decode:
+        return
     try:
         with Image.open(path) as img:
             img.verify()
@@ -180,7 +191,7 @@ def _fmri_path(subj: Path, hemi: str) -> Path:
 
 
 def _open_responses(subj: Path, hemi: str) -> np.ndarray:
-    """Memory-map one hemisphere's training fMRI and check its dtype, rank and values."""
+    """Memory-map one hemisphere's training fMRI and check its dtype and rank (values: :func:`_check_finite`)."""
     path = _fmri_path(subj, hemi)
     data = read_array(path, what=f"{hemi} training fMRI", fix=_DOWNLOAD_FIX, mmap=True)
     if data.dtype.kind not in "fiu":
@@ -199,7 +210,6 @@ def _open_responses(subj: Path, hemi: str) -> np.ndarray:
             found=f"shape {data.shape}",
             fix="save one row per training image and one column per vertex",
         )
-    _check_finite(data, path)
     return data
 
 
@@ -251,6 +261,16 @@ def _check_rows(subj: Path, hemi: str, n_rows: int, images: Sequence[Path]) -> N
     )
 
 
+def _check_hemisphere_rows(subj: Path, rows: dict[str, int]) -> None:
+    raise DataFormatError(
+        "the two hemispheres' training fMRI have different numbers of rows",
+        path=_fmri_path(subj, "rh"),
+        expected=f"{rows['lh']} rows, as in {_fmri_path(subj, 'lh').name}",
+        found=f"{rows['rh']}",
+        fix="use the lh and rh files of the same subject and split",
+    )
+
+
 # --------------------------------------------------------------------------------------------- voxels
 
 
@@ -297,8 +317,23 @@ def _read_vertices(subj: Path, hemi: str, n_columns: int | None) -> np.ndarray:
     return vertices
 
 
-def _read_family(subj: Path, family: str, hemi: str, n_vertices: int) -> np.ndarray:
-    """ROI names (``""`` outside every ROI) of one family for one hemisphere's challenge-space vertices."""
+def _read_mapping(subj: Path, family: str) -> dict[int, str]:
+    """The family's label -> name mapping (restricted unpickler), with label 0 named ``""``."""
+    path = _roi_dir(subj) / f"mapping_{family}.npy"
+    masks = [f"{h}.{family}_challenge_space.npy" for h in HEMISPHERES]
+    needing = " and ".join(m for m in masks if (_roi_dir(subj) / m).is_file())
+    mapping = read_label_mapping(path, fix=f"add {path.name}: {needing} need it to name their labels")
+    mapping[0] = ""
+    return mapping
+
+
+def _read_family(
+    subj: Path, family: str, hemi: str, n_vertices: int, mapping: dict[int, str] | None
+) -> np.ndarray | None:
+    """ROI names (``""`` outside every ROI) of one family for one hemisphere's challenge-space vertices.
+
+    Without a ``mapping`` (its own problem is reported elsewhere) only the mask itself is checked.
+    """
     path = _roi_dir(subj) / f"{hemi}.{family}_challenge_space.npy"
     labels = read_array(
         path,
@@ -325,12 +360,10 @@ def _read_family(subj: Path, family: str, hemi: str, n_vertices: int) -> np.ndar
             found=f"{labels.shape[0]}",
             fix="use the mask that belongs to this subject (masks of other subjects have other lengths)",
         )
+    if mapping is None:
+        return None
     labels = labels.astype(np.int64)
     mapping_path = _roi_dir(subj) / f"mapping_{family}.npy"
-    mapping = read_label_mapping(
-        mapping_path, fix=f"add mapping_{family}.npy next to {path.name}, which needs it"
-    )
-    mapping[0] = ""
     unknown = sorted(set(np.unique(labels).tolist()) - set(mapping))
     if unknown:
         raise DataFormatError(
@@ -421,15 +454,21 @@ class _Checks:
 def _read_subject(subj: Path, check: _Checks, check_images: bool) -> dict:
     """Every part of one subject's folder, each ``None`` where its check failed (only when collecting)."""
     images = {split: check(_list_images, subj, split) for split in SPLITS}
-    if check_images:
-        for split, paths in images.items():
-            for path in _progress(paths or [], f"checking {split} images"):
-                check(_verify_image, path)
+    for split, paths in images.items():
+        if paths is not None:
+            check(_check_strays, subj, split)
+            for path in _progress(paths, f"checking {split} images") if check_images else paths:
+                check(_check_image, path, check_images)
     responses = {hemi: check(_open_responses, subj, hemi) for hemi in HEMISPHERES}
-    if images["train"] is not None:
-        for hemi, data in responses.items():
-            if data is not None:
-                check(_check_rows, subj, hemi, data.shape[0], images["train"])
+    for hemi, data in responses.items():
+        if data is not None:
+            check(_check_finite, data, _fmri_path(subj, hemi))
+    present = {hemi: data.shape[0] for hemi, data in responses.items() if data is not None}
+    if present and images["train"] is not None:
+        hemi, n_rows = next(iter(present.items()))
+        check(_check_rows, subj, hemi, n_rows, images["train"])
+    if len(set(present.values())) > 1:
+        check(_check_hemisphere_rows, subj, present)
     vertices = {
         hemi: check(_read_vertices, subj, hemi, None if data is None else data.shape[1])
         for hemi, data in responses.items()
@@ -440,12 +479,14 @@ def _read_subject(subj: Path, check: _Checks, check_images: bool) -> dict:
         else getattr(vertices[hemi], "size", None)
         for hemi in HEMISPHERES
     }
-    families = {
-        family: {
-            hemi: check(_read_family, subj, family, hemi, n) for hemi, n in counts.items() if n is not None
+    families = {}
+    for family in _present_families(subj):
+        mapping = check(_read_mapping, subj, family)
+        families[family] = {
+            hemi: check(_read_family, subj, family, hemi, n, mapping)
+            for hemi, n in counts.items()
+            if n is not None
         }
-        for family in _present_families(subj)
-    }
     captions = None
     if all(paths is not None for paths in images.values()):
         captions = check(_read_captions, subj, [p.name for paths in images.values() for p in paths])

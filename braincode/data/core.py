@@ -123,7 +123,9 @@ class Responses:
     def __post_init__(self) -> None:
         data = np.asarray(self.data)
         if data.ndim != 2:
-            raise DataFormatError("responses must be 2-D", expected="(n_stimuli, n_voxels)", found=str(data.shape))
+            raise DataFormatError(
+                "responses must be 2-D", expected="(n_stimuli, n_voxels)", found=str(data.shape)
+            )
         if len(self.voxels) != data.shape[1]:
             raise DataFormatError(
                 "voxel table and responses disagree",
@@ -132,7 +134,9 @@ class Responses:
             )
         missing = [c for c in VOXEL_COLUMNS if c not in self.voxels.columns]
         if missing:
-            raise DataFormatError("voxel table lacks columns", expected=str(VOXEL_COLUMNS), found=str(missing))
+            raise DataFormatError(
+                "voxel table lacks columns", expected=str(VOXEL_COLUMNS), found=str(missing)
+            )
         object.__setattr__(self, "data", data.astype(np.float32, copy=False))
 
     @property
