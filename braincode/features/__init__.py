@@ -1,1 +1,30 @@
-"""braincode.features"""
+"""Model features: extractors for open_clip, timm and transformers models, token pooling, and an on-disk cache.
+
+Examples
+--------
+>>> from braincode.features import FeatureStore, get_extractor, pool_tokens  # doctest: +SKIP
+>>> ext = get_extractor("open_clip:tiny-vit@random", layers=["pooled", "blocks.1"])  # doctest: +SKIP
+>>> feats = ext.extract(stimuli, store=FeatureStore("cache"))  # doctest: +SKIP
+>>> X = pool_tokens(feats["blocks.1"], num_prefix_tokens=ext.num_prefix_tokens, grid=ext.grid)  # doctest: +SKIP
+"""
+
+from braincode.features.extractor import Extractor
+from braincode.features.model_id import ModelId, parse_model_id
+from braincode.features.pooling import pool_tokens
+from braincode.features.registry import SOURCES, get_extractor
+from braincode.features.store import CacheKey, FeatureStore
+from braincode.features.text import TextExtractor
+from braincode.features.vision import VisionExtractor
+
+__all__ = [
+    "SOURCES",
+    "CacheKey",
+    "Extractor",
+    "FeatureStore",
+    "ModelId",
+    "TextExtractor",
+    "VisionExtractor",
+    "get_extractor",
+    "parse_model_id",
+    "pool_tokens",
+]

@@ -1,0 +1,116 @@
+"""``open_clip:<name>@<tag>``: image towers of open_clip models, pretrained (from the local cache) or random."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from braincode.errors import ModelError
+from braincode.features.model_id import ModelId
+from braincode.features.vision import VisionExtractor, hooked_run
+from braincode.features.weights import (
+    RANDOM_SEED,
+    file_fingerprint,
+    find_hf_cached,
+    hf_cache_dir,
+    missing_weights_error,
+    module_fingerprint,
+    seeded,
+    unknown_name_error,
+)
+
+#: Small open_clip architectures for tests and the offline demo (random weights only). Each replaces every
+#: field of a built-in config, so the model is a real open_clip CLIP with a VisionTransformer image tower.
+TINY_CONFIGS: dict[str, dict] = {
+    "tiny-vit": {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 224, "patch_size": 32, "width": 128, "head_width": 32, "layers": 4},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+    },
+}
+_TINY_BASE = "ViT-B-32"
+_CLIP_URL_CACHE = Path(os.path.expanduser("~/.cache/clip"))
+
+
+def _cached_checkpoint(cfg: dict) -> tuple[Path | None, list[str]]:
+    """The local file of an open_clip pretrained config, if cached, and the places looked in."""
+    if cfg.get("file"):
+        return (Path(cfg["file"]) if os.path.isfile(cfg["file"]) else None), [cfg["file"]]
+    looked: list[str] = []
+    if cfg.get("hf_hub"):
+        repo, filename = os.path.split(cfg["hf_hub"])  # "org/repo/" (default file) or "org/repo/file"
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if filename.endswith((".bin", ".pth", ".pt")):
+            names.insert(0, filename.rsplit(".", 1)[0] + ".safetensors")
+        looked.append(f"{hf_cache_dir()} (hub repo {repo}, files {', '.join(names)})")
+        found = find_hf_cached(repo, names)
+        if found is not None:
+            return found, looked
+    if cfg.get("url"):
+        target = _CLIP_URL_CACHE / os.path.basename(cfg["url"])
+        looked.append(str(target))
+        if target.is_file():
+            return target, looked
+    return None, looked
+
+
+def build(mid: ModelId, *, layers: Sequence[str] | None, device: torch.device) -> VisionExtractor:
+    """Build the extractor of ``open_clip:<name>@<tag>`` (``@random``: seeded random weights)."""
+    import open_clip
+
+    name = mid.name
+    tiny = name in TINY_CONFIGS
+    if not tiny and name not in open_clip.list_models():
+        raise unknown_name_error("open_clip", name, [*TINY_CONFIGS, *open_clip.list_models()],
+                                 "open_clip.list_models() plus braincode's " + ", ".join(TINY_CONFIGS))
+    tags = [] if tiny else open_clip.list_pretrained_tags_by_model(name)
+    if not mid.is_random and mid.pretrained not in tags:
+        raise ModelError(
+            f"open_clip model {name} needs its weights named" if mid.pretrained is None
+            else f"open_clip model {name} has no pretrained weights {mid.pretrained!r}",
+            expected=f"open_clip:{name}@<weights> with <weights> one of {', '.join([*tags, 'random'])}",
+            found=str(mid),
+            fix=f"e.g. open_clip:{name}@{(tags or ['random'])[0]}",
+        )
+    if mid.is_random:
+        with seeded(RANDOM_SEED):
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                _TINY_BASE if tiny else name, pretrained=None, pretrained_text=False, device=device,
+                **(TINY_CONFIGS[name] if tiny else {}),
+            )
+        fingerprint = f"random-seed{RANDOM_SEED}:{module_fingerprint(model.visual)}"
+    else:
+        cfg = open_clip.get_pretrained_cfg(name, mid.pretrained)
+        path, looked = _cached_checkpoint(cfg)
+        if path is None:
+            raise missing_weights_error(
+                f"{mid.pretrained!r} of open_clip model {name}", looked,
+                f"python -c \"import open_clip; open_clip.create_model_and_transforms('{name}', "
+                f"pretrained='{mid.pretrained}')\"",
+            )
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=str(path), device=device, force_quick_gelu=bool(cfg.get("quick_gelu", False)),
+            image_mean=cfg.get("mean"), image_std=cfg.get("std"), image_interpolation=cfg.get("interpolation"),
+            image_resize_mode=cfg.get("resize_mode"),
+        )
+        fingerprint = f"{mid.pretrained}:{file_fingerprint(path)}"
+    visual = model.visual
+    is_vit = isinstance(visual, open_clip.transformer.VisionTransformer)
+    blocks = list(visual.transformer.resblocks) if is_vit else []
+    return VisionExtractor(
+        model_id=str(mid),
+        model=model,
+        requested=layers,
+        fingerprint=fingerprint,
+        preprocess=repr(preprocess),
+        device=device,
+        transform=preprocess,
+        run=hooked_run(model.encode_image, blocks, batch_first=getattr(visual.transformer, "batch_first", True)
+                       if is_vit else True),
+        n_blocks=len(blocks),
+        num_prefix_tokens=1 if is_vit else None,
+        grid=tuple(visual.grid_size) if is_vit else None,
+    )
