@@ -121,16 +121,22 @@ class Extractor(ABC):
         (2, 384)
         """
         if batch_size < 1:
-            raise ConfigError("batch_size must be positive", expected="an integer >= 1", found=str(batch_size))
+            raise ConfigError(
+                "batch_size must be positive", expected="an integer >= 1", found=str(batch_size)
+            )
         source, hashes = self._inputs(stimuli)
         if not hashes:
-            raise ConfigError("no stimuli to extract features from", expected="at least one stimulus", found="0")
+            raise ConfigError(
+                "no stimuli to extract features from", expected="at least one stimulus", found="0"
+            )
         if store is None:
             return self._compute(source, np.arange(len(hashes)), batch_size, progress)
         keys = {layer: self.cache_key(layer) for layer in self.requested}
         return store.fetch(keys, hashes, lambda idx: self._compute(source, idx, batch_size, progress))
 
-    def _compute(self, source: Any, index: np.ndarray, batch_size: int, progress: bool) -> dict[str, np.ndarray]:
+    def _compute(
+        self, source: Any, index: np.ndarray, batch_size: int, progress: bool
+    ) -> dict[str, np.ndarray]:
         """Run the model over ``source[index]`` in batches, filling one preallocated array per layer."""
         out: dict[str, np.ndarray] = {}
         starts = range(0, len(index), batch_size)

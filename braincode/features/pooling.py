@@ -51,9 +51,13 @@ def pool_tokens(
     array([[2.5]], dtype=float32)
     """
     if mode not in POOL_MODES:
-        raise ConfigError(f"unknown pooling mode {mode!r}", expected=" or ".join(POOL_MODES), found=repr(mode))
+        raise ConfigError(
+            f"unknown pooling mode {mode!r}", expected=" or ".join(POOL_MODES), found=repr(mode)
+        )
     if tokens.ndim != 3:
-        raise DataFormatError("pool_tokens needs a token map", expected="shape (n, T, D)", found=str(tokens.shape))
+        raise DataFormatError(
+            "pool_tokens needs a token map", expected="shape (n, T, D)", found=str(tokens.shape)
+        )
     gh, gw = (int(g) for g in grid)
     if tokens.shape[1] != num_prefix_tokens + gh * gw:
         raise DataFormatError(
@@ -64,16 +68,25 @@ def pool_tokens(
         )
     if mode == "cls":
         if num_prefix_tokens < 1:
-            raise ConfigError("mode='cls' needs a class token", expected="num_prefix_tokens >= 1",
-                              found=str(num_prefix_tokens), fix="use mode='mean' or 'grid'")
+            raise ConfigError(
+                "mode='cls' needs a class token",
+                expected="num_prefix_tokens >= 1",
+                found=str(num_prefix_tokens),
+                fix="use mode='mean' or 'grid'",
+            )
         return np.asarray(tokens[:, 0], dtype=np.float32)
     if mode == "grid" and not 1 <= out_grid <= min(gh, gw):
-        raise ConfigError("out_grid does not fit the patch grid", expected=f"1 <= out_grid <= {min(gh, gw)}",
-                          found=str(out_grid), fix=f"pass out_grid between 1 and {min(gh, gw)}")
+        raise ConfigError(
+            "out_grid does not fit the patch grid",
+            expected=f"1 <= out_grid <= {min(gh, gw)}",
+            found=str(out_grid),
+            fix=f"pass out_grid between 1 and {min(gh, gw)}",
+        )
     parts = []
     for start in range(0, len(tokens), _ROWS_PER_STEP):
-        patches = torch.from_numpy(np.asarray(tokens[start : start + _ROWS_PER_STEP, num_prefix_tokens:],
-                                              dtype=np.float32))
+        patches = torch.from_numpy(
+            np.asarray(tokens[start : start + _ROWS_PER_STEP, num_prefix_tokens:], dtype=np.float32)
+        )
         if mode == "mean":
             parts.append(patches.mean(1))
         else:

@@ -63,7 +63,8 @@ class TextExtractor(Extractor):
         mask = batch["attention_mask"]
         return {
             name: masked_mean(
-                out.last_hidden_state if name == "pooled" else out.hidden_states[int(name.split(".")[1])], mask
+                out.last_hidden_state if name == "pooled" else out.hidden_states[int(name.split(".")[1])],
+                mask,
             )
             for name in self.requested
         }

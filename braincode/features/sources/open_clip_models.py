@@ -64,12 +64,17 @@ def build(mid: ModelId, *, layers: Sequence[str] | None, device: torch.device) -
     name = mid.name
     tiny = name in TINY_CONFIGS
     if not tiny and name not in open_clip.list_models():
-        raise unknown_name_error("open_clip", name, [*TINY_CONFIGS, *open_clip.list_models()],
-                                 "open_clip.list_models() plus braincode's " + ", ".join(TINY_CONFIGS))
+        raise unknown_name_error(
+            "open_clip",
+            name,
+            [*TINY_CONFIGS, *open_clip.list_models()],
+            "open_clip.list_models() plus braincode's " + ", ".join(TINY_CONFIGS),
+        )
     tags = [] if tiny else open_clip.list_pretrained_tags_by_model(name)
     if not mid.is_random and mid.pretrained not in tags:
         raise ModelError(
-            f"open_clip model {name} needs its weights named" if mid.pretrained is None
+            f"open_clip model {name} needs its weights named"
+            if mid.pretrained is None
             else f"open_clip model {name} has no pretrained weights {mid.pretrained!r}",
             expected=f"open_clip:{name}@<weights> with <weights> one of {', '.join([*tags, 'random'])}",
             found=str(mid),
@@ -78,7 +83,10 @@ def build(mid: ModelId, *, layers: Sequence[str] | None, device: torch.device) -
     if mid.is_random:
         with seeded(RANDOM_SEED):
             model, _, preprocess = open_clip.create_model_and_transforms(
-                _TINY_BASE if tiny else name, pretrained=None, pretrained_text=False, device=device,
+                _TINY_BASE if tiny else name,
+                pretrained=None,
+                pretrained_text=False,
+                device=device,
                 **(TINY_CONFIGS[name] if tiny else {}),
             )
         fingerprint = f"random-seed{RANDOM_SEED}:{module_fingerprint(model.visual)}"
@@ -87,13 +95,19 @@ def build(mid: ModelId, *, layers: Sequence[str] | None, device: torch.device) -
         path, looked = _cached_checkpoint(cfg)
         if path is None:
             raise missing_weights_error(
-                f"{mid.pretrained!r} of open_clip model {name}", looked,
+                f"{mid.pretrained!r} of open_clip model {name}",
+                looked,
                 f"python -c \"import open_clip; open_clip.create_model_and_transforms('{name}', "
                 f"pretrained='{mid.pretrained}')\"",
             )
         model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=str(path), device=device, force_quick_gelu=bool(cfg.get("quick_gelu", False)),
-            image_mean=cfg.get("mean"), image_std=cfg.get("std"), image_interpolation=cfg.get("interpolation"),
+            name,
+            pretrained=str(path),
+            device=device,
+            force_quick_gelu=bool(cfg.get("quick_gelu", False)),
+            image_mean=cfg.get("mean"),
+            image_std=cfg.get("std"),
+            image_interpolation=cfg.get("interpolation"),
             image_resize_mode=cfg.get("resize_mode"),
         )
         fingerprint = f"{mid.pretrained}:{file_fingerprint(path)}"
@@ -108,8 +122,11 @@ def build(mid: ModelId, *, layers: Sequence[str] | None, device: torch.device) -
         preprocess=repr(preprocess),
         device=device,
         transform=preprocess,
-        run=hooked_run(model.encode_image, blocks, batch_first=getattr(visual.transformer, "batch_first", True)
-                       if is_vit else True),
+        run=hooked_run(
+            model.encode_image,
+            blocks,
+            batch_first=getattr(visual.transformer, "batch_first", True) if is_vit else True,
+        ),
         n_blocks=len(blocks),
         num_prefix_tokens=1 if is_vit else None,
         grid=tuple(visual.grid_size) if is_vit else None,

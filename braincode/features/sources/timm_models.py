@@ -66,11 +66,16 @@ def _create(mid: ModelId) -> tuple[torch.nn.Module, str]:
     path, custom, looked = _cached_checkpoint(cfg)
     if path is None:
         raise missing_weights_error(
-            f"{full!r} (timm)", looked,
+            f"{full!r} (timm)",
+            looked,
             f"python -c \"import timm; timm.create_model('{full}', pretrained=True)\"",
         )
-    model = timm.create_model(full, pretrained=True, num_classes=0,
-                              pretrained_cfg_overlay={"file": str(path), "custom_load": custom})
+    model = timm.create_model(
+        full,
+        pretrained=True,
+        num_classes=0,
+        pretrained_cfg_overlay={"file": str(path), "custom_load": custom},
+    )
     return model, f"{full}:{file_fingerprint(path)}"
 
 
@@ -81,7 +86,9 @@ def build(mid: ModelId, *, layers: Sequence[str] | None, device: torch.device) -
     model, fingerprint = _create(mid)
     model = model.to(device)
     transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model), is_training=False)
-    is_vit = hasattr(model, "blocks") and hasattr(model, "patch_embed") and hasattr(model, "num_prefix_tokens")
+    is_vit = (
+        hasattr(model, "blocks") and hasattr(model, "patch_embed") and hasattr(model, "num_prefix_tokens")
+    )
     blocks = list(model.blocks) if is_vit else []
     return VisionExtractor(
         model_id=str(mid),
