@@ -34,13 +34,13 @@ TextEncoder = Callable[[Sequence[str]], np.ndarray]
 
 _WORD = re.compile(r"[a-z]+")
 #: Words that open a noun phrase.
-_DETERMINERS = frozenset("a an the some two three several many this that these those its their his her".split())
-#: Words that end one (prepositions, conjunctions, verbs of captions) or are never keywords.
-_BREAKS = frozenset(
-    """on in at of with and or but to from by for near next over under above below behind beside between into
-    onto is are was were be being been has have having it there here while which who that as its very""".split()
-)
-_NON_KEYWORDS = frozenset("image photo picture photograph view nothing something thing things".split())
+_DETERMINERS = frozenset(re.findall(r"\w+", "a an the some two three several many this that these those their his her"))
+#: Words that end one (prepositions, conjunctions, verbs of captions).
+_BREAKS = frozenset(re.findall(r"\w+", """on in at of with and or but to from by for near next over under above below
+    behind beside between into onto is are was were be being been has have having it there here while which who
+    that as its very"""))
+#: Head words that are never keywords.
+_NON_KEYWORDS = frozenset(re.findall(r"\w+", "image photo picture photograph view nothing something thing things"))
 
 
 # ------------------------------------------------------------------------------------------ interfaces
