@@ -187,6 +187,10 @@ def _rank3_fmri(root):
     np.save(_fmri(root, "rh"), data[:, :, None])
 
 
+def _short_rh(root):
+    np.save(_fmri(root, "rh"), np.load(_fmri(root, "rh"))[:-1])
+
+
 def _drop_fmri(root):
     _fmri(root, "rh").unlink()
 
@@ -227,6 +231,7 @@ DEFECTS = [
     (_string_fmri, DataFormatError, ["lh_training_fmri.npy", "not numeric", "dtype <U"]),
     (_object_fmri, DataFormatError, ["lh_training_fmri.npy", "pickled Python objects"]),
     (_rank3_fmri, DataFormatError, ["rh_training_fmri.npy", "not a 2-D array", "(20, 260, 1)"]),
+    (_short_rh, DataFormatError, ["rh_training_fmri.npy", "different numbers of rows", "expected 20 rows"]),
     (_drop_fmri, MissingFileError, ["rh_training_fmri.npy", "is missing"]),
     (_drop_all_vertices, MissingFileError, ["rh.all-vertices_fsaverage_space.npy", "is missing"]),
     (_extra_vertex, DataFormatError, ["lh.all-vertices_fsaverage_space.npy", "expected 260 vertices", "found 261"]),
