@@ -48,7 +48,12 @@ class EmbeddingBank:
     paths : tuple of Path, optional
         The image file of each entry when known.
     model_id : str
-        The model (and layer) that made the embeddings, e.g. ``"open_clip:ViT-B-32@openai/pooled"``.
+        The extractor that made the embeddings, e.g. ``"open_clip:ViT-B-32@openai"`` ("" when unknown).
+    layer : str
+        Its layer (token layers are mean-pooled).
+    source : {"images", "captions"}
+        What the model read: the images, or their captions (a text model standing in for CLIP's joint space,
+        e.g. ``minilm``, when no image-text model is available).
 
     Examples
     --------
@@ -64,9 +69,13 @@ class EmbeddingBank:
     captions: tuple[str, ...] | None = None
     paths: tuple[Path, ...] | None = None
     model_id: str = ""
+    layer: str = "pooled"
+    source: str = "images"
 
     def __post_init__(self) -> None:
         n = len(self.ids)
+        if self.source not in ("images", "captions"):
+            raise DataFormatError("unknown bank source", expected='"images" or "captions"', found=repr(self.source))
         if self.unit.ndim != 2 or self.unit.shape[0] != n or self.norms.shape != (n,):
             raise DataFormatError(
                 "bank arrays disagree",
@@ -94,6 +103,21 @@ class EmbeddingBank:
         """The bank's images (and captions) as :class:`~braincode.data.core.Stimuli`."""
         return Stimuli(ids=self.ids, paths=self.paths, captions=self.captions)
 
+    def embed(self, stimuli: Stimuli | Sequence[str], *, store=None, batch_size: int = 32, device: str = "auto",
+              progress: bool = True) -> np.ndarray:
+        """Raw embeddings (n, D) of other stimuli (images, or texts for a caption bank) in this bank's space."""
+        if not self.model_id:
+            raise DataFormatError("the bank does not name the model that made it", fix="rebuild it with build_bank")
+        return embed_stimuli(stimuli, self.model_id, layer=self.layer, source=self.source, store=store,
+                             batch_size=batch_size, device=device, progress=progress)
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray | None:
+        """Text embeddings in the bank's space when the bank's model reads text (``source="captions"``), else
+        ``None`` (an image-only model has no text tower here)."""
+        if self.source != "captions":
+            return None
+        return self.embed(list(texts), progress=False)
+
     def save(self, folder: str | Path, *, meta: dict | None = None) -> Path:
         """Write the bank into ``folder`` (see the module docstring for the layout); returns ``folder``."""
         folder = Path(folder)
@@ -102,7 +126,8 @@ class EmbeddingBank:
             stop = min(start + 65536, len(self))
             writer.unit[start:stop] = self.unit[start:stop]
             writer.norms[start:stop] = self.norms[start:stop]
-        writer.finish(self.ids, self.captions, self.paths, {"model_id": self.model_id, **(meta or {})})
+        writer.finish(self.ids, self.captions, self.paths,
+                      {"model_id": self.model_id, "layer": self.layer, "source": self.source, **(meta or {})})
         return folder
 
 
@@ -120,6 +145,8 @@ def bank_from_arrays(
     captions: Sequence[str] | None = None,
     paths: Sequence[str | Path] | None = None,
     model_id: str = "",
+    layer: str = "pooled",
+    source: str = "images",
 ) -> EmbeddingBank:
     """An in-memory bank from raw embeddings (n, D), e.g. features already extracted or text-model embeddings."""
     embeddings = np.asarray(embeddings)
@@ -134,6 +161,8 @@ def bank_from_arrays(
         captions=None if captions is None else tuple(str(c) for c in captions),
         paths=None if paths is None else tuple(Path(p) for p in paths),
         model_id=model_id,
+        layer=layer,
+        source=source,
     )
 
 
@@ -194,6 +223,8 @@ def load_bank(folder: str | Path) -> EmbeddingBank:
         captions=tuple(items["caption"]) if info.get("has_captions") else None,
         paths=tuple(Path(p) for p in items["path"]) if info.get("has_paths") else None,
         model_id=info.get("model_id", ""),
+        layer=info.get("layer", "pooled"),
+        source=info.get("source", "images"),
     )
 
 
@@ -222,8 +253,10 @@ def _image_files(folder: Path) -> list[Path]:
     return files
 
 
-def _hdf5_chunks(path: Path, chunk: int) -> tuple[int, list[str], list[str] | None, Iterator[Stimuli]]:
-    """Size, ids, captions and an iterator of Stimuli chunks (images spilled to temporary PNGs) of an HDF5 file."""
+def _hdf5_chunks(path: Path, chunk: int, *, with_images: bool = True,
+                 ) -> tuple[int, list[str], list[str] | None, Iterator[Stimuli]]:
+    """Size, ids, captions and an iterator of Stimuli chunks (images spilled to temporary PNGs, or captions only
+    when ``with_images`` is False) of an HDF5 file."""
     import h5py
     from PIL import Image
 
@@ -238,6 +271,10 @@ def _hdf5_chunks(path: Path, chunk: int) -> tuple[int, list[str], list[str] | No
         captions = [s.decode() if isinstance(s, bytes) else str(s) for s in f["captions"][:]] if "captions" in f else None
 
     def chunks() -> Iterator[Stimuli]:
+        if not with_images:
+            for start in range(0, n, chunk):
+                yield Stimuli(ids=ids[start:start + chunk], captions=captions[start:start + chunk])
+            return
         with h5py.File(path, "r") as f, tempfile.TemporaryDirectory() as tmp:
             for start in range(0, n, chunk):
                 block = f["images"][start:start + chunk]
@@ -245,11 +282,38 @@ def _hdf5_chunks(path: Path, chunk: int) -> tuple[int, list[str], list[str] | No
                 for i, img in enumerate(block):
                     files.append(Path(tmp) / f"{start + i:07d}.png")
                     Image.fromarray(np.asarray(img, dtype=np.uint8)).save(files[-1])
-                yield Stimuli(ids=ids[start:start + len(block)], paths=files)
+                yield Stimuli(ids=ids[start:start + len(block)], paths=files,
+                              captions=None if captions is None else captions[start:start + len(block)])
                 for file in files:
                     file.unlink()
 
     return n, ids, captions, chunks()
+
+
+def embed_stimuli(
+    stimuli: Stimuli | Sequence[str],
+    model_id: str,
+    *,
+    layer: str = "pooled",
+    source: str = "images",
+    store=None,
+    batch_size: int = 32,
+    device: str = "auto",
+    progress: bool = True,
+    extractor=None,
+) -> np.ndarray:
+    """One vector per stimulus (n, D) float32: ``layer`` of ``model_id`` on the images, or on the captions when
+    ``source="captions"`` (token layers mean-pooled)."""
+    from braincode.features import get_extractor
+
+    extractor = extractor or get_extractor(model_id, layers=[layer], device=device)
+    if source == "captions" and isinstance(stimuli, Stimuli):
+        if stimuli.captions is None or not all(stimuli.captions):
+            raise DataFormatError("a caption bank needs a caption for every image",
+                                  fix="add a captions.csv (columns image, caption) beside the images")
+        stimuli = list(stimuli.captions)
+    x = np.asarray(extractor.extract(stimuli, batch_size=batch_size, store=store, progress=progress)[layer])
+    return (x.mean(axis=1) if x.ndim == 3 else x.reshape(len(x), -1)).astype(np.float32)
 
 
 def build_bank(
@@ -258,6 +322,7 @@ def build_bank(
     out: str | Path,
     *,
     layer: str = "pooled",
+    from_captions: bool = False,
     store=None,
     batch_size: int = 32,
     chunk: int = 4096,
@@ -270,14 +335,17 @@ def build_bank(
     ----------
     source : str or Path
         A folder of images (searched recursively; a ``captions.csv`` with columns ``image, caption`` in it or up
-        to two folders above supplies captions), or an HDF5 file with ``images`` (n, H, W, 3) uint8 and optionally ``ids``
-        and ``captions``.
+        to two folders above supplies captions), or an HDF5 file with ``images`` (n, H, W, 3) uint8 and
+        optionally ``ids`` and ``captions``.
     model_id : str
-        Extractor id, e.g. ``open_clip:ViT-B-32@openai``.
+        Extractor id, e.g. ``open_clip:ViT-B-32@openai`` (or a text model such as ``minilm`` with
+        ``from_captions=True``).
     out : str or Path
         Bank folder to write.
     layer : str
         Extractor layer giving one vector per image (token layers are mean-pooled).
+    from_captions : bool
+        Embed the captions instead of the images (needs a caption for every image).
     store : FeatureStore, optional
         Feature cache shared with the rest of braincode.
     chunk : int
@@ -289,28 +357,34 @@ def build_bank(
     """
     from braincode.features import get_extractor
 
-    source = Path(source)
-    if source.suffix.lower() in (".h5", ".hdf5"):
-        if not source.is_file():
-            raise MissingFileError("HDF5 bank source not found", path=source)
-        n, ids, captions, chunks = _hdf5_chunks(source, chunk)
+    source_path = Path(source)
+    kind = "captions" if from_captions else "images"
+    if source_path.suffix.lower() in (".h5", ".hdf5"):
+        if not source_path.is_file():
+            raise MissingFileError("HDF5 bank source not found", path=source_path)
+        n, ids, captions, chunks = _hdf5_chunks(source_path, chunk, with_images=not from_captions)
         paths = None
     else:
-        files = _image_files(source)
-        n, ids, paths = len(files), [str(f.relative_to(source)) for f in files], files
-        captions = read_captions(source, [f.name for f in files])
-        chunks = (Stimuli(ids=ids[s:s + chunk], paths=files[s:s + chunk]) for s in range(0, n, chunk))
-    extractor = get_extractor(model_id, layers=[layer], device=device)
+        files = _image_files(source_path)
+        n, ids, paths = len(files), [str(f.relative_to(source_path)) for f in files], files
+        captions = read_captions(source_path, [f.name for f in files])
+        chunks = (Stimuli(ids=ids[s:s + chunk], paths=files[s:s + chunk],
+                          captions=None if captions is None else captions[s:s + chunk]) for s in range(0, n, chunk))
     if n == 0:
-        raise DataFormatError("the bank source holds no images", path=source, expected="at least one image")
+        raise DataFormatError("the bank source holds no images", path=source_path, expected="at least one image")
+    if from_captions and captions is None:
+        raise DataFormatError("from_captions needs captions", path=source_path,
+                              expected="a captions.csv (columns image, caption) or an HDF5 'captions' dataset")
+    extractor = get_extractor(model_id, layers=[layer], device=device)
     writer, start = None, 0
     for stim in chunks:
-        x = np.asarray(extractor.extract(stim, batch_size=batch_size, store=store, progress=progress)[layer])
-        x = x.mean(axis=1) if x.ndim == 3 else x.reshape(len(x), -1)
+        x = embed_stimuli(stim, model_id, layer=layer, source=kind, store=store, batch_size=batch_size,
+                          progress=progress, extractor=extractor)
         if writer is None:
             writer = _BankWriter(Path(out), n, x.shape[1])
         writer.unit[start:start + len(x)], writer.norms[start:start + len(x)] = _normalise(x)
         start += len(x)
-    log.info("bank of %d images embedded with %s/%s in %s", n, model_id, layer, out)
-    writer.finish(ids, captions, paths, {"model_id": f"{model_id}/{layer}", "source": str(source)})
+    log.info("bank of %d %s embedded with %s/%s in %s", n, kind, model_id, layer, out)
+    writer.finish(ids, captions, paths, {"model_id": model_id, "layer": layer, "source": kind,
+                                         "built_from": str(source_path)})
     return load_bank(out)
