@@ -18,7 +18,6 @@ nothing.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import struct
 from collections.abc import Callable, Sequence
@@ -28,11 +27,11 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from braincode.data._npy import read_array, read_label_mapping, save_arrays_atomic
 from braincode.data.core import Dataset, Responses, Split, Stimuli
 from braincode.errors import BraincodeError, ConfigError, DataFormatError, MissingFileError
+from braincode.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -171,10 +170,6 @@ def _check_image(path: Path, decode: bool) -> None:
             found=f"{type(exc).__name__}: {exc}",
             fix="replace the file with the challenge's original image (re-download it)",
         ) from exc
-
-
-def _progress(items: Sequence, desc: str) -> Sequence:
-    return tqdm(items, desc=desc, leave=False, disable=os.environ.get("BRAINCODE_PROGRESS", "1") == "0")
 
 
 def _image_numbers(paths: Sequence[Path]) -> tuple[list[int], list[int]]:
@@ -457,7 +452,7 @@ def _read_subject(subj: Path, check: _Checks, check_images: bool) -> dict:
     for split, paths in images.items():
         if paths is not None:
             check(_check_strays, subj, split)
-            for path in _progress(paths, f"checking {split} images") if check_images else paths:
+            for path in progress(paths, desc=f"checking {split} images", enabled=check_images):
                 check(_check_image, path, check_images)
     responses = {hemi: check(_open_responses, subj, hemi) for hemi in HEMISPHERES}
     for hemi, data in responses.items():
@@ -554,7 +549,8 @@ def load_algonauts(root: str | Path, subject: str | int, *, check_images: bool =
         name, captions if ``captions.csv`` exists, and float32 responses with the left hemisphere's columns
         first) and ``"test"`` (no responses). ``voxels`` has columns ``hemisphere`` (``"lh"``/``"rh"``),
         ``vertex`` (fsaverage index) and one string column per ROI family present (``""`` outside every ROI).
-        ``meta`` holds ``root`` and ``nsd_ids`` (split -> NSD image ids).
+        ``meta`` holds ``root``, ``nsd_ids`` (split -> NSD image ids) and ``n_vertices`` (hemisphere -> 163842,
+        the fsaverage mesh size).
 
     Raises
     ------
@@ -612,7 +608,7 @@ def load_algonauts(root: str | Path, subject: str | int, *, check_images: bool =
         voxels=voxels,
         subject=subj.name,
         space="fsaverage",
-        meta={"root": Path(root), "nsd_ids": nsd_ids},
+        meta={"root": Path(root), "nsd_ids": nsd_ids, "n_vertices": dict.fromkeys(HEMISPHERES, N_FSAVERAGE)},
     )
 
 

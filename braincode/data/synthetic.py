@@ -24,6 +24,7 @@ text).
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import shutil
@@ -99,6 +100,8 @@ _BACKGROUNDS = {
 }  # fmt: skip
 _NOUNS = {"face": "face", "body": "person", "place": "house"}
 _SCALE = 2  # draw at twice the size, then downsample (anti-aliasing)
+_VERSION = 1  # bump when the generator's output changes, so older folders are not reused
+_PARAMS = "params.json"
 
 
 # ----------------------------------------------------------------------------------------------- images
@@ -382,6 +385,14 @@ def _write_subject(
     pd.DataFrame({"image": names, "caption": captions}).to_csv(folder / "captions.csv", index=False)
 
 
+def _generated_with(truth: Path) -> dict | None:
+    """The parameters recorded by :func:`make_synthetic` in a truth folder, if readable."""
+    try:
+        return json.loads((truth / _PARAMS).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def make_synthetic(
     root: str | Path,
     subject: str | int = "subj01",
@@ -412,7 +423,8 @@ def make_synthetic(
     seed : int, default 0
         Everything (images, voxel parameters, noise) follows from it: same seed, same bytes.
     overwrite : bool, default False
-        Replace this subject's folders if they exist (otherwise that is an error).
+        Replace this subject's folders if they exist. Without it, a subject made earlier with the same
+        parameters is reused as it is (nothing is written), and any other existing folder is an error.
 
     Returns
     -------
@@ -422,7 +434,7 @@ def make_synthetic(
     Raises
     ------
     ConfigError
-        For out-of-range parameters, or when the subject exists and ``overwrite`` is False.
+        For out-of-range parameters, or when a subject made otherwise exists and ``overwrite`` is False.
 
     Examples
     --------
@@ -452,12 +464,17 @@ def make_synthetic(
         )
     root, subj = Path(root), subject_id(subject)
     targets = (root / subj, root / "truth" / subj)
+    params = {"version": _VERSION, "subject": subj, "n_train": int(n_train), "n_test": int(n_test),
+              "image_size": int(image_size), "noise": float(noise), "seed": int(seed)}  # fmt: skip
+    if _generated_with(targets[1]) == params and targets[0].is_dir() and not overwrite:
+        logger.info("reusing synthetic %s in %s (same parameters)", subj, root)
+        return root
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         raise ConfigError(
-            "the synthetic subject already exists",
-            expected="a free folder",
-            found=f"{[str(t) for t in existing]}",
+            "a different dataset already exists for this subject",
+            expected=f"a free folder, or one made by make_synthetic with {params}",
+            found=f"{[str(t) for t in existing]} (made with {_generated_with(targets[1]) or 'unknown parameters'})",
             fix="pass overwrite=True or another root",
         )
 
@@ -507,6 +524,7 @@ def make_synthetic(
         voxels[columns].to_csv(truth / "voxels.csv", index=False, float_format="%.6g")
         object_columns = ["image", "split", "category", "x", "y", "size", "text"]
         pd.DataFrame(rows, columns=object_columns).to_csv(truth / "objects.csv", index=False)
+        (truth / _PARAMS).write_text(json.dumps(params, indent=1) + "\n")
         targets[1].parent.mkdir(exist_ok=True)
         for built, target in zip((staging / "subject", truth), targets):
             if target.exists():

@@ -124,8 +124,10 @@ def test_noise_ceiling_below_one(default_root):
 
 
 def test_refuses_bad_arguments(small_root, tmp_path):
-    with pytest.raises(ConfigError, match="synthetic subject already exists.*overwrite=True"):
-        make_synthetic(small_root, n_train=20, n_test=5)
+    with pytest.raises(
+        ConfigError, match="a different dataset already exists.*'n_train': 21.*overwrite=True"
+    ):
+        make_synthetic(small_root, n_train=21, n_test=5)
     with pytest.raises(ConfigError, match="n_train is out of range"):
         make_synthetic(tmp_path, n_train=0)
     with pytest.raises(ConfigError, match="image_size is out of range"):
@@ -137,8 +139,12 @@ def test_refuses_bad_arguments(small_root, tmp_path):
         load_truth(small_root, 2)
 
 
-def test_overwrite_replaces(tmp_path):
+def test_reuse_and_overwrite(tmp_path):
     make_synthetic(tmp_path, n_train=10, n_test=3, seed=0)
+    before = _digest(tmp_path)
+    stamp = (tmp_path / "subj01" / "captions.csv").stat().st_mtime_ns
+    assert make_synthetic(tmp_path, n_train=10, n_test=3, seed=0) == tmp_path  # same parameters: reused
+    assert _digest(tmp_path) == before and (tmp_path / "subj01" / "captions.csv").stat().st_mtime_ns == stamp
     make_synthetic(tmp_path, n_train=12, n_test=3, seed=0, overwrite=True)
     assert load_algonauts(tmp_path, 1)["train"].responses.shape[0] == 12
     assert load_truth(tmp_path, 1).train_clean.shape[0] == 12
