@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
-from scipy.ndimage import gaussian_filter
 
 from braincode.data._npy import read_array
 from braincode.data.algonauts import N_FSAVERAGE, subject_dir, subject_id
@@ -224,6 +223,8 @@ def caption(objects: list[_Object], background: str) -> str:
 
 def _contrast_energy(images: np.ndarray, grid: int) -> np.ndarray:
     """Local contrast energy (squared band-pass luminance) of uint8 RGB images, pooled to a ``grid`` x ``grid`` map."""
+    from scipy.ndimage import gaussian_filter  # scipy.ndimage is slow to import; only generation needs it
+
     gray = images.astype(np.float32).mean(-1) / 255.0
     size = gray.shape[1]
     band = gaussian_filter(gray, (0, 0.5, 0.5)) - gaussian_filter(gray, (0, size / 48, size / 48))
