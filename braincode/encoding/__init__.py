@@ -1,1 +1,5 @@
 """Encoding: voxel-wise models from features to responses (solvers, estimators, readouts, metrics)."""
+
+from braincode.encoding.estimators import RidgeEncoder
+
+__all__ = ["RidgeEncoder"]

@@ -1,0 +1,229 @@
+"""Voxel-wise ridge encoders with the scikit-learn API, thin wrappers around :mod:`braincode.encoding.solvers`.
+
+``score(X, Y)`` returns one float, the mean over voxels of the per-voxel score (scikit-learn's regressor
+contract; for ``score="r2"`` it equals :meth:`sklearn.base.RegressorMixin.score`); ``score_voxels(X, Y)``
+returns the per-voxel values. ``coef_`` follows scikit-learn: shape (n_voxels, n_features).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import sklearn.exceptions
+import torch
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
+from sklearn.model_selection import check_cv
+from sklearn.utils.validation import validate_data
+
+from braincode.encoding._memory import resolve_device
+from braincode.encoding.metrics import pearson_r, r2_score
+from braincode.encoding.solvers import SCORES, Splits, as_tensor, ridge_cv
+from braincode.errors import ConfigError, DataFormatError, NotFittedError
+
+logger = logging.getLogger(__name__)
+
+#: Default alpha grid: 10 values from 1e-2 to 1e6.
+DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 6, 10))
+
+
+class EncoderNotFittedError(NotFittedError, sklearn.exceptions.NotFittedError):
+    """An encoder was used before ``fit`` (also a scikit-learn ``NotFittedError``)."""
+
+
+def _checked_tensor(data: torch.Tensor, name: str, ndims: tuple[int, ...]) -> torch.Tensor:
+    """A real, finite tensor with one of ``ndims`` dimensions."""
+    data = data.detach()
+    if data.ndim not in ndims or data.is_complex() or data.dtype == torch.bool:
+        raise DataFormatError(
+            f"{name} must be a real {' or '.join(f'{d}-D' for d in ndims)} tensor",
+            expected="shape (n_samples, n_columns)",
+            found=f"shape {tuple(data.shape)}, dtype {data.dtype}",
+        )
+    if data.is_floating_point() and not bool(torch.isfinite(data).all()):
+        raise DataFormatError(f"{name} contains NaN or infinity", fix="impute or drop those values")
+    return data
+
+
+def _validated(estimator: BaseEstimator, X, Y=None, *, reset: bool):
+    """X (and Y) as float arrays/tensors; numpy goes through scikit-learn's checks, torch through ours."""
+    if torch.is_tensor(X) or torch.is_tensor(Y):
+        X = _checked_tensor(torch.as_tensor(X), "X", (2,))
+        if reset:
+            estimator.n_features_in_ = X.shape[1]
+        elif X.shape[1] != estimator.n_features_in_:
+            raise DataFormatError(
+                "X has a different number of features than during fit",
+                expected=f"{estimator.n_features_in_} features",
+                found=f"{X.shape[1]}",
+            )
+        if Y is None:
+            return X
+        Y = _checked_tensor(torch.as_tensor(Y), "Y", (1, 2))
+        if Y.shape[0] != X.shape[0]:
+            raise DataFormatError(
+                "X and Y have different numbers of samples", found=f"{X.shape[0]} and {Y.shape[0]}"
+            )
+        return X, Y
+    if Y is None:
+        return validate_data(estimator, X, reset=reset, dtype=[np.float32, np.float64])
+    return validate_data(
+        estimator, X, Y, reset=reset, multi_output=True, y_numeric=True, dtype=[np.float32, np.float64]
+    )
+
+
+class _VoxelEncoder(MultiOutputMixin, RegressorMixin, BaseEstimator):
+    """Shared predict / score / checks of the ridge encoders."""
+
+    def _splits(self, n_samples: int) -> Splits:
+        try:
+            cv = check_cv(self.cv)
+            return list(cv.split(np.zeros((n_samples, 1))))
+        except ValueError as err:
+            raise ConfigError(
+                "cannot split the samples for cross-validation",
+                expected="cv an int >= 2 or a scikit-learn splitter, and at least as many samples as folds",
+                found=f"cv={self.cv!r} with n_samples={n_samples} ({err})",
+                fix="use fewer folds or more samples",
+            ) from err
+
+    def _check_params(self) -> None:
+        if self.scoring not in SCORES:
+            raise ConfigError("unknown score", expected=f"one of {SCORES}", found=repr(self.scoring))
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "coef_")
+
+    def _check_fitted(self) -> None:
+        if not self.__sklearn_is_fitted__():
+            raise EncoderNotFittedError(
+                f"this {type(self).__name__} is not fitted yet", fix="call fit(X, Y) before predict or score"
+            )
+
+    def _store(self, coef: torch.Tensor, intercept: torch.Tensor, ravel: bool) -> None:
+        coef_np = coef.numpy().T  # (n_voxels, n_features) view of the solver's (n_features, n_voxels) output
+        self.coef_ = coef_np[0] if ravel else coef_np
+        self.intercept_ = float(intercept[0]) if ravel else intercept.numpy()
+        self._ravel = ravel
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted responses, float32 numpy of shape (n_samples, n_voxels) (1-D if fit on 1-D y).
+
+        Computed on the estimator's device in float32.
+        """
+        self._check_fitted()
+        X = _validated(self, X, reset=False)
+        dev = resolve_device(self.device)
+        W = torch.as_tensor(np.atleast_2d(self.coef_)).to(dev)
+        b = torch.as_tensor(np.atleast_1d(self.intercept_), dtype=torch.float32).to(dev)
+        pred = torch.addmm(b, as_tensor(X).to(dev, torch.float32), W.T).cpu().numpy()
+        return pred[:, 0] if self._ravel else pred
+
+    def score_voxels(self, X, Y) -> np.ndarray:
+        """Per-voxel score (``self.scoring``: R^2 or Pearson r) of the predictions for ``X`` against ``Y``.
+
+        Returns
+        -------
+        ndarray of shape (n_voxels,), float64 (a 1-element array when fit on 1-D y)
+        """
+        Y = Y.detach().cpu().numpy() if torch.is_tensor(Y) else np.asarray(Y)
+        pred = self.predict(X)
+        Y2 = Y.reshape(len(Y), -1)
+        metric = r2_score if self.scoring == "r2" else pearson_r
+        return metric(Y2, pred.reshape(len(pred), -1))
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean over voxels of :meth:`score_voxels` (a float, as scikit-learn expects from regressors)."""
+        if sample_weight is not None:
+            raise ConfigError("sample weights are not supported", expected="sample_weight=None")
+        return float(np.mean(self.score_voxels(X, y)))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+class RidgeEncoder(_VoxelEncoder):
+    """Ridge regression with one alpha per voxel chosen by K-fold cross-validation.
+
+    For each voxel, the alpha with the best mean validation score (ties: the larger alpha) is kept and the
+    model is refit on all samples with it. Equal to :class:`sklearn.linear_model.Ridge` at that alpha.
+
+    Parameters
+    ----------
+    alphas : sequence of float
+        Candidate regularisations (default: 10 values from 1e-2 to 1e6, log-spaced).
+    cv : int or scikit-learn splitter
+        Folds for choosing alphas; an int means ``KFold(cv)`` (no shuffling).
+    scoring : {"r2", "pearson"}
+        Score that selects alphas, and that ``score``/``score_voxels`` report. (Named ``scoring`` as in
+        scikit-learn's ``RidgeCV``: a parameter called ``score`` would hide the ``score`` method.)
+    fit_intercept : bool
+        Centre X and Y (per fold and for the refit), like scikit-learn's ``Ridge``.
+    device : {"auto", "cpu", "cuda"}
+    voxel_batch : int, optional
+        Voxels solved at once; by default as many as fit in half the free memory.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_voxels, n_features), float32
+    intercept_ : ndarray of shape (n_voxels,), float32
+    best_alphas_ : ndarray of shape (n_voxels,)
+    cv_scores_ : ndarray of shape (n_voxels,)
+        Mean CV score of each voxel's chosen alpha.
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((100, 5))
+    >>> Y = X @ rng.standard_normal((5, 3)) + 0.1 * rng.standard_normal((100, 3))
+    >>> model = RidgeEncoder(alphas=[0.1, 1.0, 10.0], device="cpu").fit(X, Y)
+    >>> model.predict(X).dtype, model.best_alphas_.shape, round(model.score(X, Y), 2)
+    (dtype('float32'), (3,), 1.0)
+    """
+
+    def __init__(
+        self,
+        alphas: Sequence[float] = DEFAULT_ALPHAS,
+        cv=5,
+        scoring: str = "r2",
+        fit_intercept: bool = True,
+        device: str = "auto",
+        voxel_batch: int | None = None,
+    ) -> None:
+        self.alphas = alphas
+        self.cv = cv
+        self.scoring = scoring
+        self.fit_intercept = fit_intercept
+        self.device = device
+        self.voxel_batch = voxel_batch
+
+    def fit(self, X, y) -> RidgeEncoder:
+        """Choose each voxel's alpha by cross-validation on ``(X, y)``, then refit on all of it."""
+        self._check_params()
+        if y is None:
+            raise ConfigError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None",
+                fix="call fit(X, Y) with the responses Y",
+            )
+        X, y = _validated(self, X, y, reset=True)
+        ravel = y.ndim == 1
+        Y = y[:, None] if ravel else y
+        res = ridge_cv(
+            X,
+            Y,
+            self.alphas,
+            self._splits(X.shape[0]),
+            score=self.scoring,
+            fit_intercept=self.fit_intercept,
+            device=self.device,
+            voxel_batch=self.voxel_batch,
+        )
+        self._store(res.coef, res.intercept, ravel)
+        self.best_alphas_ = res.best_alphas.numpy()
+        self.cv_scores_ = res.cv_scores.numpy()
+        return self
