@@ -53,7 +53,6 @@ SURFACE_SPACES = ("fsaverage",)
 ROI_FAMILIES = ("prf-visualrois", "floc-bodies", "floc-faces", "floc-places", "floc-words", "streams")
 #: NSD stores volume betas as int16 x 300 (percent signal change x 300).
 NSD_INT16_SCALE = 300.0
-N_SHARED = 1000
 
 
 def nsd_subject(subject: str | int) -> tuple[str, int]:
@@ -97,8 +96,8 @@ class NSDDesign:
         return self.subjectim[subject_row, self.masterordering[:n_trials]]
 
     def shared(self, subject_row: int) -> np.ndarray:
-        """NSD ids of the shared images (``subjectim[subject, :1000]``)."""
-        return self.subjectim[subject_row, :N_SHARED]
+        """NSD ids of the shared images: ``subjectim[subject, :n]`` with ``n = len(sharedix)`` (1000 in NSD)."""
+        return self.subjectim[subject_row, : self.sharedix.size]
 
 
 def read_expdesign(path: str | Path) -> NSDDesign:
@@ -142,6 +141,17 @@ def read_expdesign(path: str | Path) -> NSDDesign:
             path=path,
             expected=f"masterordering in 1..{subjectim.shape[1]}, subjectim >= 1",
             found=f"masterordering {order.min() + 1}..{order.max() + 1}",
+        )
+    if not np.array_equal(
+        np.sort(subjectim[:, : shared.size], axis=1),
+        np.broadcast_to(np.sort(shared), (len(subjectim), shared.size)),
+    ):
+        raise DataFormatError(
+            "the first columns of subjectim are not the shared images",
+            path=path,
+            expected=f"subjectim[:, :{shared.size}] to hold the sharedix images for every subject",
+            found="other images",
+            fix="re-download nsd_expdesign.mat",
         )
     return NSDDesign(order, subjectim, shared)
 
