@@ -18,8 +18,8 @@ model reaches) is about ``1 / (1 + noise**2)`` for responsive voxels and 0 for t
 The truth lies in ``<root>/truth/subjNN/``: ``train_clean.npy``, ``test_clean.npy``, ``test_fmri.npy`` (columns
 ordered as the loaded dataset: lh then rh, each by vertex), ``voxels.csv`` (hemisphere, vertex, kind, category,
 roi, prf_x, prf_y, prf_sigma, noise_sd, noise_ceiling; pRF position and size are fractions of the image width,
-origin top-left, y downwards) and ``objects.csv`` (one row per drawn object: image, split, category, x, y, size,
-text).
+origin top-left, y downwards), ``objects.csv`` (one row per drawn object: image, split, category, x, y, size,
+text) and ``params.json`` (the arguments it was made with).
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ from braincode.errors import ConfigError, DataFormatError, MissingFileError
 logger = logging.getLogger(__name__)
 
 CATEGORIES = ("face", "body", "place", "word")
+#: Columns of the truth's ``voxels.csv``.
+TRUTH_COLUMNS = ("hemisphere", "vertex", "kind", "category", "roi", "prf_x", "prf_y", "prf_sigma", "noise_sd",
+                 "noise_ceiling")  # fmt: skip
 
 #: The challenge's label -> name mappings (label 0 = outside every ROI).
 MAPPINGS = {
@@ -258,50 +261,38 @@ def _prf_block(rng: np.random.Generator, hemi: str, vertices: np.ndarray, roi: s
     )
 
 
+def _split(items: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    return np.split(items, np.cumsum(sizes)[:-1])
+
+
 def _layout(rng: np.random.Generator) -> pd.DataFrame:
     """Voxels on an occipital patch of each hemisphere: pRF ROIs around the pole, category ROIs in a ring."""
     from nilearn.datasets import load_fsaverage  # offline: nilearn ships fsaverage5
 
     mesh = load_fsaverage("fsaverage5")["inflated"]
-    n_prf = sum(r[1] for r in _PRF_ROIS)
+    n_prf, n_ring = sum(r[1] for r in _PRF_ROIS), sum(r[3] for r in _RING)
+    no_prf = {"prf_x": np.nan, "prf_y": np.nan, "prf_sigma": np.nan}
+    areas = [
+        [r for r in _PRF_ROIS if r[0].startswith(a)] for a in ("V1", "V2", "V3", "hV4")
+    ]  # nearest pole first
     blocks = []
     for hemi, part, lateral_sign in (("lh", "left", -1.0), ("rh", "right", 1.0)):
         xyz = np.asarray(mesh.parts[part].coordinates, dtype=np.float64)
         pole = xyz[np.argmin(xyz[:, 1])]
-        order = np.argsort(np.linalg.norm(xyz - pole, axis=1), kind="stable")[
-            : n_prf + sum(r[3] for r in _RING)
-        ]
+        order = np.argsort(np.linalg.norm(xyz - pole, axis=1), kind="stable")[: n_prf + n_ring]
         early, ring = order[:n_prf], order[n_prf:]
-        start = 0
-        for area in ("V1", "V2", "V3", "hV4"):  # nearest the pole first
-            rois = [r for r in _PRF_ROIS if r[0].startswith(area)]
-            block = early[start : start + sum(r[1] for r in rois)]
-            start += block.size
-            block = block[
-                np.argsort(xyz[block, 2], kind="stable")
-            ]  # ventral (low z, upper field: ...v) first
-            for (roi, _, sigma, half), idx in zip(
-                rois, np.split(block, np.cumsum([r[1] for r in rois])[:-1])
-            ):
+        for rois, block in zip(areas, _split(early, [sum(r[1] for r in rois) for rois in areas])):
+            # ventral vertices (low z) carry the upper visual field: the ...v ROIs come first
+            block = block[np.argsort(xyz[block, 2], kind="stable")]
+            for (roi, _, sigma, half), idx in zip(rois, _split(block, [r[1] for r in rois])):
                 blocks.append(_prf_block(rng, hemi, idx, roi, sigma, half))
         d = xyz[ring] - pole
         angle = np.arctan2(d[:, 2], lateral_sign * d[:, 0])  # -pi: ventro-medial, 0: lateral, pi/2: dorsal
         ring = ring[np.argsort(angle, kind="stable")]
-        for (roi, family, category, _), idx in zip(
-            _RING, np.split(ring, np.cumsum([r[3] for r in _RING])[:-1])
-        ):
+        for (roi, family, category, _), idx in zip(_RING, _split(ring, [r[3] for r in _RING])):
+            kind = "category" if roi else "none"
             blocks.append(
-                _block(
-                    hemi,
-                    idx,
-                    kind="category" if roi else "none",
-                    category=category,
-                    roi=roi or "",
-                    family=family or "",
-                    prf_x=np.nan,
-                    prf_y=np.nan,
-                    prf_sigma=np.nan,
-                )
+                _block(hemi, idx, kind=kind, category=category, roi=roi or "", family=family or "", **no_prf)
             )
     table = pd.concat(blocks).sort_values(["hemisphere", "vertex"], kind="stable").reset_index(drop=True)
     table["noise_sd"] = rng.uniform(0.8, 1.25, len(table))
@@ -356,34 +347,75 @@ def _roi_masks(voxels: pd.DataFrame) -> dict[str, np.ndarray]:
     return files
 
 
-def _write_subject(
-    folder: Path,
-    images: list[Image.Image],
-    names: list[str],
-    captions: list[str],
-    voxels: pd.DataFrame,
-    train_fmri: np.ndarray,
-) -> None:
+@dataclass
+class _Generated:
+    """Everything a synthetic subject is made of, in memory (rows: train images, then test images)."""
+
+    names: list[str]
+    images: list[Image.Image]
+    captions: list[str]
+    objects: pd.DataFrame
+    voxels: pd.DataFrame
+    clean: np.ndarray
+    measured: np.ndarray
+
+
+def _generate(n_train: int, n_test: int, image_size: int, noise: float, seed: int) -> _Generated:
+    image_seed, voxel_seed, noise_seed = np.random.SeedSequence(seed).spawn(3)
+    image_rng = np.random.default_rng(image_seed)
+    names, images, captions, objects, rows = [], [], [], [], []
+    for split, count in (("train", n_train), ("test", n_test)):
+        for i in range(1, count + 1):
+            img, objs, background = _render(image_rng, image_size)
+            name = f"{split}-{i:04d}_nsd-{len(names) + 1:05d}.png"
+            names.append(name)
+            images.append(img)
+            captions.append(caption(objs, background))
+            objects.append(objs)
+            rows += [{"image": name, "split": split, **vars(o)} for o in objs]
+    voxels = _layout(np.random.default_rng(voxel_seed))
+    voxels["noise_sd"] *= noise
+    voxels["noise_ceiling"] = np.where(voxels["kind"] == "none", 0.0, 1.0 / (1.0 + voxels["noise_sd"] ** 2))
+    energy = _contrast_energy(np.stack([np.asarray(img) for img in images]), grid=max(8, image_size // 2))
+    clean = _clean_responses(voxels, energy, objects).astype(np.float32)
+    noise_draw = (
+        np.random.default_rng(noise_seed).standard_normal(clean.shape) * voxels["noise_sd"].to_numpy()
+    )
+    table = pd.DataFrame(rows, columns=["image", "split", "category", "x", "y", "size", "text"])
+    return _Generated(names, images, captions, table, voxels, clean, (clean + noise_draw).astype(np.float32))
+
+
+def _write_subject(folder: Path, gen: _Generated, n_train: int) -> None:
     for split, sub in (
         ("train", ("training_split", "training_images")),
         ("test", ("test_split", "test_images")),
     ):
-        (folder.joinpath(*sub)).mkdir(parents=True)
-        for img, name in zip(images, names):
+        folder.joinpath(*sub).mkdir(parents=True)
+        for img, name in zip(gen.images, gen.names):
             if name.startswith(split):
                 img.save(folder.joinpath(*sub, name), format="PNG")
     fmri_dir = folder / "training_split" / "training_fmri"
     fmri_dir.mkdir()
-    hemi = voxels["hemisphere"].to_numpy()
+    hemi = gen.voxels["hemisphere"].to_numpy()
     for h in ("lh", "rh"):
-        np.save(fmri_dir / f"{h}_training_fmri.npy", train_fmri[:, hemi == h].astype(np.float32))
+        np.save(fmri_dir / f"{h}_training_fmri.npy", gen.measured[:n_train, hemi == h])
     roi_dir = folder / "roi_masks"
     roi_dir.mkdir()
-    for name, array in _roi_masks(voxels).items():
+    for name, array in _roi_masks(gen.voxels).items():
         np.save(roi_dir / name, array)
     for family, labels in MAPPINGS.items():
         np.save(roi_dir / f"mapping_{family}.npy", dict(enumerate(labels)), allow_pickle=True)
-    pd.DataFrame({"image": names, "caption": captions}).to_csv(folder / "captions.csv", index=False)
+    pd.DataFrame({"image": gen.names, "caption": gen.captions}).to_csv(folder / "captions.csv", index=False)
+
+
+def _write_truth(folder: Path, gen: _Generated, n_train: int, params: dict) -> None:
+    folder.mkdir()
+    np.save(folder / "train_clean.npy", gen.clean[:n_train])
+    np.save(folder / "test_clean.npy", gen.clean[n_train:])
+    np.save(folder / "test_fmri.npy", gen.measured[n_train:])
+    gen.voxels[list(TRUTH_COLUMNS)].to_csv(folder / "voxels.csv", index=False, float_format="%.6g")
+    gen.objects.to_csv(folder / "objects.csv", index=False)
+    (folder / _PARAMS).write_text(json.dumps(params, indent=1) + "\n")
 
 
 def _generated_with(truth: Path) -> dict | None:
@@ -479,55 +511,14 @@ def make_synthetic(
             fix="pass overwrite=True or another root",
         )
 
-    image_seed, voxel_seed, noise_seed = np.random.SeedSequence(seed).spawn(3)
-    image_rng = np.random.default_rng(image_seed)
-    names, images, captions, objects, rows = [], [], [], [], []
-    for split, count in (("train", n_train), ("test", n_test)):
-        for i in range(1, count + 1):
-            img, objs, background = _render(image_rng, image_size)
-            name = f"{split}-{i:04d}_nsd-{len(names) + 1:05d}.png"
-            names.append(name)
-            images.append(img)
-            captions.append(caption(objs, background))
-            objects.append(objs)
-            rows += [{"image": name, "split": split, **vars(o)} for o in objs]
-    voxels = _layout(np.random.default_rng(voxel_seed))
-    voxels["noise_sd"] *= noise
-    voxels["noise_ceiling"] = np.where(voxels["kind"] == "none", 0.0, 1.0 / (1.0 + voxels["noise_sd"] ** 2))
-    energy = _contrast_energy(np.stack([np.asarray(img) for img in images]), grid=max(8, image_size // 2))
-    clean = _clean_responses(voxels, energy, objects).astype(np.float32)
-    measured = clean + (
-        np.random.default_rng(noise_seed).standard_normal(clean.shape) * voxels["noise_sd"].to_numpy()
-    )
-    measured = measured.astype(np.float32)
-
+    gen = _generate(int(n_train), int(n_test), int(image_size), float(noise), seed)
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".synthetic-{subj}-{secrets.token_hex(4)}"
     try:
-        _write_subject(staging / "subject", images, names, captions, voxels, measured[:n_train])
-        truth = staging / "truth"
-        truth.mkdir()
-        np.save(truth / "train_clean.npy", clean[:n_train])
-        np.save(truth / "test_clean.npy", clean[n_train:])
-        np.save(truth / "test_fmri.npy", measured[n_train:])
-        columns = [
-            "hemisphere",
-            "vertex",
-            "kind",
-            "category",
-            "roi",
-            "prf_x",
-            "prf_y",
-            "prf_sigma",
-            "noise_sd",
-            "noise_ceiling",
-        ]
-        voxels[columns].to_csv(truth / "voxels.csv", index=False, float_format="%.6g")
-        object_columns = ["image", "split", "category", "x", "y", "size", "text"]
-        pd.DataFrame(rows, columns=object_columns).to_csv(truth / "objects.csv", index=False)
-        (truth / _PARAMS).write_text(json.dumps(params, indent=1) + "\n")
+        _write_subject(staging / "subject", gen, n_train)
+        _write_truth(staging / "truth", gen, n_train, params)
         targets[1].parent.mkdir(exist_ok=True)
-        for built, target in zip((staging / "subject", truth), targets):
+        for built, target in zip((staging / "subject", staging / "truth"), targets):
             if target.exists():
                 shutil.rmtree(target)
             built.rename(target)
@@ -538,7 +529,7 @@ def make_synthetic(
         subj,
         n_train,
         n_test,
-        len(voxels),
+        len(gen.voxels),
         root,
     )
     return root
