@@ -34,19 +34,28 @@ def _integer_scalar(dtype: np.dtype, data: bytes = b"") -> int:
     return int(scalar(dtype, data))
 
 
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it (array bytes stored as latin-1 text), and nothing more."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("refusing _codecs.encode other than of a str to latin-1")
+    return text.encode("latin1")
+
+
 def _ndarray_reconstruct(subtype: type, shape: Any, dtype: Any) -> np.ndarray:
     if subtype is not np.ndarray:
         raise pickle.UnpicklingError(f"refusing to rebuild an array of class {subtype!r}")
     return _reconstruct(subtype, shape, dtype)
 
 
-#: The globals a ``numpy.save``-d dict may reference (numpy 1.x and 2.x module names), and what each becomes.
+#: The globals a ``numpy.save``-d dict may reference (numpy 1.x and 2.x module names, pickle protocols 2-5), and
+#: what each becomes.
 _ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
     ("numpy.core.multiarray", "_reconstruct"): _ndarray_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _ndarray_reconstruct,
     ("numpy.core.multiarray", "scalar"): _integer_scalar,
     ("numpy._core.multiarray", "scalar"): _integer_scalar,
     ("numpy", "ndarray"): np.ndarray,
+    ("_codecs", "encode"): _latin1_encode,
     ("numpy", "dtype"): np.dtype,
 }
 
@@ -54,8 +63,9 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that builds only plain containers and numpy arrays; it never imports or calls anything else.
 
-    ``find_class`` accepts only numpy's array/dtype reconstructors (and integer scalars, for dicts whose keys were
-    numpy integers); any other global - ``os.system``, ``builtins.eval``, a class of any module - is refused.
+    ``find_class`` accepts only numpy's array/dtype reconstructors, integer numpy scalars (dicts whose keys were
+    numpy integers) and latin-1 ``_codecs.encode`` (how protocol 2 stores bytes), each checked before it runs; any
+    other global - ``os.system``, ``builtins.eval``, a class of any module - is refused.
 
     Examples
     --------

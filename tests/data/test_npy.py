@@ -40,6 +40,16 @@ def test_mapping_round_trip(tmp_path, mapping):
     assert all(type(k) is int for k in loaded)
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_mapping_written_by_numpy1(tmp_path, protocol):
+    """numpy 1.x (which made the challenge files) names the reconstructor numpy.core.multiarray."""
+    payload = pickle.dumps(np.array({0: "Unknown", 1: "OFA"}, dtype=object), protocol=protocol)
+    assert b"cnumpy._core.multiarray\n" in payload
+    path = tmp_path / "mapping_floc-faces.npy"
+    _npy_with_payload(path, payload.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n"))
+    assert read_label_mapping(path) == {0: "Unknown", 1: "OFA"}
+
+
 def test_mapping_plain_pickle_after_header(tmp_path):
     path = tmp_path / "mapping_streams.npy"
     _npy_with_payload(path, pickle.dumps({0: "Unknown", 1: "early"}, protocol=2))
@@ -126,3 +136,10 @@ def test_save_arrays_atomic_all_or_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # neither file, no temporary left
     paths = save_arrays_atomic({ok: np.ones(3, np.float32)})
     assert paths == [ok] and [p.name for p in tmp_path.iterdir()] == ["a.npy"]
+
+
+def test_mapping_refuses_non_integer_numpy_scalars(tmp_path):
+    path = tmp_path / "mapping_streams.npy"
+    np.save(path, {np.float64(1.0): "early"})
+    with pytest.raises(DataFormatError, match="refusing a numpy scalar of dtype dtype\\('float64'\\)"):
+        read_label_mapping(path)
