@@ -34,13 +34,13 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
-from PIL import Image
 
 from braincode.atomic import atomic_write
 from braincode.data.core import roi_families
@@ -274,7 +274,7 @@ class BrainDiVEPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "unet->vae->brain_encoder"
-    _optional_components = ["text_encoder", "tokenizer"]
+    _optional_components: ClassVar[list[str]] = ["text_encoder", "tokenizer"]
 
     def __init__(self, unet, vae, scheduler, brain_encoder, text_encoder=None, tokenizer=None) -> None:
         super().__init__()

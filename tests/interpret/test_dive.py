@@ -1,0 +1,195 @@
+"""BrainDiVE on tiny random-weight diffusion models, on CPU, with no hub access."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from diffusers import DDIMScheduler, EulerDiscreteScheduler
+from PIL import Image
+
+from braincode.errors import ConfigError
+from braincode.interpret._dive_models import SD_SCHEDULE, random_diffusion
+from braincode.interpret.dive import (
+    BrainDiVEPipeline,
+    SampleSettings,
+    roi_objective,
+    synthesize,
+    voxel_objective,
+)
+
+STEPS = 4
+VOXELS = pd.DataFrame(
+    {
+        "hemisphere": ["lh"] * 6,
+        "vertex": range(6),
+        "floc-faces": ["FFA-1", "FFA-1", "FFA-2", "", "", ""],
+        "floc-places": ["", "", "", "PPA", "PPA", ""],
+    }
+)
+
+
+def conv_encoder() -> torch.nn.Module:
+    """A small fixed random conv net: a real, non-linear function of the image, 6 'voxels'."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 5, stride=2), torch.nn.GELU(), torch.nn.AdaptiveAvgPool2d(2),
+            torch.nn.Flatten(), torch.nn.Linear(32, 6),
+        )
+    return net.requires_grad_(False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and far faster on a busy machine; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pipe() -> BrainDiVEPipeline:
+    parts = random_diffusion("tiny")
+    return BrainDiVEPipeline(parts.unet, parts.vae, parts.scheduler, conv_encoder())
+
+
+def run(pipe, objective, seeds, scale, **kw):
+    return pipe(objective, seeds, num_inference_steps=STEPS, guidance_scale=scale, output_type="np",
+                progress=False, **kw)
+
+
+SEEDS = [0, 1, 2]
+FFA = roi_objective(VOXELS, "FFA")
+
+
+@pytest.fixture(scope="module")
+def runs(pipe):
+    """Unguided and guided samples of the same seeds, shared by the tests below (CPU time is scarce)."""
+    return {"plain": run(pipe, FFA, SEEDS, 0.0), "guided": run(pipe, FFA, SEEDS, 1e4)}
+
+
+def test_unguided_equals_plain_diffusers_loop(pipe, runs):
+    """With scale 0 the pipeline is exactly the textbook diffusers sampling loop (UNet -> scheduler.step)."""
+    sched = pipe.scheduler
+    sched.set_timesteps(STEPS)
+    latents = torch.stack([torch.randn((4, 16, 16), generator=torch.Generator().manual_seed(s)) for s in SEEDS])
+    cond = torch.zeros(len(SEEDS), 77, 32)
+    with torch.no_grad():
+        for t in sched.timesteps:
+            eps = pipe.unet(sched.scale_model_input(latents, t), t, encoder_hidden_states=cond).sample
+            latents = sched.step(eps, t, latents).prev_sample
+        image = (pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+    expected = ((image * 255).round() / 255).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(runs["plain"].images, expected, atol=1e-6)
+
+
+def test_guided_beats_unguided_for_every_seed(runs):
+    plain, guided = runs["plain"], runs["guided"]
+    assert np.isfinite(guided.scores).all() and np.isfinite(guided.images).all()
+    assert (guided.scores > plain.scores).all(), (guided.scores, plain.scores)
+    # the score is the objective recomputed from the returned predictions
+    np.testing.assert_allclose(guided.scores, guided.predictions[:, [0, 1, 2]].mean(1), rtol=1e-5)
+
+
+def test_suppression_objective_is_raised_by_its_own_guidance(pipe, runs):
+    objective = roi_objective(VOXELS, "FFA-1", suppress="PPA")
+    assert objective.target == (0, 1) and objective.suppress == (3, 4)
+    guided = run(pipe, objective, SEEDS, 1e4)
+    plain = objective(torch.from_numpy(runs["plain"].predictions)).numpy()
+    assert (guided.scores > plain).all()
+    diff = guided.predictions[:, :2].mean(1) - guided.predictions[:, 3:5].mean(1)
+    np.testing.assert_allclose(guided.scores, diff, rtol=1e-5, atol=1e-7)
+
+
+def test_guidance_gradient_is_finite_and_changes_the_update(pipe):
+    pipe.scheduler.set_timesteps(STEPS)
+    t = pipe.scheduler.timesteps[1]
+    x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    cond = torch.zeros(2, 77, 32)
+    objective = voxel_objective([0, 1])
+    plain = pipe._guided_step(x, t, cond, objective, 0.0)
+    guided = pipe._guided_step(x, t, cond, objective, 1e4)
+    delta = guided - plain
+    assert torch.isfinite(delta).all() and delta.abs().max() > 0
+    # eps moves against the objective's gradient: a small step of x0 along -delta raises the objective
+    abar = pipe.scheduler.alphas_cumprod[int(t)]
+    x0 = (x - (1 - abar).sqrt() * plain) / abar.sqrt()
+    with torch.no_grad():
+        score = lambda lat: objective(pipe.brain_encoder(pipe._decode(lat)))
+        step = -(1 - abar).sqrt() / abar.sqrt() * delta
+        assert (score(x0 + step * 1e-3 / step.abs().max()) > score(x0)).all()
+
+
+def test_v_prediction_round_trip_and_guidance():
+    """For a v-predicting model, a vanishing scale returns the model's own v (eps <-> v conversions agree)."""
+    parts = random_diffusion("tiny")
+    sched = DDIMScheduler(**{**SD_SCHEDULE, "prediction_type": "v_prediction"})
+    pipe = BrainDiVEPipeline(parts.unet, parts.vae, sched, conv_encoder())
+    sched.set_timesteps(4)
+    t = sched.timesteps[1]
+    x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    cond = torch.zeros(1, 77, 32)
+    obj = voxel_objective([0])
+    v = pipe._guided_step(x, t, cond, obj, 0.0)
+    torch.testing.assert_close(pipe._guided_step(x, t, cond, obj, 1e-12), v, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(pipe._guided_step(x, t, cond, obj, 1e4), v)
+
+
+def test_image_depends_on_its_seed_only(pipe, runs):
+    alone = run(pipe, FFA, [SEEDS[1]], 1e4)
+    np.testing.assert_allclose(runs["guided"].images[1], alone.images[0], atol=2 / 255)
+    assert not np.allclose(runs["guided"].images[0], runs["guided"].images[1])
+
+
+def test_synthesize_writes_sidecars_and_resumes(pipe, tmp_path):
+    objective = roi_objective(VOXELS, "FFA-1")
+    settings = SampleSettings(num_inference_steps=3, guidance_scale=1e4)
+    paths = synthesize(pipe, objective, [0, 1, 2], tmp_path, VOXELS, settings=settings, batch_size=2,
+                       progress=False)
+    assert [p.name for p in paths] == ["seed-00000000.png", "seed-00000001.png", "seed-00000002.png"]
+    side = json.loads(paths[1].with_suffix(".json").read_text())
+    assert side["seed"] == 1 and side["objective"]["name"] == "FFA-1"
+    assert side["settings"]["guidance_scale"] == 1e4
+    assert set(side["predicted"]) == {"floc-faces", "floc-places"}
+    assert side["predicted"]["floc-faces"]["FFA-1"] == pytest.approx(side["objective_value"], rel=1e-5)
+    # the saved PNG reproduces the recorded prediction
+    image = torch.from_numpy(np.asarray(Image.open(paths[1]), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        pred = pipe.brain_encoder(image)[0, :2].mean().item()
+    assert pred == pytest.approx(side["objective_value"], rel=1e-4)
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in paths}
+    paths[1].with_suffix(".json").unlink()  # seed 1 interrupted between image and sidecar
+    synthesize(pipe, objective, [0, 1, 2, 3], tmp_path, VOXELS, settings=settings, batch_size=2, progress=False)
+    assert paths[0].stat().st_mtime_ns == stamps[paths[0].name]
+    assert paths[2].stat().st_mtime_ns == stamps[paths[2].name]
+    assert paths[1].with_suffix(".json").exists() and (tmp_path / "seed-00000003.json").exists()
+    assert not list(tmp_path.glob(".*"))  # no temp files left behind
+
+
+def test_unknown_roi_names_the_available_ones():
+    with pytest.raises(ConfigError, match=r"no ROI named 'FFA-3'.*FFA-1.*PPA"):
+        roi_objective(VOXELS, "FFA-3")
+    with pytest.raises(ConfigError, match="no voxels outside"):
+        roi_objective(VOXELS, "FFA-1", suppress="floc-faces:FFA-1")
+
+
+def test_bad_inputs_are_refused(pipe):
+    parts = random_diffusion("tiny")
+    with pytest.raises(ConfigError, match="variance-preserving scheduler"):
+        BrainDiVEPipeline(parts.unet, parts.vae, EulerDiscreteScheduler(**SD_SCHEDULE), conv_encoder())
+    with pytest.raises(ConfigError, match="indexes voxels the encoder does not predict"):
+        run(pipe, voxel_objective([0, 40]), [0], 1.0)
+    with pytest.raises(ConfigError, match="guidance schedule"):
+        run(pipe, voxel_objective([0]), [0], 1.0, guidance_schedule="exponential")
+    with pytest.raises(ConfigError, match="multiple of the VAE"):
+        run(pipe, voxel_objective([0]), [0], 1.0, height=33)
+
+
+def test_schedules_scale_guidance(pipe, runs):
+    fading = run(pipe, FFA, [SEEDS[0]], 1e4, guidance_schedule="linear")
+    assert runs["plain"].scores[0] < fading.scores[0]
+    assert not np.allclose(fading.images[0], runs["guided"].images[0])
