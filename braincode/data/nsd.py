@@ -299,6 +299,7 @@ class _Volume:
             mask_img = nib.Nifti1Image(np.ones(grid.shape[:3], np.uint8), grid.affine)
         else:
             mask_img = read_image(self._roi_path(mask), what="mask")
+        self.grid = mask_img  # the file named in grid-mismatch messages
         self.mask_img, self.voxels = mask_voxels(mask_img)
         self.inside = np.asarray(self.mask_img.dataobj) > 0
 
@@ -312,7 +313,7 @@ class _Volume:
             if not path.is_file():
                 logger.info("no %s ROI volume at %s; column skipped", family, path)
                 continue
-            values = sample_volume(path, self.voxels, self.mask_img, f"{family} ROI volume")
+            values = sample_volume(path, self.voxels, self.grid, f"{family} ROI volume")
             columns[family] = label_names(values, _labels(family, ctab_dir), source=path).astype(str)
         return columns
 
@@ -325,11 +326,11 @@ class _Volume:
                 expected="(X, Y, Z, trials)",
                 found=f"shape {img.shape}",
             )
-        check_grid(img, self.mask_img, "betas")
+        check_grid(img, self.grid, "betas")
         return np.asarray(img.dataobj)[self.inside], img.get_data_dtype()
 
     def ncsnr(self) -> np.ndarray:
-        return sample_volume(self.beta_dir / "ncsnr.nii.gz", self.voxels, self.mask_img, "ncsnr volume")
+        return sample_volume(self.beta_dir / "ncsnr.nii.gz", self.voxels, self.grid, "ncsnr volume")
 
     def meta(self) -> dict:
         return {"affine": self.mask_img.affine.copy(), "shape": tuple(int(s) for s in self.mask_img.shape)}

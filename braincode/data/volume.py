@@ -1,7 +1,8 @@
 """NIfTI volumes: 4-D betas + a mask + one stimulus per volume -> a :class:`Dataset`.
 
-Masking is nilearn's (:func:`nilearn.masking.apply_mask`, what ``NiftiMasker`` does without signal cleaning),
-after checking that betas, mask and ROI volumes share one grid (nilearn would resample silently).
+Betas, mask and ROI volumes must share one grid (same shape and affine); unlike nilearn's maskers, nothing is
+resampled and NaN values are an error rather than silently set to 0, so the voxels read are exactly the voxels
+written back. Voxels come in C order of the grid, the order nilearn's maskers use.
 
 The voxel table keeps each voxel's grid index (``i, j, k``), its world coordinate (``x, y, z``, mm) and its flat
 C-order index in the grid (``vertex``); ``Dataset.meta`` keeps the grid's ``affine`` and ``shape``, so any
@@ -18,7 +19,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from nibabel.affines import apply_affine
-from nilearn.masking import apply_mask
 
 from braincode import atlases
 from braincode.data._maps import PathLike, as_stimuli, divisor, listing, resolve_labels
@@ -71,8 +71,8 @@ def check_grid(
         raise DataFormatError(
             f"the {what} and the mask have different affines",
             path=_name(img),
-            expected=f"the affine of {_name(reference)}:\n{np.round(reference.affine, 4)}",
-            found=f"\n{np.round(img.affine, 4)}",
+            expected=f"the affine of {_name(reference)}, {np.round(reference.affine, 4).tolist()}",
+            found=f"{np.round(img.affine, 4).tolist()}",
             fix="use files of the same space, or resample with nilearn.image.resample_to_img",
         )
 
@@ -195,16 +195,18 @@ def load_nifti(
     >>> ds["train"].responses.shape, ds.meta["shape"]
     ((4, 18), (3, 3, 2))
     """
-    mask_img, voxels = mask_voxels(mask)
+    mask_src = read_image(mask, what="mask")
+    mask_img, voxels = mask_voxels(mask_src)
+    inside = np.asarray(mask_img.dataobj) > 0
     images = list(betas) if isinstance(betas, Sequence) and not isinstance(betas, str) else [betas]
     blocks = []
     for image in images:
         img = read_image(image, what="betas")
         _check_rank(img, 4, "betas", "a 4-D image (X, Y, Z, samples)")
-        check_grid(img, mask_img, "betas")
+        check_grid(img, mask_src, "betas")
         slope = img.header.get_slope_inter()[0] if hasattr(img.header, "get_slope_inter") else None
         by = divisor(img.get_data_dtype(), scale, _name(img), scaled_in_header=slope not in (None, 1.0))
-        blocks.append((apply_mask(img, mask_img) / by).astype(np.float32))
+        blocks.append(img.get_fdata(dtype=np.float32)[inside].T / np.float32(by))
     data = np.concatenate(blocks)
     if not np.isfinite(data).all():
         raise DataFormatError(
@@ -212,10 +214,10 @@ def load_nifti(
             path=", ".join(_name(i) for i in images),
             fix="shrink the mask to voxels with valid data",
         )
-    voxels = voxels.assign(**roi_columns(rois or {}, voxels, mask_img, roi_labels))
+    voxels = voxels.assign(**roi_columns(rois or {}, voxels, mask_src, roi_labels))
     if noise_ceiling is not None:
         voxels["noise_ceiling"] = sample_volume(
-            noise_ceiling, voxels, mask_img, "noise-ceiling volume"
+            noise_ceiling, voxels, mask_src, "noise-ceiling volume"
         ).astype(float)
     stim = as_stimuli(stimuli, data.shape[0], _name(images[0]))
     logger.info("loaded %d samples x %d voxels from %d NIfTI file(s)", *data.shape, len(blocks))
