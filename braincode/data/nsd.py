@@ -624,7 +624,8 @@ def load_nsd(
         splits[name] = data
     ncsnr = _ncsnr(reader, paths["betas"])
     if ncsnr is not None and repeats["test"].size:
-        voxels["noise_ceiling"] = noise_ceiling(ncsnr, repeats["test"])
+        # ceiling of the rows as returned: repeat averages of the test images, or single trials
+        voxels["noise_ceiling"] = noise_ceiling(ncsnr, repeats["test"] if average_repeats else 1)
     meta = {
         "root": Path(root),
         "nsd_ids": nsd_ids,

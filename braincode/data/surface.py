@@ -75,6 +75,16 @@ def read_surface_data(path: PathLike) -> tuple[np.ndarray, np.dtype]:
     return data, np.dtype(dtype)
 
 
+def _hemi(maps: Mapping[str, PathLike | np.ndarray], hemi: str, what: str) -> PathLike | np.ndarray:
+    if hemi not in maps:
+        raise DataFormatError(
+            f"the {what} has no {hemi} map",
+            expected=f"a dict with key {hemi!r}",
+            found=f"keys {sorted(maps)}",
+        )
+    return maps[hemi]
+
+
 def _vertex_values(source: PathLike | np.ndarray, n_vertices: int, what: str) -> np.ndarray:
     """One value per vertex from a surface file or an array, checked against the hemisphere's size."""
     values = np.asarray(source) if isinstance(source, np.ndarray) else read_surface_data(source)[0]
@@ -167,14 +177,16 @@ def load_surface(
         blocks.append(np.concatenate([a[keep] for a in arrays], axis=1).T.astype(np.float32))
         table = pd.DataFrame({"hemisphere": hemi, "vertex": vertex})
         for family, per_hemi in (rois or {}).items():
-            values = _vertex_values(per_hemi[hemi], n_vertices[hemi], f"{hemi} {family} ROI map")[keep]
+            values = _vertex_values(
+                _hemi(per_hemi, hemi, f"{family} ROI"), n_vertices[hemi], f"{hemi} {family} ROI map"
+            )[keep]
             table[family] = atlases.label_names(
                 values, resolve_labels(family, (roi_labels or {}).get(family))
             )
         if noise_ceiling is not None:
-            table["noise_ceiling"] = _vertex_values(noise_ceiling[hemi], n_vertices[hemi], "noise ceiling")[
-                keep
-            ]
+            table["noise_ceiling"] = _vertex_values(
+                _hemi(noise_ceiling, hemi, "noise ceiling"), n_vertices[hemi], "noise ceiling"
+            )[keep]
         tables.append(table)
     samples = {b.shape[0] for b in blocks}
     if len(samples) != 1:

@@ -202,6 +202,7 @@ def test_session_subset_and_trial_rows(nsd):
     np.testing.assert_allclose(ds["train"].responses.data, z[:, train].T, atol=1e-5)
     np.testing.assert_array_equal(ds.meta["nsd_ids"]["train"], ids[train])
     assert list(ds.voxels.columns) == ["hemisphere", "vertex", "i", "j", "k", "x", "y", "z", "noise_ceiling"]
+    np.testing.assert_allclose(ds.voxels["noise_ceiling"], noise_ceiling(truth["ncsnr"][inside], 1))
 
 
 def test_hdf5_stimuli_are_lazy_rows_of_the_brick(nsd):

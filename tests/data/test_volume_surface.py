@@ -149,6 +149,12 @@ def test_surface_errors(surface, tmp_path):
     nib.save(nib.MGHImage(np.ones((8, 1, 1, 5), np.int16), np.eye(4)), d / "int.mgh")
     with pytest.raises(DataFormatError, match="integer data without a scale"):
         load_surface({"lh": d / "int.mgh"}, stim)
+    with pytest.raises(DataFormatError, match="streams ROI has no rh map"):
+        load_surface(
+            {"lh": d / "lh.betas.mgh", "rh": d / "rh.betas.func.gii"},
+            stim,
+            rois={"streams": {"lh": np.zeros(8)}},
+        )
     (d / "x.npy").write_bytes(b"")
     with pytest.raises(DataFormatError, match="unknown surface file type"):
         read_surface_data(d / "x.npy")
