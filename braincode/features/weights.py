@@ -95,10 +95,16 @@ def file_fingerprint(path: str | Path) -> str:
 
 
 def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache folder in use (``HF_HUB_CACHE``, else ``HF_HOME/hub``)."""
-    from huggingface_hub import constants
+    """The Hugging Face hub cache folder, read from the environment at each call.
 
-    return Path(constants.HF_HUB_CACHE)
+    ``HF_HUB_CACHE`` if set, else ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``.
+    """
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
 
 
 def find_hf_cached(repo_id: str, filenames: Sequence[str]) -> Path | None:

@@ -32,7 +32,6 @@ TINY_CONFIGS: dict[str, dict] = {
     },
 }
 _TINY_BASE = "ViT-B-32"
-_CLIP_URL_CACHE = Path(os.path.expanduser("~/.cache/clip"))
 
 
 def _cached_checkpoint(cfg: dict) -> tuple[Path | None, list[str]]:
@@ -50,7 +49,7 @@ def _cached_checkpoint(cfg: dict) -> tuple[Path | None, list[str]]:
         if found is not None:
             return found, looked
     if cfg.get("url"):
-        target = _CLIP_URL_CACHE / os.path.basename(cfg["url"])
+        target = Path("~/.cache/clip").expanduser() / os.path.basename(cfg["url"])
         looked.append(str(target))
         if target.is_file():
             return target, looked

@@ -54,7 +54,10 @@ def _create(mid: ModelId) -> tuple[torch.nn.Module, str]:
             model = timm.create_model(arch, pretrained=False, num_classes=0)
         return model, f"random-seed{RANDOM_SEED}:{module_fingerprint(model)}"
     full = mid.name if mid.pretrained is None else f"{arch}.{mid.pretrained}"
-    cfg = timm.models.get_pretrained_cfg(full, allow_unregistered=False)
+    try:
+        cfg = timm.models.get_pretrained_cfg(full, allow_unregistered=True)
+    except RuntimeError:  # a tag the architecture does not have
+        cfg = None
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{arch}.*")]
         raise ModelError(
