@@ -28,11 +28,17 @@ DEFAULT_CACHE = Path(os.environ.get("BRAINCODE_CACHE", Path.home() / ".cache" / 
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from braincode.data import load_algonauts
+    from braincode.data import load_algonauts, validate_algonauts
 
-    ds = load_algonauts(args.data, args.subject, check_images=True)
+    problems = validate_algonauts(args.data, args.subject)
+    if problems:
+        for problem in problems:
+            print(f"braincode validate: error: {problem}", file=sys.stderr)
+        print(f"{len(problems)} problem(s) found in {args.data}", file=sys.stderr)
+        return 2
+    ds = load_algonauts(args.data, args.subject)
     train = ds["train"]
-    hemis = ds.voxels["hemisphere"].value_counts().to_dict()
+    hemis = ds.voxels["hemisphere"].value_counts().sort_index().to_dict()
     print(f"{args.data} {ds.subject}: OK")
     print(f"  train: {len(train.stimuli)} images, responses {train.responses.shape}")
     print(f"  test:  {len(ds['test'].stimuli)} images")

@@ -19,6 +19,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from braincode.atomic import atomic_write
+from braincode.data.algonauts import write_algonauts_predictions
 from braincode.data.core import Dataset, Stimuli, roi_families
 from braincode.encoding.estimators import RidgeEncoder
 from braincode.encoding.metrics import pearson_r, r2_score
@@ -175,13 +176,7 @@ def summarize(scores: pd.DataFrame, column: str = "r") -> dict[str, dict[str, fl
 
 def write_fit_outputs(result: FitResult, dataset: Dataset, out: Path, info: dict) -> None:
     """Write ``scores.csv``, ``summary.json`` and the Algonauts-format ``{lh,rh}_pred_test.npy`` into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    hemis = result.scores["hemisphere"].to_numpy()
-    for hemi in ("lh", "rh"):
-        cols = hemis == hemi
-        if cols.any():
-            pred = np.ascontiguousarray(result.test_predictions[:, cols], dtype=np.float32)
-            atomic_write(out / f"{hemi}_pred_test.npy", lambda p, a=pred: np.save(p, a))
+    write_algonauts_predictions(out, result.test_predictions, result.scores)
     atomic_write(out / "scores.csv", lambda p: result.scores.to_csv(p, index=False))
     summary = {"subject": dataset.subject, "space": dataset.space, **info, "mean_r": summarize(result.scores)}
     atomic_write(out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
