@@ -1,0 +1,318 @@
+"""A fitted braincode encoder as one differentiable ``nn.Module``: images -> predicted responses.
+
+``TorchEncoder`` = the feature extractor's own torch model (resizing and normalisation done on tensors) -> the
+chosen layers, pooled exactly as :func:`braincode.features.pool_tokens` pools them -> a readout (by default
+:class:`LinearReadout`: the standardisation and ridge weights of the fitted pipeline). Its gradient with respect
+to the image is what BrainDiVE (:mod:`braincode.interpret.dive`) follows. Other readouts (any ``nn.Module`` from
+the design vector to voxels) plug in the same way.
+
+Saved as ``encoder.safetensors`` (readout tensors) + ``encoder.json`` (model id, layers, pooling; the backbone is
+rebuilt from its model id) + ``voxels.csv`` (the voxel table, when known). No pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torchvision import transforms as T
+
+from braincode.atomic import atomic_write
+from braincode.errors import ConfigError, DataFormatError, MissingFileError, NotFittedError
+from braincode.features import get_extractor
+from braincode.features.pooling import POOL_MODES
+from braincode.features.vision import VisionExtractor
+
+FORMAT_VERSION = 1
+WEIGHTS, CONFIG, VOXELS = "encoder.safetensors", "encoder.json", "voxels.csv"
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """What the design matrix of a fitted encoder is made of (mirrors ``pipeline.steps.FeatureSpec``)."""
+
+    model_id: str
+    layers: tuple[str, ...] = ("pooled",)
+    pool: str = "grid"
+    out_grid: int = 4
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if self.pool not in POOL_MODES:
+            raise ConfigError(f"unknown pooling mode {self.pool!r}", expected=" or ".join(POOL_MODES))
+
+
+def pool_tokens_torch(tokens: torch.Tensor, *, num_prefix_tokens: int, grid: tuple[int, int], mode: str,
+                      out_grid: int) -> torch.Tensor:
+    """Differentiable twin of :func:`braincode.features.pool_tokens` (same modes, same feature order).
+
+    Examples
+    --------
+    >>> t = torch.arange(5.0).reshape(1, 5, 1)
+    >>> pool_tokens_torch(t, num_prefix_tokens=1, grid=(2, 2), mode="mean", out_grid=1).tolist()
+    [[2.5]]
+    """
+    if mode == "cls":
+        return tokens[:, 0]
+    patches = tokens[:, num_prefix_tokens:]
+    if mode == "mean":
+        return patches.mean(1)
+    maps = patches.reshape(len(patches), *grid, -1).permute(0, 3, 1, 2)
+    return F.adaptive_avg_pool2d(maps, out_grid).permute(0, 2, 3, 1).reshape(len(patches), -1)
+
+
+class LinearReadout(nn.Module):
+    """``y = ((x - mean) / scale) @ weight.T + bias``: a fitted linear encoder as a torch module.
+
+    Parameters
+    ----------
+    weight : array (n_voxels, n_features)
+    bias : array (n_voxels,)
+    mean, scale : array (n_features,), optional
+        Feature standardisation applied first (a fitted ``StandardScaler``); identity when omitted.
+
+    Examples
+    --------
+    >>> r = LinearReadout(np.eye(2), np.zeros(2), mean=np.ones(2), scale=2 * np.ones(2))
+    >>> r(torch.tensor([[3.0, 5.0]])).tolist()
+    [[1.0, 2.0]]
+    """
+
+    def __init__(self, weight, bias, *, mean=None, scale=None) -> None:
+        super().__init__()
+        weight = torch.as_tensor(np.asarray(weight, dtype=np.float32))
+        bias = torch.as_tensor(np.asarray(bias, dtype=np.float32)).reshape(-1)
+        n_vox, n_feat = weight.shape
+        mean = torch.zeros(n_feat) if mean is None else torch.as_tensor(np.asarray(mean, dtype=np.float32))
+        scale = torch.ones(n_feat) if scale is None else torch.as_tensor(np.asarray(scale, dtype=np.float32))
+        if bias.shape != (n_vox,) or mean.shape != (n_feat,) or scale.shape != (n_feat,):
+            raise DataFormatError(
+                "readout tensors disagree in shape",
+                expected=f"weight (V, P), bias (V,), mean and scale (P,) with V={n_vox}, P={n_feat}",
+                found=f"bias {tuple(bias.shape)}, mean {tuple(mean.shape)}, scale {tuple(scale.shape)}",
+            )
+        for name, value in (("weight", weight), ("bias", bias), ("mean", mean), ("scale", scale)):
+            self.register_buffer(name, value.contiguous())
+
+    @property
+    def n_features(self) -> int:
+        return int(self.weight.shape[1])
+
+    @classmethod
+    def from_estimator(cls, estimator) -> LinearReadout:
+        """From a fitted ``RidgeEncoder`` (or any estimator with ``coef_`` (V, P) and ``intercept_``), optionally
+        behind a fitted ``StandardScaler`` in a scikit-learn ``Pipeline`` (as ``pipeline.steps.make_encoder``).
+        """
+        steps = [s for _, s in estimator.steps] if hasattr(estimator, "steps") else [estimator]
+        *pre, last = steps
+        if not hasattr(last, "coef_"):
+            raise NotFittedError(
+                f"{type(last).__name__} has no coef_",
+                expected="a fitted linear estimator (RidgeEncoder, sklearn Ridge, ...)",
+                fix="call fit(X, Y) first",
+            )
+        if len(pre) > 1 or (pre and not hasattr(pre[0], "mean_")):
+            raise ConfigError(
+                "only a StandardScaler may come before the linear estimator",
+                found=" -> ".join(type(s).__name__ for s in steps),
+            )
+        coef = np.atleast_2d(np.asarray(last.coef_))
+        intercept = np.broadcast_to(np.asarray(getattr(last, "intercept_", 0.0), np.float32), coef.shape[:1]).copy()
+        if not pre:
+            return cls(coef, intercept)
+        scaler = pre[0]
+        scale = np.ones_like(scaler.mean_) if scaler.scale_ is None else scaler.scale_
+        mean = scaler.mean_ if scaler.with_mean else np.zeros_like(scaler.mean_)
+        return cls(coef, intercept, mean=mean, scale=scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / self.scale) @ self.weight.T + self.bias
+
+
+def _image_geometry(transform) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """Input side and normalisation of a torchvision image transform (Resize/CenterCrop + Normalize)."""
+    steps = transform.transforms if isinstance(transform, T.Compose) else [transform]
+    norm = next((s for s in steps if isinstance(s, T.Normalize)), None)
+    crops = [s.size for s in steps if isinstance(s, (T.CenterCrop, T.Resize))]
+    if norm is None or not crops:
+        raise ConfigError(
+            "cannot read the image size and normalisation from the extractor's transform",
+            expected="a torchvision Compose with Resize or CenterCrop and Normalize",
+            found=repr(transform),
+        )
+    size = crops[-1]
+    side = int(size if isinstance(size, int) else size[0])
+    return side, tuple(float(m) for m in norm.mean), tuple(float(s) for s in norm.std)
+
+
+def _find_blocks(model: nn.Module, n_blocks: int) -> nn.ModuleList:
+    """The image tower's transformer blocks (open_clip ``visual.transformer.resblocks``, timm ``blocks``)."""
+    found = [
+        (name, module) for name, module in model.named_modules()
+        if isinstance(module, (nn.ModuleList, nn.Sequential)) and name.split(".")[-1] in ("blocks", "resblocks")
+        and len(module) == n_blocks
+    ]
+    found.sort(key=lambda item: "visual" not in item[0])  # a CLIP's image tower before its text tower
+    if not found:
+        raise ConfigError(f"cannot find the {n_blocks} transformer blocks of {type(model).__name__}",
+                          fix="use layers=('pooled',) for this model")
+    return found[0][1]
+
+
+class TorchEncoder(nn.Module):
+    """Images (n, 3, H, W) in [0, 1] -> predicted responses (n, n_voxels), differentiable end to end.
+
+    Parameters
+    ----------
+    extractor : VisionExtractor
+        From :func:`braincode.features.get_extractor`; its model, preprocessing and token layout are used.
+    config : EncoderConfig
+        Layers and pooling that made the design matrix the readout was fitted on.
+    readout : nn.Module
+        Design vector (n, n_features) -> responses (n, n_voxels), e.g. :class:`LinearReadout`.
+    voxels : DataFrame, optional
+        The voxel table (one row per output column), kept for ROI lookups and saved with the encoder.
+
+    Examples
+    --------
+    >>> ext = get_extractor("open_clip:tiny-vit@random", device="cpu")  # doctest: +SKIP
+    >>> enc = TorchEncoder(ext, EncoderConfig(ext.model_id), LinearReadout(np.ones((3, 64)), np.zeros(3)))
+    >>> enc(torch.rand(2, 3, 64, 64)).shape  # doctest: +SKIP
+    torch.Size([2, 3])
+    """
+
+    def __init__(self, extractor: VisionExtractor, config: EncoderConfig, readout: nn.Module, *,
+                 voxels: pd.DataFrame | None = None) -> None:
+        super().__init__()
+        if getattr(extractor, "kind", None) != "vision":
+            raise ConfigError(
+                f"{extractor.model_id} is not an image model; a differentiable encoder needs image features",
+                fix="fit the encoder on image features only (no --text-features)",
+            )
+        self.config, self.voxels = config, voxels
+        self.extractor = extractor
+        self.backbone = extractor.model.requires_grad_(False)
+        self.readout = readout.to(extractor.device)
+        self.side, mean, std = _image_geometry(extractor.transform)
+        self.register_buffer("pixel_mean", torch.tensor(mean, device=extractor.device).view(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor(std, device=extractor.device).view(1, 3, 1, 1))
+        self.block_ids = [int(name.split(".")[1]) for name in config.layers if name.startswith("blocks.")]
+        unknown = [name for name in config.layers if name not in extractor.layers]
+        if unknown:
+            raise ConfigError(f"{extractor.model_id} has no layer(s) {unknown}", expected=str(extractor.layers))
+        self.blocks = _find_blocks(self.backbone, len(extractor.layers) - 1) if self.block_ids else None
+        n_out = self.design(torch.zeros(1, 3, self.side, self.side, device=self.device)).shape[1]
+        n_in = getattr(readout, "n_features", n_out)
+        if n_in != n_out:
+            raise DataFormatError(
+                "the readout does not fit the features",
+                expected=f"a readout of {n_out} features ({config.model_id} {', '.join(config.layers)}, "
+                         f"pool {config.pool})",
+                found=f"{n_in} features",
+                fix="build the encoder with the FeatureSpec the readout was fitted with",
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pixel_mean.dtype
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize (bicubic, antialiased, shorter side then centre crop) and normalise, as the extractor does."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise DataFormatError("images must be a batch of RGB tensors", expected="(n, 3, H, W) in [0, 1]",
+                                  found=str(tuple(images.shape)))
+        h, w = images.shape[-2:]
+        if (h, w) != (self.side, self.side):
+            scale = self.side / min(h, w)
+            size = (max(self.side, round(h * scale)), max(self.side, round(w * scale)))
+            images = F.interpolate(images, size=size, mode="bicubic", antialias=True, align_corners=False)
+            top, left = (size[0] - self.side) // 2, (size[1] - self.side) // 2
+            images = images[:, :, top : top + self.side, left : left + self.side]
+        return (images - self.pixel_mean) / self.pixel_std
+
+    def design(self, images: torch.Tensor) -> torch.Tensor:
+        """The design vector (n, n_features) of ``images``, with gradients."""
+        x = self.preprocess(images.to(self.device, torch.float32))
+        tokens: dict[int, torch.Tensor] = {}
+        hooks = [self.blocks[i].register_forward_hook(
+            lambda m, a, out, i=i: tokens.__setitem__(i, out[0] if isinstance(out, (tuple, list)) else out))
+            for i in self.block_ids]
+        try:
+            pooled, _ = self.extractor._run(x, [])
+        finally:
+            for h in hooks:
+                h.remove()
+        n_tokens = self.extractor.num_prefix_tokens + int(np.prod(self.extractor.grid))
+        parts = []
+        for name in self.config.layers:
+            if name == "pooled":
+                parts.append(pooled.reshape(len(x), -1))
+                continue
+            t = tokens[int(name.split(".")[1])]
+            t = t if t.shape[1] == n_tokens else t.transpose(0, 1)
+            parts.append(pool_tokens_torch(t, num_prefix_tokens=self.extractor.num_prefix_tokens,
+                                           grid=self.extractor.grid, mode=self.config.pool,
+                                           out_grid=self.config.out_grid))
+        return torch.cat([p.float() for p in parts], dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.design(images))
+
+    @classmethod
+    def from_estimator(cls, config: EncoderConfig, estimator, *, voxels: pd.DataFrame | None = None,
+                       device: str = "auto") -> TorchEncoder:
+        """Build from a fitted linear estimator or ``StandardScaler -> RidgeEncoder`` pipeline (see
+        :meth:`LinearReadout.from_estimator`) and the config its design matrix was made with."""
+        extractor = get_extractor(config.model_id, layers=list(config.layers), device=device)
+        return cls(extractor, config, LinearReadout.from_estimator(estimator), voxels=voxels)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``encoder.safetensors``, ``encoder.json`` and (when known) ``voxels.csv`` into ``folder``."""
+        if not isinstance(self.readout, LinearReadout):
+            raise ConfigError("only LinearReadout encoders can be saved this way", found=type(self.readout).__name__)
+        folder = Path(folder)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.readout.state_dict().items()}
+        atomic_write(folder / WEIGHTS, lambda p: save_file(tensors, str(p)))
+        meta = {"format": FORMAT_VERSION, "readout": "linear", **asdict(self.config),
+                "n_features": self.readout.n_features, "n_voxels": int(self.readout.weight.shape[0])}
+        if self.voxels is not None:
+            atomic_write(folder / VOXELS, lambda p: self.voxels.to_csv(p, index=False))
+        atomic_write(folder / CONFIG, lambda p: p.write_text(json.dumps(meta, indent=2)))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, *, device: str = "auto") -> TorchEncoder:
+        """Rebuild a saved encoder (the backbone from its model id, offline)."""
+        folder = Path(folder)
+        for name in (CONFIG, WEIGHTS):
+            if not (folder / name).is_file():
+                raise MissingFileError(
+                    f"no saved encoder ({name} missing)",
+                    path=folder,
+                    expected=f"{CONFIG} and {WEIGHTS}, as written by TorchEncoder.save",
+                    found=", ".join(sorted(p.name for p in folder.iterdir())) if folder.is_dir() else "no folder",
+                    fix="save the fitted encoder with TorchEncoder.from_estimator(...).save(folder)",
+                )
+        meta = json.loads((folder / CONFIG).read_text())
+        if meta.get("format") != FORMAT_VERSION or meta.get("readout") != "linear":
+            raise DataFormatError("unsupported saved encoder", path=folder / CONFIG,
+                                  expected=f"format {FORMAT_VERSION}, readout linear",
+                                  found=f"format {meta.get('format')}, readout {meta.get('readout')}")
+        config = EncoderConfig(meta["model_id"], tuple(meta["layers"]), meta["pool"], int(meta["out_grid"]))
+        tensors = load_file(str(folder / WEIGHTS))
+        readout = LinearReadout(tensors["weight"].numpy(), tensors["bias"].numpy(), mean=tensors["mean"].numpy(),
+                                scale=tensors["scale"].numpy())
+        voxels = pd.read_csv(folder / VOXELS, keep_default_na=False) if (folder / VOXELS).is_file() else None
+        extractor = get_extractor(config.model_id, layers=list(config.layers), device=device)
+        return cls(extractor, config, readout, voxels=voxels)
