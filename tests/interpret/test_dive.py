@@ -9,7 +9,9 @@ import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
 from PIL import Image
 
+from braincode.encoding.torch_encoder import EncoderConfig, LinearReadout, TorchEncoder
 from braincode.errors import ConfigError
+from braincode.features import get_extractor
 from braincode.interpret._dive_models import SD_SCHEDULE, random_diffusion
 from braincode.interpret.dive import (
     BrainDiVEPipeline,
@@ -92,6 +94,20 @@ def test_guided_beats_unguided_for_every_seed(runs):
     assert (guided.scores > plain.scores).all(), (guided.scores, plain.scores)
     # the score is the objective recomputed from the returned predictions
     np.testing.assert_allclose(guided.scores, guided.predictions[:, [0, 1, 2]].mean(1), rtol=1e-5)
+
+
+def test_published_scale_with_a_vit_encoder_raises_the_roi_for_every_seed():
+    """The must-show: a tiny random ViT + linear readout (a braincode TorchEncoder), BrainDiVE's scale of 130."""
+    config = EncoderConfig("open_clip:tiny-vit@random", ("blocks.1", "pooled"), "grid", 2)
+    extractor = get_extractor(config.model_id, layers=list(config.layers), device="cpu")
+    weights = np.random.default_rng(0).normal(size=(len(VOXELS), 576)) / 24
+    encoder = TorchEncoder(extractor, config, LinearReadout(weights, np.zeros(len(VOXELS))), voxels=VOXELS)
+    parts = random_diffusion("tiny")
+    vit_pipe = BrainDiVEPipeline(parts.unet, parts.vae, parts.scheduler, encoder)
+    plain = run(vit_pipe, FFA, SEEDS, 0.0)
+    guided = run(vit_pipe, FFA, SEEDS, 130.0)
+    assert np.isfinite(guided.scores).all()
+    assert (guided.scores > plain.scores + 0.1).all(), (guided.scores, plain.scores)
 
 
 def test_suppression_objective_is_raised_by_its_own_guidance(pipe, runs):
