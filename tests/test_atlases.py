@@ -72,3 +72,22 @@ def test_fsaverage_to_fsaverage5():
         atlases.fsaverage_to_fsaverage5(np.ones(1), np.array([163_842]))
     with pytest.raises(DataFormatError, match="one integer"):
         atlases.fsaverage_to_fsaverage5(np.ones(2), np.array([1.0, 2.0]))
+
+
+def test_atlas_dir_falls_back_to_installed_data_files(tmp_path, monkeypatch):
+    share = tmp_path / "prefix/share/braincode/atlases"
+    share.mkdir(parents=True)
+    (share / "nsd.json").write_text("{}")
+
+    class Record:  # what importlib.metadata lists for a wheel-installed data file
+        name, parts = "nsd.json", ("..", "..", "..", "share", "braincode", "atlases", "nsd.json")
+
+        def locate(self):
+            return share / "nsd.json"
+
+    monkeypatch.setattr(atlases, "__file__", str(tmp_path / "site-packages/braincode/atlases.py"))
+    monkeypatch.setattr(atlases.importlib.metadata, "files", lambda name: [Record()])
+    assert atlases.atlas_dir() == share.resolve()
+    monkeypatch.setattr(atlases.importlib.metadata, "files", lambda name: [])
+    with pytest.raises(MissingFileError, match="not installed"):
+        atlases.atlas_dir()

@@ -5,12 +5,14 @@
   :func:`ncsnr_from_repeats`, :func:`repeat_noise_ceiling`, :func:`split_half_reliability`;
 - the Algonauts noise-normalised score: :func:`normalized_score` (per voxel), :func:`algonauts_score` (mean);
 - significance: :func:`permutation_test` (optionally block-permuted), :func:`fdr_correct`;
-- uncertainty: :func:`roi_bootstrap_ci` (bootstrap CI of the mean score within each ROI).
+- uncertainty: :func:`roi_bootstrap_ci` (bootstrap CI of the mean score within each ROI);
+- everything per voxel at once: :func:`score_table`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -414,7 +416,7 @@ def fdr_correct(
 def roi_bootstrap_ci(
     scores: np.ndarray,
     voxels: pd.DataFrame,
-    family: str,
+    family: str | Sequence[str],
     *,
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
@@ -430,8 +432,9 @@ def roi_bootstrap_ci(
     scores : array of shape (n_voxels,)
     voxels : DataFrame
         Voxel table with one row per voxel and the string column ``family``.
-    family : str
-        ROI-family column, e.g. ``"prf-visualrois"``; ``"hemisphere"`` works too.
+    family : str or sequence of str
+        ROI-family column(s), e.g. ``"prf-visualrois"`` or ``Dataset.roi_families``; ``"hemisphere"`` works too.
+        Several families give one table with the rows of each in turn.
     n_bootstrap : int
     confidence : float
         Width of the interval, e.g. 0.95.
@@ -451,11 +454,13 @@ def roi_bootstrap_ci(
     [['early', 2, 2.0], ['ventral', 1, 5.0]]
     """
     scores = np.asarray(scores, dtype=np.float64)
-    if family not in voxels.columns:
+    families = [family] if isinstance(family, str) else list(family)
+    absent = [f for f in families if f not in voxels.columns]
+    if absent:
         raise DataFormatError(
             "the voxel table has no such ROI family",
             expected=f"one of {list(voxels.columns)}",
-            found=repr(family),
+            found=f"{absent}",
         )
     if scores.shape != (len(voxels),):
         raise DataFormatError(
@@ -466,17 +471,17 @@ def roi_bootstrap_ci(
             "need 0 < confidence < 1 and n_bootstrap >= 1", found=f"{confidence}, {n_bootstrap}"
         )
     rng = np.random.default_rng(random_state)
-    labels = voxels[family].astype(str).to_numpy()
     tail = 100 * (1 - confidence) / 2
     rows = []
-    for roi in pd.unique(labels[labels != ""]):
-        values = scores[(labels == roi) & np.isfinite(scores)]
-        if values.size == 0:
-            rows.append((family, roi, 0, np.nan, np.nan, np.nan))
-            continue
-        means = _bootstrap_means(values, n_bootstrap, rng)
-        low, high = np.percentile(means, [tail, 100 - tail])
-        rows.append((family, roi, values.size, float(values.mean()), float(low), float(high)))
+    for fam in families:
+        labels = voxels[fam].astype(str).to_numpy()
+        for roi in pd.unique(labels[labels != ""]):
+            values = scores[(labels == roi) & np.isfinite(scores)]
+            if values.size == 0:
+                rows.append((fam, roi, 0, np.nan, np.nan, np.nan))
+                continue
+            low, high = np.percentile(_bootstrap_means(values, n_bootstrap, rng), [tail, 100 - tail])
+            rows.append((fam, roi, values.size, float(values.mean()), float(low), float(high)))
     return pd.DataFrame(rows, columns=["family", "roi", "n_voxels", "mean", "ci_low", "ci_high"])
 
 
@@ -489,3 +494,42 @@ def _bootstrap_means(values: np.ndarray, n_bootstrap: int, rng: np.random.Genera
             for s in range(0, n_bootstrap, chunk)
         ]
     )
+
+
+def score_table(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    *,
+    noise_ceiling: np.ndarray | None = None,
+    n_permutations: int = 0,
+    block_size: int | None = None,
+    alpha: float = 0.05,
+    random_state: int | np.random.Generator | None = None,
+) -> pd.DataFrame:
+    """Every per-voxel statistic in one table (one row per voxel, in voxel-table order).
+
+    Columns: ``r``, ``r2``; with ``n_permutations > 0`` also ``pvalue`` (:func:`permutation_test`), ``qvalue``
+    and ``significant`` (:func:`fdr_correct` at ``alpha``); with ``noise_ceiling`` also ``noise_ceiling`` and
+    ``normalized_score`` (:func:`normalized_score`, percent).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.standard_normal((50, 3))
+    >>> t = score_table(y, y + rng.standard_normal((50, 3)), noise_ceiling=np.full(3, 0.8), n_permutations=99,
+    ...                 random_state=0)
+    >>> list(t.columns)
+    ['r', 'r2', 'pvalue', 'qvalue', 'significant', 'noise_ceiling', 'normalized_score']
+    """
+    table = pd.DataFrame({"r": pearson_r(y_true, y_pred), "r2": r2_score(y_true, y_pred)})
+    if n_permutations > 0:
+        result = permutation_test(
+            y_true, y_pred, n_permutations=n_permutations, block_size=block_size, random_state=random_state
+        )
+        table["pvalue"] = result.pvalue
+        table["qvalue"], table["significant"] = fdr_correct(result.pvalue, alpha=alpha)
+    if noise_ceiling is not None:
+        table["noise_ceiling"] = np.asarray(noise_ceiling, dtype=np.float64)
+        table["normalized_score"] = normalized_score(table["r"].to_numpy(), table["noise_ceiling"].to_numpy())
+    return table

@@ -172,3 +172,34 @@ def test_roi_bootstrap_ci():
         m.roi_bootstrap_ci(scores, vox, "floc-faces")
     with pytest.raises(DataFormatError, match="one score per voxel"):
         m.roi_bootstrap_ci(scores[:10], vox, "prf-visualrois")
+
+
+def test_roi_bootstrap_ci_several_families():
+    vox = pd.DataFrame(
+        {
+            "hemisphere": ["lh", "lh", "rh", "rh"],
+            "vertex": range(4),
+            "streams": ["early", "early", "ventral", ""],
+        }
+    )
+    table = m.roi_bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0]), vox, ["hemisphere", "streams"], random_state=0)
+    assert table[["family", "roi", "mean"]].values.tolist() == [
+        ["hemisphere", "lh", 1.5],
+        ["hemisphere", "rh", 3.5],
+        ["streams", "early", 1.5],
+        ["streams", "ventral", 3.0],
+    ]
+
+
+def test_score_table_combines_the_statistics():
+    rng = np.random.default_rng(7)
+    y = rng.standard_normal((120, 40))
+    pred = np.c_[y[:, :20] + rng.standard_normal((120, 20)), rng.standard_normal((120, 20))]
+    nc = np.full(40, 0.6)
+    table = m.score_table(y, pred, noise_ceiling=nc, n_permutations=199, random_state=0)
+    np.testing.assert_allclose(table["r"], m.pearson_r(y, pred))
+    np.testing.assert_allclose(table["r2"], m.r2_score(y, pred))
+    np.testing.assert_allclose(table["normalized_score"], m.normalized_score(table["r"], nc))
+    np.testing.assert_allclose(table["qvalue"], m.fdr_correct(table["pvalue"])[0])
+    assert table["significant"][:20].all() and table["significant"][20:].mean() < 0.2
+    assert list(m.score_table(y, pred).columns) == ["r", "r2"]
