@@ -342,7 +342,7 @@ class _Surface:
     def __init__(self, beta_dir: Path, roi_dir: Path, mask: str | Path | None):
         self.beta_dir, self.roi_dir = beta_dir, roi_dir
         first = _session_files(beta_dir, "surface")[0][1]
-        self.n_vertices = {h: read_surface_data(f)[0].shape[0] for h, f in zip(HEMISPHERES, first)}
+        self.n_vertices = {h: int(nib.load(f).shape[0]) for h, f in zip(HEMISPHERES, first)}  # header only
         self.keep = {
             h: np.ones(n, bool)
             if mask is None
