@@ -7,7 +7,9 @@ to the image is what BrainDiVE (:mod:`braincode.interpret.dive`) follows. Other 
 the design vector to voxels) plug in the same way.
 
 Saved as ``encoder.safetensors`` (readout tensors) + ``encoder.json`` (model id, layers, pooling; the backbone is
-rebuilt from its model id) + ``voxels.csv`` (the voxel table, when known). No pickle.
+rebuilt from its model id) + ``voxels.csv`` (the voxel table, when known). No pickle. :meth:`TorchEncoder.load`
+also reads the BrainSCUBA encoder that ``braincode caption`` saves under the same names (coef and intercept on
+L2-normalised pooled embeddings).
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class LinearReadout(nn.Module):
     bias : array (n_voxels,)
     mean, scale : array (n_features,), optional
         Feature standardisation applied first (a fitted ``StandardScaler``); identity when omitted.
+    l2_normalize : bool
+        Scale each feature vector to unit length before anything else (BrainSCUBA's encoder).
 
     Examples
     --------
@@ -85,8 +89,9 @@ class LinearReadout(nn.Module):
     [[1.0, 2.0]]
     """
 
-    def __init__(self, weight, bias, *, mean=None, scale=None) -> None:
+    def __init__(self, weight, bias, *, mean=None, scale=None, l2_normalize: bool = False) -> None:
         super().__init__()
+        self.l2_normalize = bool(l2_normalize)
         weight = torch.as_tensor(np.asarray(weight, dtype=np.float32))
         bias = torch.as_tensor(np.asarray(bias, dtype=np.float32)).reshape(-1)
         n_vox, n_feat = weight.shape
@@ -133,6 +138,8 @@ class LinearReadout(nn.Module):
         return cls(coef, intercept, mean=mean, scale=scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.l2_normalize:
+            x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
         return ((x - self.mean) / self.scale) @ self.weight.T + self.bias
 
 
@@ -285,7 +292,8 @@ class TorchEncoder(nn.Module):
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.readout.state_dict().items()}
         atomic_write(folder / WEIGHTS, lambda p: save_file(tensors, str(p)))
         meta = {"format": FORMAT_VERSION, "readout": "linear", **asdict(self.config),
-                "n_features": self.readout.n_features, "n_voxels": int(self.readout.weight.shape[0])}
+                "l2_normalize": self.readout.l2_normalize, "n_features": self.readout.n_features,
+                "n_voxels": int(self.readout.weight.shape[0])}
         if self.voxels is not None:
             atomic_write(folder / VOXELS, lambda p: self.voxels.to_csv(p, index=False))
         atomic_write(folder / CONFIG, lambda p: p.write_text(json.dumps(meta, indent=2)))
@@ -305,14 +313,18 @@ class TorchEncoder(nn.Module):
                     fix="save the fitted encoder with TorchEncoder.from_estimator(...).save(folder)",
                 )
         meta = json.loads((folder / CONFIG).read_text())
-        if meta.get("format") != FORMAT_VERSION or meta.get("readout") != "linear":
+        tensors = {k: v.numpy() for k, v in load_file(str(folder / WEIGHTS)).items()}
+        if meta.get("format") == FORMAT_VERSION and meta.get("readout") == "linear":
+            config = EncoderConfig(meta["model_id"], tuple(meta["layers"]), meta["pool"], int(meta["out_grid"]))
+            readout = LinearReadout(tensors["weight"], tensors["bias"], mean=tensors["mean"], scale=tensors["scale"],
+                                    l2_normalize=meta.get("l2_normalize", False))
+        elif meta.get("input") == "L2-normalised embeddings" and {"coef", "intercept"} <= set(tensors):
+            config = EncoderConfig(meta["model_id"], ("pooled",))
+            readout = LinearReadout(tensors["coef"], tensors["intercept"], l2_normalize=True)
+        else:
             raise DataFormatError("unsupported saved encoder", path=folder / CONFIG,
-                                  expected=f"format {FORMAT_VERSION}, readout linear",
-                                  found=f"format {meta.get('format')}, readout {meta.get('readout')}")
-        config = EncoderConfig(meta["model_id"], tuple(meta["layers"]), meta["pool"], int(meta["out_grid"]))
-        tensors = load_file(str(folder / WEIGHTS))
-        readout = LinearReadout(tensors["weight"].numpy(), tensors["bias"].numpy(), mean=tensors["mean"].numpy(),
-                                scale=tensors["scale"].numpy())
+                                  expected=f"format {FORMAT_VERSION} with a linear readout, or a BrainSCUBA encoder",
+                                  found=f"keys {sorted(meta)}")
         voxels = pd.read_csv(folder / VOXELS, keep_default_na=False) if (folder / VOXELS).is_file() else None
         extractor = get_extractor(config.model_id, layers=list(config.layers), device=device)
         return cls(extractor, config, readout, voxels=voxels)

@@ -112,3 +112,20 @@ def test_bad_inputs_have_clear_messages(fitted, tmp_path):
         TorchEncoder(get_extractor("minilm", device="cpu"), EncoderConfig("minilm"), LinearReadout(np.zeros((1, 1)), [0]))
     with pytest.raises(DataFormatError, match=r"\(n, 3, H, W\)"):
         fitted["encoder"](torch.zeros(2, 224, 224))
+
+
+def test_loads_the_brainscuba_encoder_of_a_caption_fit(fitted, tmp_path):
+    """``braincode caption`` saves a linear map on L2-normalised pooled embeddings: it loads as a TorchEncoder."""
+    from braincode.interpret.scuba import LinearEncoder
+
+    ext = fitted["encoder"].extractor
+    with torch.no_grad():
+        pooled = ext.model.encode_image(fitted["encoder"].preprocess(fitted["images"])).numpy()
+    rng = np.random.default_rng(2)
+    scuba = LinearEncoder(rng.normal(size=(4, pooled.shape[1])).astype(np.float32), rng.normal(size=4).astype(
+        np.float32), fitted["voxels"].iloc[:4].reset_index(drop=True), model_id=SPEC.model_id)
+    scuba.save(tmp_path)
+    loaded = TorchEncoder.load(tmp_path, device="cpu")
+    with torch.no_grad():
+        ours = loaded(fitted["images"]).numpy()
+    np.testing.assert_allclose(ours, scuba.predict(pooled), rtol=1e-4, atol=1e-5)
