@@ -107,33 +107,53 @@ def noun_phrases(caption: str) -> list[str]:
 
 
 class NounPhraseKeywords:
-    """Keywords = head nouns (last word) of the captions' noun phrases, by how many captions contain them.
+    """Keywords = head nouns (last word) of the captions' noun phrases, ranked by how many captions contain them.
+
+    With a ``reference`` corpus (e.g. every caption of the bank) the rank is by the excess over the count expected
+    from the reference rate, so words that every image has ("background") give way to those that set the voxel's
+    images apart.
 
     Parameters
     ----------
     max_keywords : int
         Candidates returned (the CLIP filter then keeps the best of these).
-    stopwords : iterable of str
+    stopwords : sequence of str
         Head words never used (position words of captions, e.g. "left", "top").
+    reference : sequence of str, optional
+        Captions whose head-noun rates are the baseline.
 
     Examples
     --------
     >>> NounPhraseKeywords().keywords(["a face on the left", "a smiling face", "a house"])
     ['face', 'house']
+    >>> ref = ["a face on a grey background", "a house on a red background", "a dog on a grey background"]
+    >>> NounPhraseKeywords(reference=ref).keywords(["a face on a red background", "a face on a grey background"])
+    ['face', 'background']
     """
 
-    def __init__(self, max_keywords: int = 20, stopwords: Sequence[str] = ("left", "right", "top", "bottom",
-                                                                           "centre", "center", "middle")) -> None:
+    def __init__(self, max_keywords: int = 20, stopwords: Sequence[str] = ("left", "right", "top", "bottom", "centre",
+                                                                           "center", "middle"),
+                 reference: Sequence[str] | None = None) -> None:
         self.max_keywords = max_keywords
         self.stopwords = frozenset(stopwords) | _NON_KEYWORDS
+        self.rates: dict[str, float] | None = None
+        if reference is not None:
+            counts = self._counts(reference)
+            self.rates = {word: c / max(len(reference), 1) for word, c in counts.items()}
 
-    def keywords(self, captions: Sequence[str]) -> list[str]:
+    def _counts(self, captions: Sequence[str]) -> Counter[str]:
         counts: Counter[str] = Counter()
         for caption in captions:
             heads = {p.split()[-1] for p in noun_phrases(str(caption))}
             counts.update(h for h in heads if h not in self.stopwords and len(h) > 1)
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return [word for word, _ in ranked[: self.max_keywords]]
+        return counts
+
+    def keywords(self, captions: Sequence[str]) -> list[str]:
+        counts = self._counts(captions)
+        rates = self.rates or {}
+        score = {w: c - len(captions) * rates.get(w, 0.0) for w, c in counts.items()}
+        ranked = sorted(counts, key=lambda w: (-score[w], -counts[w], w))
+        return ranked[: self.max_keywords]
 
 
 class TemplateComposer:
@@ -272,9 +292,6 @@ def top_images(weights: np.ndarray, bank: EmbeddingBank, n_top: int, *, key_chun
 
     The encoder reads normalised embeddings, so the ranking is that of ``w . M_hat_j`` (the intercept is shared).
     """
-    from braincode.encoding.training import resolve_device
-    from braincode.kernels import topk
-
     w = np.asarray(weights, dtype=np.float32)
     if w.ndim != 2 or w.shape[1] != bank.dim:
         raise DataFormatError("voxel weights do not live in the bank's embedding space",
@@ -283,6 +300,9 @@ def top_images(weights: np.ndarray, bank: EmbeddingBank, n_top: int, *, key_chun
     if not 1 <= n_top <= len(bank):
         raise ConfigError("n_top is out of range", expected=f"1 <= n_top <= {len(bank)} (bank size)",
                           found=str(n_top))
+    from braincode.encoding.training import resolve_device
+    from braincode.kernels import topk
+
     _, index = topk(torch.from_numpy(w).to(resolve_device(device)), bank.unit, n_top, key_chunk=key_chunk)
     return np.asarray(torch.as_tensor(index).cpu())
 
@@ -350,7 +370,8 @@ def describe(
     n_keywords : int
         Keywords kept for the sentence.
     captioner, extractor, composer
-        Default :class:`BankCaptions`, :class:`NounPhraseKeywords`, :class:`TemplateComposer`.
+        Default :class:`BankCaptions`, :class:`NounPhraseKeywords` (with the bank's captions as reference when it
+        has them and the captioner is :class:`BankCaptions`), :class:`TemplateComposer`.
 
     Returns
     -------
@@ -366,7 +387,9 @@ def describe(
     ['a photo of a face']
     """
     captioner = captioner or BankCaptions()
-    extractor = extractor or NounPhraseKeywords()
+    if extractor is None:
+        use_bank = isinstance(captioner, BankCaptions) and bank.captions is not None
+        extractor = NounPhraseKeywords(reference=bank.captions if use_bank else None)
     composer = composer or TemplateComposer()
     top = top_images(weights, bank, n_top, key_chunk=key_chunk, device=device)
     candidates = [extractor.keywords(captioner.caption(bank, row)) for row in top]

@@ -87,9 +87,6 @@ def project(
     >>> project(np.array([[1.0, 0.0]]), bank).round(3).tolist()
     [[2.0, 0.0]]
     """
-    from braincode.encoding.training import resolve_device
-    from braincode.kernels import softmax_project
-
     w = np.asarray(weights, dtype=np.float32)
     if w.ndim != 2 or w.shape[1] != bank.dim:
         raise DataFormatError("voxel weights do not live in the bank's embedding space",
@@ -98,6 +95,9 @@ def project(
     if not temperature > 0 or key_chunk < 1:
         raise ConfigError("temperature and key_chunk must be positive",
                           found=f"temperature={temperature}, key_chunk={key_chunk}")
+    from braincode.encoding.training import resolve_device
+    from braincode.kernels import softmax_project
+
     queries = torch.from_numpy(_unit_rows(w)).to(resolve_device(device))
     out = softmax_project(queries, bank.unit, _UnitAndNorm(bank), temperature=temperature, key_chunk=key_chunk)
     out = out.double().cpu().numpy()
@@ -216,6 +216,7 @@ def fit_encoder(
     model_id: str = "",
     alphas: Sequence[float] | None = None,
     cv: int = 5,
+    train_config=None,
     random_state: int = 0,
     device: str = "auto",
 ) -> LinearEncoder:
@@ -223,7 +224,8 @@ def fit_encoder(
 
     ``method="ridge"``: :class:`braincode.encoding.estimators.RidgeEncoder` with per-voxel alphas chosen by
     ``cv``-fold CV. ``method="adamw"``: the published recipe (AdamW lr 3e-4, weight decay 1.5e-2, batch 32, up to
-    100 epochs on the MSE, 10% held out for early stopping) through :func:`braincode.encoding.training.train_readout`.
+    100 epochs on the MSE, 10% held out for early stopping) through :func:`braincode.encoding.training.train_readout`;
+    ``train_config`` (a :class:`~braincode.encoding.training.TrainConfig`) replaces those settings.
     """
     x = _unit_rows(embeddings)
     y = np.asarray(responses, dtype=np.float32)
@@ -248,7 +250,8 @@ def fit_encoder(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(random_state)
             linear = torch.nn.Linear(x.shape[1], y.shape[1])
-        config = TrainConfig(lr=3e-4, weight_decay=1.5e-2, batch_size=32, max_epochs=100, patience=10, grad_clip=None)
+        config = train_config or TrainConfig(lr=3e-4, weight_decay=1.5e-2, batch_size=32, max_epochs=100, patience=10,
+                                             grad_clip=None)
         train_readout(linear, x[train], y[train], x[val], y[val], config=config, random_state=random_state,
                       device=device, desc="BrainSCUBA encoder")
         coef, intercept = linear.weight.detach().cpu().numpy(), linear.bias.detach().cpu().numpy()

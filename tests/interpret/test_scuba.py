@@ -1,0 +1,167 @@
+"""Embedding bank and BrainSCUBA: projection against a dense float64 computation, bounded reads over a memmapped
+bank, ROI captions, the linear encoder."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from braincode.encoding.training import TrainConfig
+from braincode.errors import ConfigError, DataFormatError, MissingFileError
+from braincode.interpret.bank import EmbeddingBank, bank_from_arrays, build_bank, load_bank
+from braincode.interpret.decoders import RetrievalDecoder
+from braincode.interpret.scuba import caption_rois, fit_encoder, load_encoder, project, roi_means
+
+
+def _dense_projection(w: np.ndarray, raw: np.ndarray, temperature: float) -> np.ndarray:
+    """BrainSCUBA's formula written out in float64 over the whole bank."""
+    w_hat = w / np.linalg.norm(w, axis=1, keepdims=True)
+    norms = np.linalg.norm(raw, axis=1)
+    m_hat = raw / norms[:, None]
+    logits = temperature * w_hat @ m_hat.T
+    s = np.exp(logits - logits.max(1, keepdims=True))
+    s /= s.sum(1, keepdims=True)
+    direction = s @ m_hat
+    return direction / np.linalg.norm(direction, axis=1, keepdims=True) * (s @ norms)[:, None]
+
+
+class _RecordingArray(np.ndarray):
+    """An ndarray view that remembers the largest number of rows any indexing returned."""
+
+    def __getitem__(self, index):
+        out = super().__getitem__(index)
+        if isinstance(out, np.ndarray) and out.ndim >= 1 and out.base is not None:
+            type(self).max_rows = max(type(self).max_rows, len(out))
+        return out
+
+
+def _memmap_bank(tmp_path, n: int, dim: int, seed: int = 0) -> tuple[EmbeddingBank, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    raw = rng.standard_normal((n, dim)) * rng.uniform(0.5, 2.0, (n, 1))
+    return load_bank(bank_from_arrays([f"i{i}" for i in range(n)], raw).save(tmp_path / "bank")), raw
+
+
+@pytest.mark.parametrize("temperature", [1.0, 150.0])
+def test_projection_equals_dense_computation(tmp_path, temperature):
+    bank, raw = _memmap_bank(tmp_path, 1000, 16)
+    assert isinstance(bank.unit, np.memmap)
+    w = np.random.default_rng(1).standard_normal((7, 16))
+    expected = _dense_projection(w, raw, temperature)
+    got = project(w, bank, temperature=temperature, key_chunk=128, device="cpu")
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # only the direction of w matters
+    np.testing.assert_allclose(project(5.0 * w, bank, temperature=temperature, key_chunk=1000, device="cpu"), got,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_high_temperature_projects_onto_the_nearest_entry(tmp_path):
+    bank, raw = _memmap_bank(tmp_path, 300, 8)
+    w = np.random.default_rng(2).standard_normal((5, 8))
+    nearest = np.argmax(w @ (raw / np.linalg.norm(raw, axis=1, keepdims=True)).T, axis=1)
+    np.testing.assert_allclose(project(w, bank, temperature=1e5, key_chunk=64, device="cpu"), raw[nearest],
+                               rtol=1e-3, atol=1e-4)
+
+
+def test_projection_streams_the_bank_in_chunks(tmp_path):
+    bank, raw = _memmap_bank(tmp_path, 20000, 8)
+    _RecordingArray.max_rows = 0
+    recorded = EmbeddingBank(bank.ids, bank.unit.view(_RecordingArray), bank.norms.view(_RecordingArray))
+    w = np.random.default_rng(3).standard_normal((4, 8))
+    got = project(w, recorded, temperature=150.0, key_chunk=1000, device="cpu")
+    assert 0 < _RecordingArray.max_rows <= 1000, "the bank was read in pieces larger than key_chunk"
+    np.testing.assert_allclose(got, _dense_projection(w, raw, 150.0), rtol=1e-4, atol=1e-5)
+
+
+def test_projection_bad_input(tmp_path):
+    bank, _ = _memmap_bank(tmp_path, 10, 4)
+    with pytest.raises(DataFormatError, match=r"expected \(n_voxels, 4\).*found \(2, 5\)"):
+        project(np.ones((2, 5)), bank)
+    with pytest.raises(ConfigError, match="temperature and key_chunk must be positive"):
+        project(np.ones((2, 4)), bank, temperature=0.0)
+
+
+def test_roi_captions_decode_the_mean_projection():
+    voxels = pd.DataFrame({"hemisphere": "lh", "vertex": range(4), "floc-faces": ["FFA-1", "FFA-1", "", "OFA"]})
+    proj = np.array([[1.0, 0.0], [0.8, 0.4], [0.0, 5.0], [-0.1, 1.0]])
+    dec = RetrievalDecoder(["a face", "a house"], np.eye(2))
+    table = caption_rois(proj, voxels, "floc-faces", dec)
+    assert table[["roi", "voxels", "caption"]].values.tolist() == [["FFA-1", 2, "a face"], ["OFA", 1, "a house"]]
+    np.testing.assert_allclose(roi_means(proj, voxels, "floc-faces")["mean"][0], [0.9, 0.2])
+    with pytest.raises(ConfigError, match="unknown ROI family"):
+        roi_means(proj, voxels, "floc-bodies")
+    with pytest.raises(ConfigError, match="ROI 'PPA' has no voxels"):
+        roi_means(proj, voxels, "floc-faces", rois=["PPA"])
+
+
+@pytest.mark.parametrize("method", ["ridge", "adamw"])
+def test_encoder_recovers_a_linear_map_on_normalised_embeddings(tmp_path, method):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 6)) * rng.uniform(0.5, 3.0, (400, 1))  # norms vary: only directions count
+    true = rng.standard_normal((3, 6))
+    y = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ true.T + 0.01 * rng.standard_normal((400, 3))
+    voxels = pd.DataFrame({"hemisphere": "lh", "vertex": range(3)})
+    quick = TrainConfig(lr=3e-2, weight_decay=0.0, batch_size=32, max_epochs=30, patience=30, grad_clip=None)
+    encoder = fit_encoder(x, y, voxels, method=method, model_id="m", alphas=[1e-4, 1e-2, 1.0], train_config=quick,
+                          device="cpu")
+    corr = [np.corrcoef(encoder.coef[i], true[i])[0, 1] for i in range(3)]
+    assert min(corr) > (0.999 if method == "ridge" else 0.99)
+    again = load_encoder(encoder.save(tmp_path / "fit"))
+    np.testing.assert_array_equal(again.coef, encoder.coef)
+    np.testing.assert_allclose(again.predict(x[:5]), encoder.predict(x[:5]), rtol=1e-6)
+    assert (again.model_id, again.method) == ("m", method)
+
+
+def test_encoder_bad_input(tmp_path):
+    voxels = pd.DataFrame({"hemisphere": "lh", "vertex": range(3)})
+    with pytest.raises(DataFormatError, match="embeddings, responses and voxel table disagree"):
+        fit_encoder(np.ones((10, 4)), np.ones((9, 3)), voxels)
+    with pytest.raises(ConfigError, match="unknown encoder method"):
+        fit_encoder(np.ones((10, 4)), np.ones((10, 3)), voxels, method="sgd")
+    with pytest.raises(MissingFileError, match="no BrainSCUBA encoder.*encoder.safetensors"):
+        load_encoder(tmp_path)
+
+
+def test_bank_round_trip_and_raw_embeddings(tmp_path):
+    raw = np.array([[3.0, 4.0], [0.0, -2.0], [1.0, 1.0]])
+    bank = bank_from_arrays(["a", "b", "c"], raw, captions=["x", "", "z"], model_id="minilm", source="captions")
+    again = load_bank(bank.save(tmp_path / "bank"))
+    np.testing.assert_allclose(again.embeddings(), raw, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(again.unit, axis=1), 1.0, rtol=1e-6)
+    assert (again.captions, again.model_id, again.source, again.paths) == (("x", "", "z"), "minilm", "captions", None)
+    assert not [p for p in (tmp_path / "bank").iterdir() if p.name.startswith(".")], "temporary files left"
+
+
+def test_build_bank_from_folder_and_hdf5_agree(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    pixels = rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
+    for i, img in enumerate(pixels):
+        Image.fromarray(img).save(folder / f"img{i}.png")
+    pd.DataFrame({"image": [f"img{i}.png" for i in range(5)], "caption": list("abcde")}).to_csv(
+        folder.parent / "captions.csv", index=False)
+    with h5py.File(tmp_path / "bank.h5", "w") as f:
+        f["images"] = pixels
+    from_folder = build_bank(folder, "open_clip:tiny-vit@random", tmp_path / "b1", chunk=2, device="cpu")
+    from_h5 = build_bank(tmp_path / "bank.h5", "open_clip:tiny-vit@random", tmp_path / "b2", chunk=3, device="cpu")
+    assert from_folder.captions == tuple("abcde") and from_h5.captions is None
+    np.testing.assert_allclose(from_folder.unit, from_h5.unit, atol=1e-5)
+    expected = from_folder.embed(from_folder.stimuli(), device="cpu", progress=False)
+    np.testing.assert_allclose(from_folder.embeddings(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bank_bad_input(tmp_path):
+    with pytest.raises(MissingFileError, match="not an embedding bank.*build_bank"):
+        load_bank(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataFormatError, match="no images in the folder"):
+        build_bank(tmp_path / "empty", "open_clip:tiny-vit@random", tmp_path / "b")
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["pixels"] = np.zeros((2, 4, 4, 3), np.uint8)
+    with pytest.raises(DataFormatError, match='a dataset "images" of shape'):
+        build_bank(tmp_path / "x.h5", "open_clip:tiny-vit@random", tmp_path / "b")
+    with pytest.raises(DataFormatError, match="bank arrays disagree"):
+        EmbeddingBank(("a",), np.zeros((2, 3)), np.zeros(2))
