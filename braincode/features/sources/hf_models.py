@@ -29,6 +29,7 @@ from braincode.features.weights import (
     module_fingerprint,
     seeded,
 )
+from braincode.progress import progress_enabled
 
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -153,7 +154,10 @@ def _build_text(folder: Path, mid: ModelId, config: Any, common: dict) -> TextEx
 def build(mid: ModelId, *, layers: Sequence[str] | None, device: torch.device) -> Extractor:
     """Build the extractor of ``hf:<repo-or-folder>``: a vision model if its config has an image size."""
     from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
 
+    if not progress_enabled():
+        hf_logging.disable_progress_bar()  # transformers' weight-loading bar obeys BRAINCODE_PROGRESS=0 too
     if mid.pretrained not in (None, "random"):
         raise ModelError(
             f"hf models take no @{mid.pretrained}",
