@@ -169,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quiet:
         os.environ["BRAINCODE_PROGRESS"] = "0"
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         return args.func(args)
     except BraincodeError as exc:

@@ -33,11 +33,13 @@ def _bar_figure(table: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(8, 3.2))
     ax = fig.subplots()
     x = np.arange(len(table))
-    ax.bar(x - 0.2, table["r_truth"], width=0.4, label="r with noiseless truth (test)")
-    ax.bar(x + 0.2, table["ceiling"], width=0.4, label="ceiling: r(noisy, truth)", alpha=0.5)
+    bars = (("r_test", "prediction vs noisy test responses"), ("ceiling", "ceiling: noisy vs noiseless"),
+            ("r_truth", "prediction vs noiseless truth"))
+    for i, (column, label) in enumerate(bars):
+        ax.bar(x + (i - 1) * 0.27, table[column], width=0.27, label=label)
     ax.set_xticks(x, table["roi"], rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("Pearson r")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("Pearson r (test split)")
+    ax.legend(fontsize=7, ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     return fig
 
 
@@ -81,7 +83,7 @@ def run_demo(out: Path, *, n_train: int = 600, n_test: int = 100, seed: int = 0,
         ),
     ]
     html = render_summary("braincode demo: synthetic subject", {"Scores per ROI": table},
-                          {"Scores per ROI": _bar_figure(table)}, notes)
+                          {"Mean test r per ROI, with the ceiling": _bar_figure(table)}, notes)
     write_summary(out / "index.html", html)
     with pd.option_context("display.width", 120, "display.max_rows", 200, "display.float_format", "{:.3f}".format):
         print(table.to_string(index=False))
