@@ -434,6 +434,22 @@ def image_path(out: Path, seed: int) -> Path:
     return Path(out) / f"seed-{int(seed):08d}.png"
 
 
+def _check_resumable(out: Path, objective: Objective, settings: SampleSettings) -> None:
+    """Refuse to add images to a folder whose earlier images were made for another objective or settings."""
+    for sidecar in sorted(out.glob("seed-*.json")):
+        done = json.loads(sidecar.read_text())
+        if done.get("objective", {}).get("name") != objective.name or done.get("settings") != asdict(settings):
+            raise ConfigError(
+                "the output folder holds images made with another objective or other settings",
+                path=out,
+                expected=f"objective {objective.name!r}, settings {asdict(settings)}",
+                found=f"{sidecar.name}: objective {done.get('objective', {}).get('name')!r}, "
+                      f"settings {done.get('settings')}",
+                fix="use a new output folder, or the settings of the earlier run",
+            )
+        return
+
+
 def synthesize(
     pipe: BrainDiVEPipeline,
     objective: Objective,
@@ -476,6 +492,7 @@ def synthesize(
     paths = [image_path(out, s) for s in seeds]
     todo = [int(s) for s, p in zip(seeds, paths) if not p.with_suffix(".json").exists()]
     if len(todo) < len(paths):
+        _check_resumable(out, objective, settings)
         log.info("%s: %d of %d seeds already done, resuming", out, len(paths) - len(todo), len(paths))
     index = roi_index(voxels)
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]

@@ -184,6 +184,9 @@ def test_synthesize_writes_sidecars_and_resumes(pipe, tmp_path):
     assert paths[2].stat().st_mtime_ns == stamps[paths[2].name]
     assert paths[1].with_suffix(".json").exists() and (tmp_path / "seed-00000003.json").exists()
     assert not list(tmp_path.glob(".*"))  # no temp files left behind
+    with pytest.raises(ConfigError, match="another objective or other settings"):
+        synthesize(pipe, objective, [0, 5], tmp_path, VOXELS, settings=SampleSettings(num_inference_steps=4),
+                   progress=False)
 
 
 def test_unknown_roi_names_the_available_ones():
