@@ -55,6 +55,7 @@ def voxel_batch_size(
     fixed_bytes: int,
     device: torch.device,
     requested: int | None = None,
+    cap: bool = True,
 ) -> int:
     """Largest voxel batch whose work fits in :data:`MEMORY_SHARE` of the free memory on ``device``.
 
@@ -70,6 +71,8 @@ def voxel_batch_size(
         Where the batch work runs.
     requested : int, optional
         A batch size chosen by the user; used as given (capped at ``n_voxels``).
+    cap : bool
+        Stop at :data:`MAX_VOXEL_BATCH` (when nothing per batch is worth amortising over more voxels).
 
     Raises
     ------
@@ -95,6 +98,6 @@ def voxel_batch_size(
             found=f"{free_memory(device) / 2**20:.0f} MiB free",
             fix="free memory, use fewer features or samples, or run on another device",
         )
-    batch = int(min(n_voxels, MAX_VOXEL_BATCH, budget // bytes_per_voxel))
+    batch = int(min(n_voxels, MAX_VOXEL_BATCH if cap else n_voxels, budget // bytes_per_voxel))
     logger.debug("voxel batch %d (%.0f MiB per batch) on %s", batch, batch * bytes_per_voxel / 2**20, device)
     return max(batch, 1)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,184 +68,244 @@ class RidgeCVResult:
 
 @dataclass
 class _Quadratic:
-    """Per-fold pieces of ``||A diag(d) E||^2`` split into diagonal, cross-group and within-group parts."""
+    """Per-fold scoring matrices: ``||A diag(d_a) E||^2`` split into diagonal, cross-group and within-group parts.
 
-    hdiag: torch.Tensor  # (r,) H_jj
-    cross: torch.Tensor  # (r, r) H_jk / (lam_k - lam_j) across groups, 0 inside
+    ``D[a, j] = 1 / (lam_j + alpha_a)``; the small ``(n_alphas, r)`` factors are precomputed so that each voxel
+    batch costs one float64 ``r x r`` product and a few ``(n_alphas, r) @ (r, n_voxels)`` products.
+    """
+
+    D: torch.Tensor  # (n_alphas, r)
+    D_sq_hdiag: torch.Tensor  # (n_alphas, r) D^2 * H_jj
+    D_abar: torch.Tensor  # (n_alphas, r) D * mean row of A
+    cross: torch.Tensor  # (r, r) 2 H_jk / (lam_k - lam_j) across groups, 0 inside
     within_idx: torch.Tensor  # (m,) directions that share a group with another one
     within: torch.Tensor  # (m, m) H restricted to pairs in the same group, zero diagonal
-    abar: torch.Tensor  # (r,) mean row of A
 
     @classmethod
-    def build(cls, lam: torch.Tensor, A: torch.Tensor, alpha_max: float) -> _Quadratic:
-        """Group close eigenvalues (``lam`` ascending) and precompute the partial-fraction matrix."""
-        H = A.T @ A
-        gap_tol = CLUSTER_TOL * (float(lam[-1]) + alpha_max)
+    def build(
+        cls, lam: torch.Tensor, H: torch.Tensor, A_mean: torch.Tensor, alphas: torch.Tensor
+    ) -> _Quadratic:
+        """Group close eigenvalues (``lam`` ascending) and precompute the partial-fraction matrix.
+
+        ``H = A^T A`` and ``A_mean`` (the mean row of ``A``) describe the validation rows in the basis.
+        """
+        gap_tol = CLUSTER_TOL * (float(lam[-1]) + float(alphas[-1]))
         group = torch.cat([lam.new_zeros(1, dtype=torch.long), torch.cumsum(torch.diff(lam) > gap_tol, 0)])
         same = group[:, None] == group[None, :]
         gaps = lam[None, :] - lam[:, None]
-        cross = torch.where(same, torch.zeros_like(H), H / torch.where(same, torch.ones_like(gaps), gaps))
+        cross = torch.where(same, 0.0, 2.0 * H / torch.where(same, 1.0, gaps))
         idx = torch.nonzero(torch.bincount(group)[group] > 1).flatten()
         within = (H * same)[idx][:, idx]
         within.fill_diagonal_(0.0)
-        return cls(torch.diagonal(H).clone(), cross, idx, within, A.mean(0))
+        D = 1.0 / (lam[None, :] + alphas[:, None])
+        return cls(D, D * D * torch.diagonal(H), D * A_mean, cross, idx, within)
 
-    def norms_and_means(self, D: torch.Tensor, E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``||A diag(d_a) E||^2`` and the mean row of ``A diag(d_a) E``, each (n_alphas, n_voxels)."""
-        sq = (D * D) @ (self.hdiag[:, None] * E * E) + D @ (2.0 * E * (self.cross @ E))
+    def scores(
+        self, E: torch.Tensor, F: torch.Tensor, sst: torch.Tensor, delta: torch.Tensor, n_val: int, score: str
+    ) -> torch.Tensor:
+        """Validation scores (n_alphas, n_voxels) from ``E`` and ``F = A^T Yv`` (float32, r x n_voxels).
+
+        ``sst`` is each voxel's validation sum of squares about its validation mean, ``delta`` the validation mean
+        minus the fold's intercept.
+        """
+        E = E.double()
+        cov = self.D @ F.double().mul_(E)  # <Yv, P_a>
+        pbar = self.D_abar @ E  # mean of P_a
+        sq = self.D_sq_hdiag @ (E * E) + self.D @ (self.cross @ E).mul_(E)  # ||P_a||^2
         if self.within_idx.numel():
             Ew = E[self.within_idx]
-            for a in range(D.shape[0]):
-                scaled = D[a, self.within_idx, None] * Ew
+            for a in range(self.D.shape[0]):
+                scaled = self.D[a, self.within_idx, None] * Ew
                 sq[a] += (scaled * (self.within @ scaled)).sum(0)
-        return sq, D @ (self.abar[:, None] * E)
+        if score == "r2":
+            sse = sq.add_(sst + n_val * delta * delta).sub_(2.0 * cov).sub_((2.0 * n_val) * delta * pbar)
+            return torch.where(sst > 0, 1.0 - sse / torch.where(sst > 0, sst, 1.0), 0.0)
+        var = sq.sub_(n_val * pbar * pbar).clamp_min_(0.0)
+        denom = torch.sqrt(sst * var)
+        return torch.where(denom > 0, cov / torch.where(denom > 0, denom, 1.0), 0.0)
 
 
 @dataclass
-class _Basis:
-    """Eigen-basis of one training set and what scoring its validation set needs."""
+class _Split:
+    """One cross-validation split and the Gram (primal) or kernel (dual) blocks that do not depend on weights."""
 
     train: torch.Tensor
     val: torch.Tensor
     complement: bool  # train is every sample not in val
+    offset: torch.Tensor  # (p,) float64, centring offset of the training rows (0 without intercept)
+    x_mean_val: torch.Tensor  # (p,) float64, mean of the validation rows
+    gram_train: torch.Tensor | None = None  # primal: (p, p) (Xt - o)^T (Xt - o)
+    gram_val: torch.Tensor | None = None  # primal: (p, p) (Xv - o)^T (Xv - o)
+    kernels_train: list[torch.Tensor] | None = None  # dual, per space: (n_train, n_train)
+    kernels_val: list[torch.Tensor] | None = None  # dual, per space: (n_val, n_train)
+
+
+@dataclass
+class _Basis:
+    """Eigen-basis of one training set for one set of feature-space weights.
+
+    ``E = left^T Z`` and ``F = right^T W`` with the fold targets ``Z``, ``W`` of :func:`_fold_targets`; primal:
+    ``left = right = diag(sqrt(gamma)) V``; dual: ``left = U``, ``right = A``.
+    """
+
     lam: torch.Tensor  # (r,) float64, ascending
-    vecs: torch.Tensor  # primal: V (p, r); dual: U (n_train, r); float32
-    x_offset_train: torch.Tensor | None  # primal: (p,) centring offset of the training fold
-    x_mean_val: torch.Tensor | None  # primal: (p,) mean of the validation rows
-    A: torch.Tensor | None  # dual: (n_val, r) validation rows in the basis, float32
+    left: torch.Tensor  # float32
+    right: torch.Tensor | None  # float32 (None for the full-data basis)
     quad: _Quadratic | None
+
+
+@dataclass
+class _Targets:
+    """Per voxel batch and split: what the scores need from the responses (independent of weights)."""
+
+    Z: torch.Tensor  # primal: (Xt - o)^T (Yt - c), (p, vb); dual: Yt - c, (n_train, vb); float32
+    W: torch.Tensor  # primal: Xv^T (Yv - mean), (p, vb); dual: Yv - mean, (n_val, vb); float32
+    sst: torch.Tensor  # (vb,) float64, validation sum of squares about the validation mean
+    delta: torch.Tensor  # (vb,) float64, validation mean minus the fold intercept c
+    n_val: int
+
+
+class _Design:
+    """Centred features on the device, split into feature spaces, with per-split Grams or kernels."""
+
+    def __init__(
+        self, Xs: Sequence[torch.Tensor], splits: Splits, center: bool, device: torch.device
+    ) -> None:
+        X = torch.cat([x.to(device, torch.float32) for x in Xs], 1)
+        self.n, self.p = X.shape
+        self.sizes = [x.shape[1] for x in Xs]
+        self.primal = self.n >= self.p
+        self.center = center
+        self.mean = X.mean(0, dtype=torch.float64) if center else X.new_zeros(self.p, dtype=torch.float64)
+        self.Xc = X - self.mean.float() if center else X
+        del X
+        X64 = self.Xc.double()
+        if self.primal:
+            self.gram = X64.T @ X64
+        else:
+            self.kernels = [x @ x.T for x in torch.split(X64, self.sizes, 1)]
+        self.splits = [self._split(X64, tr, va) for tr, va in splits]
+
+    def _split(self, X64: torch.Tensor, train: np.ndarray, val: np.ndarray) -> _Split:
+        dev = X64.device
+        train_t = torch.as_tensor(np.asarray(train), dtype=torch.long, device=dev)
+        val_t = torch.as_tensor(np.asarray(val), dtype=torch.long, device=dev)
+        n_train, n_val = len(train_t), len(val_t)
+        complement = n_train + n_val == self.n and not bool(torch.isin(train_t, val_t).any())
+        Xv = X64[val_t]
+        x_mean_val = Xv.mean(0)
+        offset = X64[train_t].mean(0) if self.center else torch.zeros_like(x_mean_val)
+        split = _Split(train_t, val_t, complement, offset, x_mean_val)
+        Xv = Xv - offset
+        if self.primal:
+            if complement:  # (Xt - o)^T (Xt - o) = G - Xv^T Xv - n_train o o^T  (Xc is centred, or o = 0)
+                g = self.gram - X64[val_t].T @ X64[val_t]
+                split.gram_train = g.sub_(torch.outer(offset, offset), alpha=n_train)
+            else:
+                Xt = X64[train_t] - offset
+                split.gram_train = Xt.T @ Xt
+            split.gram_val = Xv.T @ Xv
+        else:
+            Xt = X64[train_t] - offset
+            xts, xvs = torch.split(Xt, self.sizes, 1), torch.split(Xv, self.sizes, 1)
+            split.kernels_train = [a @ a.T for a in xts]
+            split.kernels_val = [b @ a.T for a, b in zip(xts, xvs)]
+        return split
+
+    def feature_scale(self, gamma: torch.Tensor) -> torch.Tensor:
+        """sqrt(gamma) of each feature's space, (p,) float64."""
+        sizes = torch.as_tensor(self.sizes, device=gamma.device)
+        return torch.repeat_interleave(torch.sqrt(gamma), sizes)
+
+    def fold_basis(self, split: _Split, gamma: torch.Tensor, alphas: torch.Tensor) -> _Basis:
+        """Eigen-basis of the split's training rows with feature space k scaled by sqrt(gamma_k)."""
+        if self.primal:
+            s = self.feature_scale(gamma)
+            lam, V = _eigh_truncated(s[:, None] * split.gram_train * s[None, :])
+            SV = s[:, None] * V
+            A_mean = (split.x_mean_val - split.offset) @ SV
+            quad = _Quadratic.build(lam, SV.T @ split.gram_val @ SV, A_mean, alphas)
+            left = SV.float()
+            return _Basis(lam, left, left, quad)
+        lam, U = _eigh_truncated(sum(g * k for g, k in zip(gamma.tolist(), split.kernels_train)))
+        A = sum(g * k for g, k in zip(gamma.tolist(), split.kernels_val)) @ U
+        quad = _Quadratic.build(lam, A.T @ A, A.mean(0), alphas)
+        return _Basis(lam, U.float(), A.float(), quad)
+
+    def full_basis(self, gamma: torch.Tensor) -> _Basis:
+        """Eigen-basis of all rows (for the refit)."""
+        if self.primal:
+            s = self.feature_scale(gamma)
+            lam, V = _eigh_truncated(s[:, None] * self.gram * s[None, :])
+            return _Basis(lam, (s[:, None] * V).float(), None, None)
+        lam, U = _eigh_truncated(sum(g * k for g, k in zip(gamma.tolist(), self.kernels)))
+        return _Basis(lam, U.float(), None, None)
+
+    def targets(self, Yc: torch.Tensor, XtY: torch.Tensor | None) -> list[_Targets]:
+        """Fold targets of a centred voxel batch (``XtY = Xc^T Yc`` in the primal form)."""
+        out = []
+        for split in self.splits:
+            n_train, n_val = len(split.train), len(split.val)
+            Yv = Yc[split.val]
+            y_mean_val = Yv.sum(0, dtype=torch.float64) / n_val
+            Yv0 = Yv - y_mean_val.float()
+            sst = Yv0.square().sum(0, dtype=torch.float64)
+            if self.center and split.complement:
+                intercept = -y_mean_val * (n_val / n_train)  # Yc is centred
+            elif self.center:
+                intercept = Yc[split.train].sum(0, dtype=torch.float64) / n_train
+            else:
+                intercept = torch.zeros_like(y_mean_val)
+            if self.primal:
+                W = self.Xc[split.val].T @ Yv
+                Z = XtY - W if split.complement else self.Xc[split.train].T @ Yc[split.train]
+                # (Xt - o)^T (Yt - c) = Xt^T Yt - n_train o c^T (o, c are the training means, or 0)
+                Z.sub_(torch.outer(split.offset.float(), intercept.float()), alpha=n_train)
+                W.sub_(
+                    torch.outer(split.x_mean_val.float(), y_mean_val.float()), alpha=n_val
+                )  # Xv^T (Yv - mean)
+            else:
+                Z = Yc[split.train] - intercept.float()
+                W = Yv0
+            out.append(_Targets(Z, W, sst, y_mean_val - intercept, n_val))
+        return out
+
+    def refit(self, basis: _Basis, gamma: torch.Tensor, Yc: torch.Tensor, XtY: torch.Tensor | None, alphas):
+        """Coefficients (p, vb) on all rows, one alpha per voxel, float32."""
+        scale = (1.0 / (basis.lam[:, None] + alphas[None, :])).float()
+        if self.primal:  # S V diag(1/(lam+a)) V^T S X^T Y
+            return basis.left @ (scale * (basis.left.T @ XtY))
+        dual = basis.left @ (scale * (basis.left.T @ Yc))  # (K_gamma + a)^-1 Y on the kernel's range
+        return (self.Xc * self.feature_scale(gamma).square().float()).T @ dual
+
+
+@contextmanager
+def _one_cpu_thread(device: torch.device):
+    """Run LAPACK on one thread: eigh gains little from 2 threads and loses up to 4x when cores are busy."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _eigh_truncated(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigen-decomposition of a float64 Gram matrix without its numerically-zero directions."""
-    lam, vecs = torch.linalg.eigh(gram)
+    with _one_cpu_thread(gram.device):
+        lam, vecs = torch.linalg.eigh(gram)
     keep = lam > max(float(lam[-1]), 0.0) * gram.shape[0] * torch.finfo(torch.float64).eps
-    if not bool(keep.any()):
-        keep[-1] = True  # all-zero features: one harmless direction keeps the shapes valid
-        lam = lam.clamp_min(torch.finfo(torch.float64).tiny)
+    if not bool(keep.any()):  # all-zero features: one harmless direction keeps the shapes valid
+        keep[-1] = True
+        lam = lam.clamp_min(1.0)
     return lam[keep], vecs[:, keep]
 
 
-def _primal_basis(
-    Xc: torch.Tensor,
-    gram: torch.Tensor,
-    train: torch.Tensor,
-    val: torch.Tensor,
-    center: bool,
-    alpha_max: float | None,
-) -> _Basis:
-    n_train, n_val = len(train), len(val)
-    complement = n_train + n_val == Xc.shape[0] and not bool(torch.isin(train, val).any())
-    Xv = Xc[val].double()
-    x_mean_val = Xv.mean(0)
-    if complement:
-        g_train = gram - Xv.T @ Xv
-        x_mean_train = -x_mean_val * n_val / n_train  # Xc is centred when center, else unused
-    else:
-        Xt = Xc[train].double()
-        g_train = Xt.T @ Xt
-        x_mean_train = Xt.mean(0)
-    offset = x_mean_train if center else torch.zeros_like(x_mean_train)
-    if center:
-        g_train = g_train - n_train * torch.outer(offset, offset)
-    lam, V = _eigh_truncated(g_train)
-    quad = None if alpha_max is None else _Quadratic.build(lam, (Xv - offset) @ V, alpha_max)
-    return _Basis(train, val, complement, lam, V.float(), offset.float(), x_mean_val.float(), None, quad)
-
-
-def _dual_basis(
-    Xc: torch.Tensor, train: torch.Tensor, val: torch.Tensor, center: bool, alpha_max: float | None
-) -> _Basis:
-    Xt = Xc[train].double()
-    offset = Xt.mean(0) if center else torch.zeros(Xc.shape[1], dtype=torch.float64, device=Xc.device)
-    Xt = Xt - offset
-    lam, U = _eigh_truncated(Xt @ Xt.T)
-    A = None
-    quad = None
-    if alpha_max is not None:
-        A = ((Xc[val].double() - offset) @ Xt.T) @ U
-        quad = _Quadratic.build(lam, A, alpha_max)
-        A = A.float()
-    return _Basis(train, val, False, lam, U.float(), None, None, A, quad)
-
-
-def _bases(
-    Xc: torch.Tensor, splits: Splits, center: bool, alpha_max: float, primal: bool
-) -> tuple[list[_Basis], _Basis]:
-    """One basis per fold, then the basis of all samples (for the refit)."""
-    device = Xc.device
-    n = Xc.shape[0]
-    everything = torch.arange(n, device=device)
-    nothing = everything[:0]
-    if primal:
-        X64 = Xc.double()
-        gram = X64.T @ X64
-        del X64
-        folds = [
-            _primal_basis(Xc, gram, tr, va, center, alpha_max) for tr, va in _index_tensors(splits, device)
-        ]
-        lam, V = _eigh_truncated(gram)
-        full = _Basis(everything, nothing, True, lam, V.float(), None, None, None, None)
-    else:
-        folds = [_dual_basis(Xc, tr, va, center, alpha_max) for tr, va in _index_tensors(splits, device)]
-        full = _dual_basis(Xc, everything, nothing, center=False, alpha_max=None)
-    return folds, full
-
-
-def _index_tensors(splits: Splits, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [
-        (
-            torch.as_tensor(np.asarray(tr), dtype=torch.long, device=device),
-            torch.as_tensor(np.asarray(va), dtype=torch.long, device=device),
-        )
-        for tr, va in splits
-    ]
-
-
-def _fold_scores(
-    basis: _Basis,
-    Xc: torch.Tensor,
-    Yc: torch.Tensor,
-    XtY: torch.Tensor | None,
-    D: torch.Tensor,
-    score: str,
-    center: bool,
-) -> torch.Tensor:
-    """Validation scores of every alpha (rows of ``D = 1 / (lam + alpha)``) for one fold, float64."""
-    Yv = Yc[basis.val]
-    n_val, n_train = len(basis.val), len(basis.train)
-    y_mean_val = Yv.sum(0, dtype=torch.float64) / n_val
-    Yv0 = Yv - y_mean_val.float()
-    sst = Yv0.double().square().sum(0)
-    if basis.x_mean_val is not None:  # primal
-        XvtYv = Xc[basis.val].T @ Yv
-        if basis.complement:
-            XttYt = XtY - XvtYv
-            y_mean_train = -y_mean_val * n_val / n_train
-        else:
-            XttYt = Xc[basis.train].T @ Yc[basis.train]
-            y_mean_train = Yc[basis.train].sum(0, dtype=torch.float64) / n_train
-        intercept = y_mean_train if center else torch.zeros_like(y_mean_train)
-        # (Xt - o)^T (Yt - c) = Xt^T Yt - n_train o c^T, with o, c the training means (or 0 without intercept)
-        Z = XttYt - n_train * torch.outer(basis.x_offset_train, intercept.float())
-        E = basis.vecs.T @ Z
-        F = basis.vecs.T @ (XvtYv - n_val * torch.outer(basis.x_mean_val, y_mean_val.float()))
-    else:  # dual
-        Yt = Yc[basis.train]
-        y_mean_train = Yt.sum(0, dtype=torch.float64) / n_train
-        intercept = y_mean_train if center else torch.zeros_like(y_mean_train)
-        E = basis.vecs.T @ (Yt - intercept.float())
-        F = basis.A.T @ Yv0
-    E, F = E.double(), F.double()
-    cov = D @ (F * E)
-    sq, pbar = basis.quad.norms_and_means(D, E)
-    if score == "r2":
-        delta = y_mean_val - intercept
-        sse = sst + n_val * delta * delta + sq - 2.0 * cov - 2.0 * n_val * delta * pbar
-        return torch.where(sst > 0, 1.0 - sse / torch.where(sst > 0, sst, 1.0), 0.0)
-    var = (sq - n_val * pbar * pbar).clamp_min(0.0)
-    denom = torch.sqrt(sst * var)
-    return torch.where(denom > 0, cov / torch.where(denom > 0, denom, 1.0), 0.0)
+def _fold_scores(basis: _Basis, t: _Targets, score: str) -> torch.Tensor:
+    return basis.quad.scores(basis.left.T @ t.Z, basis.right.T @ t.W, t.sst, t.delta, t.n_val, score)
 
 
 def select_alphas(mean_scores: torch.Tensor, tol: float = TIE_TOL) -> torch.Tensor:
@@ -267,11 +328,7 @@ def check_alphas(alphas: Sequence[float] | np.ndarray | torch.Tensor) -> torch.T
     >>> check_alphas([10, 0.1, 1]).tolist()
     [0.1, 1.0, 10.0]
     """
-    a = (
-        alphas.detach().cpu()
-        if torch.is_tensor(alphas)
-        else torch.as_tensor(np.asarray(alphas, dtype=np.float64))
-    )
+    a = alphas.detach().cpu() if torch.is_tensor(alphas) else torch.as_tensor(np.asarray(alphas, dtype=float))
     a = a.double().ravel()
     if a.numel() == 0 or not bool(torch.isfinite(a).all()) or bool((a <= 0).any()):
         raise ConfigError(
@@ -297,12 +354,15 @@ def as_tensor(data: torch.Tensor | np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(data))
 
 
-def _check_data(X: torch.Tensor, Y: torch.Tensor, splits: Splits) -> None:
-    if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
+def _check_inputs(Xs: Sequence[torch.Tensor], Y: torch.Tensor, splits: Splits, score: str) -> None:
+    if score not in SCORES:
+        raise ConfigError("unknown score", expected=f"one of {SCORES}", found=repr(score))
+    shapes = [tuple(x.shape) for x in Xs]
+    if not Xs or any(x.ndim != 2 or x.shape[0] != Y.shape[0] for x in Xs) or Y.ndim != 2:
         raise DataFormatError(
             "features and responses do not match",
-            expected="X of shape (n_samples, n_features) and Y of shape (n_samples, n_voxels)",
-            found=f"X {tuple(X.shape)} and Y {tuple(Y.shape)}",
+            expected="features of shape (n_samples, n_features) and Y of shape (n_samples, n_voxels)",
+            found=f"features {shapes} and Y {tuple(Y.shape)}",
         )
     for k, (tr, va) in enumerate(splits):
         if len(tr) == 0 or len(va) == 0:
@@ -312,6 +372,131 @@ def _check_data(X: torch.Tensor, Y: torch.Tensor, splits: Splits) -> None:
                 found=f"{len(tr)} and {len(va)} samples",
                 fix="use fewer folds or more samples",
             )
+
+
+def _bytes_per_voxel(design: _Design, n_alphas: int, rank: int, within: int, cached_splits: int) -> int:
+    """Memory one more voxel in a batch costs: responses, fold targets, float64 scoring temporaries."""
+    n, p = design.n, design.p
+    target_rows = 2 * p if design.primal else n
+    return 4 * (3 * n + 2 * p + cached_splits * target_rows) + 8 * (6 * rank + 2 * within + 4 * n_alphas)
+
+
+@dataclass
+class BandedRidgeCVResult:
+    """What :func:`banded_ridge_cv` returns (CPU tensors).
+
+    Attributes
+    ----------
+    coef : Tensor of shape (n_features, n_voxels), float32
+        Weights on the unscaled, concatenated features.
+    intercept : Tensor of shape (n_voxels,), float32
+    best_alphas : Tensor of shape (n_voxels,), float64
+    best_gammas : Tensor of shape (n_spaces, n_voxels), float64
+        Each voxel's feature-space weights (on the simplex); space k's penalty is ``alpha / gamma_k``.
+    cv_scores : Tensor of shape (n_voxels,), float64
+        Mean over folds of the chosen (gamma, alpha)'s score.
+    """
+
+    coef: torch.Tensor
+    intercept: torch.Tensor
+    best_alphas: torch.Tensor
+    best_gammas: torch.Tensor
+    cv_scores: torch.Tensor
+
+
+def _search(
+    Xs: Sequence[torch.Tensor],
+    Y: torch.Tensor,
+    alphas: torch.Tensor,
+    splits: Splits,
+    gammas: torch.Tensor,
+    *,
+    score: str,
+    fit_intercept: bool,
+    device: torch.device,
+    voxel_batch: int | None,
+    show_progress: bool,
+) -> BandedRidgeCVResult:
+    """Grid over (gamma, alpha) for every voxel, then one refit per voxel with its best pair."""
+    design = _Design(Xs, splits, fit_intercept, device)
+    v = Y.shape[1]
+    alphas_dev = alphas.to(device)
+    gammas_dev = gammas.to(device, torch.float64)
+    # the fold bases of the first gamma are kept; the others are recomputed per voxel batch, so with several
+    # gammas the batches are as large as memory allows
+    first = [design.fold_basis(s, gammas_dev[0], alphas_dev) for s in design.splits]
+    rank = max(int(b.lam.numel()) for b in first)
+    within = max(int(b.quad.within_idx.numel()) for b in first)
+    per_voxel = _bytes_per_voxel(design, len(alphas), rank, within, len(design.splits))
+    batch = voxel_batch_size(v, per_voxel, 0, device, voxel_batch, cap=len(gammas) == 1)
+    logger.info(
+        "ridge: %s form, n=%d p=%d v=%d, %d spaces, %d gammas, %d alphas, %d splits, rank %d, batch %d",
+        "primal" if design.primal else "dual",
+        design.n,
+        design.p,
+        v,
+        len(design.sizes),
+        len(gammas),
+        len(alphas),
+        len(design.splits),
+        rank,
+        batch,
+    )
+    coef = torch.empty(design.p, v, dtype=torch.float32)
+    intercept = torch.empty(v, dtype=torch.float32)
+    best_alpha = torch.empty(v, dtype=torch.float64)
+    best_gamma = torch.empty(len(design.sizes), v, dtype=torch.float64)
+    cv_scores = torch.empty(v, dtype=torch.float64)
+    starts = range(0, v, batch)
+    for start in progress(starts, desc="ridge voxel batches", total=len(starts), enabled=show_progress):
+        cols = slice(start, min(start + batch, v))
+        Yb = Y[:, cols].to(device, torch.float32)
+        y_mean = (
+            Yb.mean(0, dtype=torch.float64)
+            if fit_intercept
+            else Yb.new_zeros(Yb.shape[1], dtype=torch.float64)
+        )
+        Yc = Yb - y_mean.float() if fit_intercept else Yb
+        del Yb
+        XtY = design.Xc.T @ Yc if design.primal else None
+        targets = design.targets(Yc, XtY)
+        top = torch.full((Yc.shape[1],), -torch.inf, dtype=torch.float64, device=device)
+        top_gamma = torch.zeros(Yc.shape[1], dtype=torch.long, device=device)
+        top_alpha = torch.zeros(Yc.shape[1], dtype=torch.long, device=device)
+        candidates = progress(
+            range(len(gammas)),
+            desc="feature-space weights",
+            total=len(gammas),
+            enabled=show_progress and len(gammas) > 1,
+        )
+        for g in candidates:
+            bases = (
+                first if g == 0 else [design.fold_basis(s, gammas_dev[g], alphas_dev) for s in design.splits]
+            )
+            mean = sum(_fold_scores(b, t, score) for b, t in zip(bases, targets)) / len(targets)
+            a_idx = select_alphas(mean)
+            chosen = mean.gather(0, a_idx[None]).squeeze(0)
+            better = chosen > top + TIE_TOL  # ties keep the earlier gamma (the uniform one comes first)
+            top = torch.where(better, chosen, top)
+            top_gamma = torch.where(better, g, top_gamma)
+            top_alpha = torch.where(better, a_idx, top_alpha)
+        W = torch.empty(design.p, Yc.shape[1], dtype=torch.float32, device=device)
+        for g in torch.unique(top_gamma).tolist():
+            sel = torch.nonzero(top_gamma == g).flatten()
+            basis = design.full_basis(gammas_dev[g])
+            W[:, sel] = design.refit(
+                basis,
+                gammas_dev[g],
+                Yc[:, sel],
+                None if XtY is None else XtY[:, sel],
+                alphas_dev[top_alpha[sel]],
+            )
+        coef[:, cols] = W.cpu()
+        intercept[cols] = (y_mean - design.mean @ W.double()).float().cpu()
+        best_alpha[cols] = alphas_dev[top_alpha].cpu()
+        best_gamma[:, cols] = gammas_dev[top_gamma].T.cpu()
+        cv_scores[cols] = top.cpu()
+    return BandedRidgeCVResult(coef, intercept, best_alpha, best_gamma, cv_scores)
 
 
 def ridge_cv(
@@ -363,69 +548,113 @@ def ridge_cv(
     >>> tuple(res.coef.shape), res.best_alphas.shape[0]
     ((5, 3), 3)
     """
-    if score not in SCORES:
-        raise ConfigError("unknown score", expected=f"one of {SCORES}", found=repr(score))
-    dev = resolve_device(device)
     X, Y = as_tensor(X), as_tensor(Y)
-    _check_data(X, Y, splits)
-    alphas_t = check_alphas(alphas)
-    n, p = X.shape
-    v = Y.shape[1]
-    primal = n >= p
-    X = X.to(dev, torch.float32)
-    x_mean = X.mean(0, dtype=torch.float64) if fit_intercept else X.new_zeros(p, dtype=torch.float64)
-    Xc = X - x_mean.float() if fit_intercept else X
-    del X
-    folds, full = _bases(Xc, splits, fit_intercept, float(alphas_t[-1]), primal)
-    logger.info(
-        "ridge_cv: %s form, n=%d p=%d v=%d, %d folds, %d alphas, ranks %s",
-        "primal" if primal else "dual",
-        n,
-        p,
-        v,
-        len(folds),
-        len(alphas_t),
-        [int(f.lam.numel()) for f in folds],
+    _check_inputs([X], Y, splits, score)
+    res = _search(
+        [X],
+        Y,
+        check_alphas(alphas),
+        splits,
+        torch.ones(1, 1, dtype=torch.float64),
+        score=score,
+        fit_intercept=fit_intercept,
+        device=resolve_device(device),
+        voxel_batch=voxel_batch,
+        show_progress=show_progress,
     )
-
-    alphas_dev = alphas_t.to(dev)
-    Ds = [1.0 / (f.lam[None, :] + alphas_dev[:, None]) for f in folds]
-    r = max(int(f.lam.numel()) for f in folds)
-    m = max(int(f.quad.within_idx.numel()) for f in folds)
-    per_voxel = 4 * (4 * n + 6 * p) + 8 * (8 * r + 2 * m + 4 * len(alphas_t))
-    batch = voxel_batch_size(v, per_voxel, 0, dev, voxel_batch)
-
-    coef = torch.empty(p, v, dtype=torch.float32)
-    intercept = torch.empty(v, dtype=torch.float32)
-    best = torch.empty(v, dtype=torch.float64)
-    cv_scores = torch.empty(v, dtype=torch.float64)
-    starts = range(0, v, batch)
-    for start in progress(starts, desc="ridge_cv", total=len(starts), enabled=show_progress):
-        cols = slice(start, min(start + batch, v))
-        Yb = Y[:, cols].to(dev, torch.float32)
-        y_mean = (
-            Yb.mean(0, dtype=torch.float64)
-            if fit_intercept
-            else Yb.new_zeros(Yb.shape[1], dtype=torch.float64)
-        )
-        Yc = Yb - y_mean.float() if fit_intercept else Yb
-        del Yb
-        XtY = Xc.T @ Yc if primal else None
-        total = sum(_fold_scores(f, Xc, Yc, XtY, D, score, fit_intercept) for f, D in zip(folds, Ds))
-        mean_scores = total / len(folds)
-        idx = select_alphas(mean_scores)
-        b_alphas = alphas_dev[idx]
-        W = _refit(full, Xc, Yc, XtY, b_alphas)
-        coef[:, cols] = W.cpu()
-        intercept[cols] = (y_mean - x_mean @ W.double()).float().cpu()
-        best[cols] = b_alphas.cpu()
-        cv_scores[cols] = mean_scores.gather(0, idx[None]).squeeze(0).cpu()
-    return RidgeCVResult(coef, intercept, best, cv_scores)
+    return RidgeCVResult(res.coef, res.intercept, res.best_alphas, res.cv_scores)
 
 
-def _refit(full: _Basis, Xc: torch.Tensor, Yc: torch.Tensor, XtY: torch.Tensor | None, alphas: torch.Tensor):
-    """Coefficients (p, vb) on all samples with one alpha per voxel, float32."""
-    scale = (1.0 / (full.lam[:, None] + alphas[None, :])).float()
-    if XtY is not None:  # primal: V diag(1/(lam+a)) V^T X^T Y
-        return full.vecs @ (scale * (full.vecs.T @ XtY))
-    return Xc.T @ (full.vecs @ (scale * (full.vecs.T @ Yc)))  # dual: X^T U diag(1/(lam+a)) U^T Y
+def simplex_candidates(
+    n_spaces: int, n_iter: int, concentration: Sequence[float] = (0.1, 1.0), random_state: int | None = None
+) -> torch.Tensor:
+    """Feature-space weights to try: the uniform weights, each single space, then Dirichlet samples.
+
+    Samples cycle through ``concentration`` (small values reach the simplex's edges, 1 covers it evenly).
+
+    Returns
+    -------
+    Tensor of shape (max(n_iter, n_spaces + 1), n_spaces), float64; rows sum to 1.
+
+    Examples
+    --------
+    >>> simplex_candidates(2, 4, random_state=0)[:3].tolist()
+    [[0.5, 0.5], [1.0, 0.0], [0.0, 1.0]]
+    """
+    rng = np.random.default_rng(random_state)
+    fixed = [np.full(n_spaces, 1.0 / n_spaces)] + ([] if n_spaces == 1 else list(np.eye(n_spaces)))
+    conc = np.resize(np.asarray(concentration, dtype=float), max(n_iter - len(fixed), 0))
+    drawn = [rng.dirichlet(np.full(n_spaces, c)) for c in conc]
+    return torch.as_tensor(np.array(fixed + drawn), dtype=torch.float64)
+
+
+def banded_ridge_cv(
+    Xs: Sequence[torch.Tensor | np.ndarray],
+    Y: torch.Tensor | np.ndarray,
+    alphas: Sequence[float] | np.ndarray | torch.Tensor,
+    splits: Splits,
+    *,
+    n_iter: int = 100,
+    concentration: Sequence[float] = (0.1, 1.0),
+    random_state: int | None = None,
+    score: str = "r2",
+    fit_intercept: bool = True,
+    device: str | torch.device = "auto",
+    voxel_batch: int | None = None,
+    show_progress: bool = True,
+) -> BandedRidgeCVResult:
+    """Banded ridge: one regularisation per feature space, chosen per voxel by cross-validation.
+
+    Feature space k is scaled by ``sqrt(gamma_k)`` with ``gamma`` on the simplex, so its penalty is
+    ``alpha / gamma_k``. Every voxel tries the same candidate weights (:func:`simplex_candidates`: uniform,
+    each space alone, then Dirichlet samples) with every alpha, keeps the best mean CV score, and is refit with
+    that pair. Each candidate costs one eigen-decomposition per fold and, per voxel batch, two ``r x p`` products
+    and one float64 ``r x r`` product per fold: the ``n x p x n_voxels`` products are shared by all candidates.
+
+    Parameters
+    ----------
+    Xs : sequence of Tensor or ndarray, each (n_samples, n_features_k)
+    Y : Tensor or ndarray of shape (n_samples, n_voxels)
+    alphas : sequence of float
+    splits : sequence of (train_indices, validation_indices)
+    n_iter : int
+        Number of candidate weights (at least the uniform one and each single space).
+    concentration : sequence of float
+        Dirichlet concentrations, cycled.
+    random_state : int, optional
+    score, fit_intercept, device, voxel_batch, show_progress
+        As in :func:`ridge_cv`.
+
+    Returns
+    -------
+    BandedRidgeCVResult
+
+    Examples
+    --------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> Xa, Xb = torch.randn(90, 4, generator=g), torch.randn(90, 3, generator=g)
+    >>> Y = torch.cat([Xa @ torch.ones(4, 1), Xb @ torch.ones(3, 1)], 1) + 0.1 * torch.randn(90, 2, generator=g)
+    >>> splits = [(np.r_[30:90], np.r_[0:30]), (np.r_[0:30, 60:90], np.r_[30:60]), (np.r_[0:60], np.r_[60:90])]
+    >>> res = banded_ridge_cv([Xa, Xb], Y, [0.1, 1.0, 10.0], splits, n_iter=10, random_state=0,
+    ...                       device="cpu", show_progress=False)
+    >>> res.best_gammas.argmax(0).tolist()
+    [0, 1]
+    """
+    Xs = [as_tensor(x) for x in Xs]
+    Y = as_tensor(Y)
+    _check_inputs(Xs, Y, splits, score)
+    if int(n_iter) < 1:
+        raise ConfigError("n_iter must be positive", expected="an int >= 1", found=str(n_iter))
+    gammas = simplex_candidates(len(Xs), int(n_iter), concentration, random_state)
+    return _search(
+        Xs,
+        Y,
+        check_alphas(alphas),
+        splits,
+        gammas,
+        score=score,
+        fit_intercept=fit_intercept,
+        device=resolve_device(device),
+        voxel_batch=voxel_batch,
+        show_progress=show_progress,
+    )

@@ -1,0 +1,197 @@
+"""Benchmark: per-voxel-alpha ridge with K-fold CV, braincode against himalaya and scikit-learn in one run.
+
+Prints two JSON lines.
+
+1. n=4000 samples, p=768 features, v=10000 voxels, 10 alphas (logspace -2..6), 5-fold CV, random data with a
+   known linear signal whose strength varies over voxels. Times braincode ``RidgeEncoder``, himalaya ``RidgeCV``
+   (numpy and torch backends, same folds, R^2 scoring) and scikit-learn ``RidgeCV(alpha_per_target=True)``
+   (which selects alphas by efficient leave-one-out / GCV, not K-fold: its alphas are not comparable).
+   Reports ratios, the largest prediction difference to himalaya (relative to each voxel's prediction scale),
+   the share of voxels whose alpha differs from himalaya's, and two flop-count lower bounds from the measured
+   float32 matmul speed of this machine:
+
+   - ``flop_bound_s``: the matmuls of the direct eigen-basis method, which any method that forms validation
+     predictions must do: per fold ``U^T Y_train`` (2 n_train r v) and per fold and alpha the validation
+     predictions (2 n_val r v), plus the refit (2 n p v + 2 p r v);
+   - ``own_flop_bound_s``: the matmuls braincode actually does (it never forms validation predictions): one
+     ``X^T Y`` (2 n p v), per fold ``Xv^T Yv`` (2 n_val p v), two ``V^T`` products (4 p r v) and one float64
+     ``M E`` (2 r^2 v, timed at the float64 speed), plus the refit (4 p r v).
+
+2. v=100000 voxels, braincode only, in a subprocess: time and peak resident memory (``ru_maxrss``).
+
+Run: ``BRAINCODE_PROGRESS=0 .venv/bin/python bench/ridge.py`` (``--quick`` for a small smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from sklearn.model_selection import KFold
+
+N, P, V, N_FOLDS = 4000, 768, 10_000, 5
+ALPHAS = np.logspace(-2, 6, 10)
+
+
+def make_data(n: int, p: int, v: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train X, Y and test X (n // 4 rows), float32; the signal-to-noise ratio varies over voxels."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n + n // 4, p), dtype=np.float32)
+    Y = np.empty((n, v), dtype=np.float32)
+    for start in range(0, v, 10_000):  # chunks keep peak memory near the size of Y
+        cols = min(10_000, v - start)
+        W = rng.standard_normal((p, cols), dtype=np.float32) / np.sqrt(p)
+        snr = np.logspace(-2, 1, cols, dtype=np.float32)
+        Y[:, start : start + cols] = (X[:n] @ W) * np.sqrt(snr) + rng.standard_normal((n, cols), dtype=np.float32)
+    return X[:n], Y, X[n:]
+
+
+def matmul_speed(dtype: torch.dtype, repeats: int = 3) -> float:
+    """Best flop/s of a (768 x 3200) @ (3200 x 10000) product on this machine."""
+    a = torch.randn(P, 3200, dtype=dtype)
+    b = torch.randn(3200, V, dtype=dtype)
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * P * 3200 * V / best
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def run_braincode(X, Y, Xt, cv):
+    from braincode.encoding import RidgeEncoder
+
+    model = RidgeEncoder(alphas=ALPHAS, cv=cv, device="cpu")
+    model, seconds = timed(lambda: model.fit(X, Y))
+    return model.predict(Xt), model.best_alphas_, seconds
+
+
+def run_himalaya(X, Y, Xt, cv, backend: str):
+    from himalaya.backend import set_backend
+    from himalaya.ridge import RidgeCV
+    from himalaya.scoring import r2_score
+
+    be = set_backend(backend)
+    model = RidgeCV(alphas=ALPHAS, cv=cv, fit_intercept=True, solver_params={"score_func": r2_score})
+    model, seconds = timed(lambda: model.fit(X, Y))
+    pred = be.to_numpy(model.predict(Xt))
+    alphas = be.to_numpy(model.best_alphas_)
+    set_backend("numpy")
+    return pred, alphas, seconds
+
+
+def run_sklearn(X, Y, Xt):
+    from sklearn.linear_model import RidgeCV
+
+    model = RidgeCV(alphas=ALPHAS, alpha_per_target=True)
+    model, seconds = timed(lambda: model.fit(X, Y))
+    return model.predict(Xt), seconds
+
+
+def flop_counts(n: int, p: int, v: int, n_folds: int, n_alphas: int) -> tuple[float, float, float]:
+    """(direct-method float32 flops, braincode float32 flops, braincode float64 flops)."""
+    r = min(p, n - n // n_folds)
+    n_val, n_train = n // n_folds, n - n // n_folds
+    refit = 2 * n * p * v + 2 * p * r * v
+    direct = n_folds * (2 * n_train * r * v + n_alphas * 2 * n_val * r * v) + refit
+    own32 = 2 * n * p * v + n_folds * (2 * n_val * p * v + 4 * p * r * v) + 4 * p * r * v
+    own64 = n_folds * 2 * r * r * v
+    return direct, own32, own64
+
+
+def relative_prediction_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest |a - b| over samples, divided by the voxel's prediction scale (max |b|), maximum over voxels."""
+    scale = np.abs(b).max(0)
+    return float((np.abs(a - b).max(0) / np.where(scale > 0, scale, 1.0)).max())
+
+
+def main_comparison(quick: bool) -> dict:
+    n, p, v = (800, 96, 1000) if quick else (N, P, V)
+    X, Y, Xt = make_data(n, p, v)
+    cv = KFold(N_FOLDS)
+    speed32, speed64 = matmul_speed(torch.float32), matmul_speed(torch.float64)
+    pred_bc, alphas_bc, t_bc = run_braincode(X, Y, Xt, cv)
+    pred_hn, alphas_hn, t_hn = run_himalaya(X, Y, Xt, cv, "numpy")
+    pred_ht, alphas_ht, t_ht = run_himalaya(X, Y, Xt, cv, "torch")
+    _, t_sk = run_sklearn(X, Y, Xt)
+    direct, own32, own64 = flop_counts(n, p, v, N_FOLDS, len(ALPHAS))
+    bound = direct / speed32
+    own_bound = own32 / speed32 + own64 / speed64
+    t_h = min(t_hn, t_ht)
+    return {
+        "bench": "ridge_cv",
+        "n": n, "p": p, "v": v, "alphas": len(ALPHAS), "folds": N_FOLDS,
+        "threads": torch.get_num_threads(), "load_avg_1min": round(os.getloadavg()[0], 2),
+        "braincode_s": round(t_bc, 3),
+        "himalaya_numpy_s": round(t_hn, 3),
+        "himalaya_torch_s": round(t_ht, 3),
+        "sklearn_gcv_s": round(t_sk, 3),
+        "ratio_himalaya_best_over_braincode": round(t_h / t_bc, 2),
+        "ratio_sklearn_over_braincode": round(t_sk / t_bc, 2),
+        "matmul_gflops_f32": round(speed32 / 1e9, 1), "matmul_gflops_f64": round(speed64 / 1e9, 1),
+        "flop_bound_s": round(bound, 3),
+        "ratio_braincode_over_flop_bound": round(t_bc / bound, 3),
+        "own_flop_bound_s": round(own_bound, 3),
+        "ratio_braincode_over_own_flop_bound": round(t_bc / own_bound, 3),
+        "max_rel_pred_diff_vs_himalaya": relative_prediction_diff(pred_bc, pred_ht),
+        "share_alpha_differs_vs_himalaya": float(np.mean(~np.isclose(alphas_bc, alphas_ht, rtol=1e-5))),
+        "share_alpha_differs_himalaya_numpy_vs_torch": float(np.mean(~np.isclose(alphas_hn, alphas_ht, rtol=1e-5))),
+        "note": "sklearn RidgeCV selects alphas by leave-one-out (GCV), not 5-fold CV",
+    }
+
+
+def child_large(v: int) -> None:
+    """Fit braincode on v voxels and print time and peak memory (run in a fresh process)."""
+    X, Y, Xt = make_data(N, P, v, seed=1)
+    data_gb = (X.nbytes + Y.nbytes + Xt.nbytes) / 2**30
+    _, _, seconds = run_braincode(X, Y, Xt, KFold(N_FOLDS))
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
+    print(json.dumps({"seconds": seconds, "peak_gb": peak_gb, "data_gb": data_gb}))
+
+
+def main_large(quick: bool) -> dict:
+    v = 20_000 if quick else 100_000
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(v)], check=True, capture_output=True, text=True,
+        env={**os.environ, "BRAINCODE_PROGRESS": "0"},
+    )
+    child = json.loads(out.stdout.strip().splitlines()[-1])
+    return {
+        "bench": "ridge_cv_large", "n": N, "p": P, "v": v, "alphas": len(ALPHAS), "folds": N_FOLDS,
+        "braincode_s": round(child["seconds"], 3),
+        "peak_rss_gb": round(child["peak_gb"], 3),
+        "input_data_gb": round(child["data_gb"], 3),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=["compare", "large"], help="run one of the two lines")
+    args = parser.parse_args()
+    if args.child:
+        child_large(args.child)
+        return
+    if args.only in (None, "compare"):
+        print(json.dumps(main_comparison(args.quick)), flush=True)
+    if args.only in (None, "large"):
+        print(json.dumps(main_large(args.quick)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
