@@ -6,5 +6,6 @@
 """
 
 from braincode.kernels.attention import BACKENDS, attention, attention_probs, pick_backend
+from braincode.kernels.streaming import softmax_project, topk
 
-__all__ = ["BACKENDS", "attention", "attention_probs", "pick_backend"]
+__all__ = ["BACKENDS", "attention", "attention_probs", "pick_backend", "softmax_project", "topk"]
