@@ -18,6 +18,7 @@ import pandas as pd
 
 from braincode.atomic import atomic_write
 from braincode.data.core import Dataset
+from braincode.data.volume import read_image
 from braincode.errors import ConfigError, DataFormatError
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def write_volume(
             fix="write surface data with write_surface",
         )
     if isinstance(reference, (str, Path, nib.spatialimages.SpatialImage)):
-        ref = reference if isinstance(reference, nib.spatialimages.SpatialImage) else nib.load(reference)
+        ref = read_image(reference, what="reference image")
         affine, shape = ref.affine, tuple(shape or ref.shape[:3])
     else:
         affine = np.asarray(reference, dtype=np.float64)
