@@ -212,3 +212,36 @@ def test_schedules_scale_guidance(pipe, runs):
     fading = run(pipe, FFA, [SEEDS[0]], 1e4, guidance_schedule="linear")
     assert runs["plain"].scores[0] < fading.scores[0]
     assert not np.allclose(fading.images[0], runs["guided"].images[0])
+
+
+def test_cli_fits_the_encoder_then_synthesizes_and_resumes(tmp_path, capsys):
+    """`braincode synthesize` on a synthetic subject: fits an image encoder into --fit, writes images, resumes."""
+    import argparse
+
+    from braincode.commands import synthesize as command
+    from braincode.data.synthetic import make_synthetic
+
+    root = make_synthetic(tmp_path / "data", "subj01", n_train=30, n_test=2, image_size=64, seed=0)
+    parser = argparse.ArgumentParser()
+    command.register(parser.add_subparsers())
+    argv = ["synthesize", "--fit", str(tmp_path / "fit"), "--roi", "FFA-1", "--suppress", "PPA", "--n", "3",
+            "--out", str(tmp_path / "out"), "--diffusion", "tiny@random", "--steps", "3", "--batch-size", "2",
+            "--device", "cpu", "--data", str(root), "--subject", "subj01", "--model", "open_clip:tiny-vit@random",
+            "--layer", "blocks.1", "--grid", "2", "--cv", "2"]
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    assert (tmp_path / "fit" / "encoder.json").is_file()
+    images = sorted((tmp_path / "out" / "FFA-1-vs-PPA").glob("seed-*.png"))
+    assert [p.name for p in images] == ["seed-00000000.png", "seed-00000001.png", "seed-00000002.png"]
+    side = json.loads(images[0].with_suffix(".json").read_text())
+    assert side["objective"]["n_target"] > 0 and side["objective"]["n_suppress"] > 0
+    assert {"floc-faces", "floc-places", "prf-visualrois"} <= set(side["predicted"])
+    assert "wrote 3 images" in capsys.readouterr().out
+    stamp = images[0].stat().st_mtime_ns
+    args = parser.parse_args([*argv[:8], "4", *argv[9:]])  # one more seed: only seed 3 is new
+    assert args.func(args) == 0
+    assert images[0].stat().st_mtime_ns == stamp
+    assert (tmp_path / "out" / "FFA-1-vs-PPA" / "seed-00000003.json").is_file()
+    args = parser.parse_args([*argv[:4], "XYZ", *argv[5:]])
+    with pytest.raises(ConfigError, match="no ROI named 'XYZ'"):
+        args.func(args)

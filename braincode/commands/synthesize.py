@@ -1,0 +1,142 @@
+"""``braincode synthesize``: BrainDiVE images that drive an ROI, from a fitted encoder.
+
+::
+
+    braincode synthesize --fit OUT --roi FFA-1 [--suppress PPA] --n 16 --out DIR \\
+        [--diffusion stabilityai/stable-diffusion-2-1-base] [--data ROOT --subject subj01]
+
+The encoder is read from ``OUT`` (``encoder.safetensors`` + ``encoder.json``, see
+:class:`braincode.encoding.torch_encoder.TorchEncoder`; a BrainSCUBA encoder saved by ``braincode caption`` works
+too). When ``OUT`` has none, it is fitted there from ``--data``/``--subject`` with the model and layers of
+``OUT/summary.json`` (written by ``braincode fit``) or of ``--model``/``--layer``. Images go to
+``DIR/<objective>/seed-XXXXXXXX.png`` with a JSON sidecar each; re-running resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from braincode.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DIFFUSION = "stabilityai/stable-diffusion-2-1-base"
+
+
+def _encoder_config(args: argparse.Namespace):
+    """Model and layers of the encoder to fit: ``--model``/``--layer``, else those of ``OUT/summary.json``."""
+    from braincode.encoding.torch_encoder import EncoderConfig
+
+    summary = args.fit / "summary.json"
+    info = json.loads(summary.read_text()) if summary.is_file() else {}
+    if info.get("text_model"):
+        raise ConfigError(
+            "this fit used text features, which an image cannot be differentiated through",
+            path=summary,
+            expected="a fit on image features only",
+            found=f"text model {info['text_model']}",
+            fix="pass a new --fit folder and --model/--layer to fit an image-only encoder there",
+        )
+    model = args.model or info.get("model")
+    if model is None:
+        raise ConfigError("no encoder model to fit", path=args.fit, expected="--model or OUT/summary.json",
+                          fix="pass --model, e.g. open_clip:ViT-B-32@openai")
+    return EncoderConfig(model, tuple(args.layer or info.get("layers") or ["pooled"]), args.pool, args.grid)
+
+
+def _encoder(args: argparse.Namespace, device: str):
+    """The encoder saved in ``--fit``, fitted and saved there first when missing."""
+    from braincode.encoding.torch_encoder import CONFIG, TorchEncoder
+
+    if (args.fit / CONFIG).is_file() or args.data is None:
+        return TorchEncoder.load(args.fit, device=device)
+    from braincode.data import load_algonauts
+    from braincode.features import FeatureStore
+    from braincode.pipeline.steps import FeatureSpec, extract_design, make_encoder
+
+    config = _encoder_config(args)
+    dataset = load_algonauts(args.data, args.subject)
+    train = dataset["train"]
+    spec = FeatureSpec(config.model_id, config.layers, config.pool, config.out_grid)
+    store = FeatureStore(args.cache) if args.cache else None
+    design = extract_design({"train": train.stimuli}, spec, store=store, device=device)["train"]
+    model = make_encoder(cv=args.cv, device=device).fit(design, train.responses.data)
+    encoder = TorchEncoder.from_estimator(config, model, voxels=dataset.voxels, device=device)
+    encoder.save(args.fit)
+    log.info("fitted the encoder (%s, %s) on %d images into %s", config.model_id, ", ".join(config.layers),
+             len(design), args.fit)
+    return encoder
+
+
+def _dtype(name: str, device):
+    import torch
+
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``braincode synthesize``; returns the exit status."""
+    from braincode.interpret._dive_models import load_diffusion
+    from braincode.interpret.dive import BrainDiVEPipeline, SampleSettings, roi_objective, synthesize
+
+    if args.n < 1 or args.batch_size < 1:
+        raise ConfigError("--n and --batch-size must be at least 1", found=f"{args.n}, {args.batch_size}")
+    encoder = _encoder(args, args.device)
+    if encoder.voxels is None:
+        raise ConfigError("the encoder has no voxel table, so ROIs cannot be found", path=args.fit,
+                          expected="voxels.csv beside encoder.json", fix="save the encoder with voxels=...")
+    objective = roi_objective(encoder.voxels, args.roi, suppress=args.suppress, suppress_weight=args.suppress_weight)
+    parts = load_diffusion(args.diffusion)
+    pipe = BrainDiVEPipeline(parts.unet, parts.vae, parts.scheduler, encoder, parts.text_encoder, parts.tokenizer)
+    pipe.to(encoder.device)
+    dtype = _dtype(args.dtype, encoder.device)
+    if dtype != pipe.unet.dtype:
+        pipe.set_precision(dtype, channels_last=encoder.device.type == "cuda")
+    settings = SampleSettings(args.steps, args.scale, args.schedule, args.size, args.size)
+    out = args.out / objective.name
+    seeds = list(range(args.seed_start, args.seed_start + args.n))
+    paths = synthesize(pipe, objective, seeds, out, encoder.voxels, settings=settings, batch_size=args.batch_size)
+    values = [json.loads(p.with_suffix(".json").read_text())["objective_value"] for p in paths]
+    print(f"wrote {len(paths)} images to {out} ({objective.name}: {len(objective.target)} target voxels"
+          + (f", {len(objective.suppress)} suppressed" if objective.suppress else "") + ")")
+    print(f"predicted objective: mean {np.mean(values):.3f}, min {np.min(values):.3f}, max {np.max(values):.3f}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``synthesize`` to the ``braincode`` command line."""
+    p = subparsers.add_parser("synthesize", help="BrainDiVE: images that drive an ROI, by brain-guided diffusion")
+    p.add_argument("--fit", type=Path, required=True,
+                   help="folder with the fitted encoder (encoder.json); fitted there when missing (needs --data)")
+    p.add_argument("--roi", required=True, help="ROI to drive: a label (FFA-1), a prefix (FFA) or family:label")
+    p.add_argument("--suppress", help="ROI whose predicted activation is pushed down at the same time")
+    p.add_argument("--suppress-weight", type=float, default=1.0)
+    p.add_argument("--n", type=int, default=16, help="number of images (seeds seed-start .. seed-start+n-1)")
+    p.add_argument("--seed-start", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="images go to OUT/<objective>/")
+    p.add_argument("--diffusion", default=DEFAULT_DIFFUSION,
+                   help="diffusers folder or cached hub id; tiny@random or sd21-base@random for random weights")
+    p.add_argument("--steps", type=int, default=50, help="DPM-Solver++ steps")
+    p.add_argument("--scale", type=float, default=130.0, help="brain-guidance scale (BrainDiVE: 100-150)")
+    p.add_argument("--schedule", default="constant", choices=["constant", "linear", "cosine"])
+    p.add_argument("--size", type=int, help="image side in pixels (default: the model's, 512 for SD-2.1-base)")
+    p.add_argument("--batch-size", type=int, default=4, help="seeds per batch")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="UNet/VAE precision (auto: fp16 on GPU, fp32 on CPU)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--data", type=Path, help="dataset root, to fit a missing encoder")
+    p.add_argument("--subject", help="e.g. subj01 (with --data)")
+    p.add_argument("--model", help="model id of an encoder to fit (default: that of OUT/summary.json)")
+    p.add_argument("--layer", action="append", help="layer of an encoder to fit (repeatable)")
+    p.add_argument("--pool", default="grid", choices=["grid", "mean", "cls"])
+    p.add_argument("--grid", type=int, default=4)
+    p.add_argument("--cv", type=int, default=5)
+    p.add_argument("--cache", type=Path, help="feature cache folder")
+    p.set_defaults(func=run)
