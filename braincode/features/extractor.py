@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,13 @@ from braincode.features.store import CacheKey, FeatureStore
 from braincode.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
+
+#: ``allocate(layer, shape)`` -> a float32 array to fill (in memory, or on disk in a FeatureStore).
+Allocate = Callable[[str, tuple[int, ...]], np.ndarray]
+
+
+def _in_memory(layer: str, shape: tuple[int, ...]) -> np.ndarray:
+    return np.empty(shape, dtype=np.float32)
 
 
 class Extractor(ABC):
@@ -132,12 +139,14 @@ class Extractor(ABC):
         if store is None:
             return self._compute(source, np.arange(len(hashes)), batch_size, progress)
         keys = {layer: self.cache_key(layer) for layer in self.requested}
-        return store.fetch(keys, hashes, lambda idx: self._compute(source, idx, batch_size, progress))
+        return store.fetch(
+            keys, hashes, lambda idx, allocate: self._compute(source, idx, batch_size, progress, allocate)
+        )
 
     def _compute(
-        self, source: Any, index: np.ndarray, batch_size: int, progress: bool
+        self, source: Any, index: np.ndarray, batch_size: int, progress: bool, allocate: Allocate = _in_memory
     ) -> dict[str, np.ndarray]:
-        """Run the model over ``source[index]`` in batches, filling one preallocated array per layer."""
+        """Run the model over ``source[index]`` in batches, filling one array per layer from ``allocate``."""
         out: dict[str, np.ndarray] = {}
         starts = range(0, len(index), batch_size)
         bar = progress_bar(starts, desc=f"features {self.model_id}", total=len(starts), enabled=progress)
@@ -147,7 +156,7 @@ class Extractor(ABC):
                 for layer, value in self._run_batch(source, chunk).items():
                     value = value.detach().to("cpu", torch.float32).numpy()
                     if layer not in out:
-                        out[layer] = np.empty((len(index), *value.shape[1:]), dtype=np.float32)
+                        out[layer] = allocate(layer, (len(index), *value.shape[1:]))
                     out[layer][start : start + len(chunk)] = value
         return out
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,6 +72,28 @@ class _Chunk:
     hashes: tuple[str, ...]
 
 
+class _DiskArrays:
+    """Temporary ``.npy`` memory maps beside each layer's chunks; whatever is not committed is removed."""
+
+    def __init__(self, folders: Mapping[str, Path]) -> None:
+        self.folders = folders
+        self.temps: dict[str, Path] = {}
+
+    def allocate(self, layer: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A zero-filled float32 array of ``shape`` backed by a temporary file in ``layer``'s folder."""
+        folder = self.folders[layer]
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".chunk-", suffix=".npy")
+        os.close(fd)
+        self.temps[layer] = Path(name)
+        return np.lib.format.open_memmap(name, mode="w+", dtype=np.float32, shape=shape)
+
+    def discard(self) -> None:
+        """Remove the temporary files that were not renamed into chunks."""
+        for path in self.temps.values():
+            path.unlink(missing_ok=True)
+
+
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@-]+", "_", text).strip("_")[:80] or "model"
 
@@ -98,7 +122,7 @@ class FeatureStore:
     >>> import tempfile
     >>> store = FeatureStore(tempfile.mkdtemp())
     >>> key = {"pooled": CacheKey("demo:model", "w0", "pooled", "none")}
-    >>> compute = lambda idx: {"pooled": np.arange(len(idx) * 2, dtype=np.float32).reshape(-1, 2)}
+    >>> compute = lambda idx, allocate: {"pooled": np.arange(len(idx) * 2, dtype=np.float32).reshape(-1, 2)}
     >>> first = store.fetch(key, ["h1", "h2"], compute)
     >>> again = store.fetch(key, ["h1", "h2"], compute)
     >>> store.stats, bool((first["pooled"] == again["pooled"]).all())
@@ -120,7 +144,9 @@ class FeatureStore:
         self,
         keys: Mapping[str, CacheKey],
         hashes: Sequence[str],
-        compute: Callable[[np.ndarray], Mapping[str, np.ndarray]],
+        compute: Callable[
+            [np.ndarray, Callable[[str, tuple[int, ...]], np.ndarray]], Mapping[str, np.ndarray]
+        ],
     ) -> dict[str, np.ndarray]:
         """Every layer of ``keys`` for the stimuli with content ``hashes``, computing only what is not stored.
 
@@ -131,8 +157,10 @@ class FeatureStore:
         hashes : sequence of str
             One content hash per stimulus, in the order of the result rows.
         compute : callable
-            ``compute(positions)`` returns ``{layer: array}`` with one row per position (positions into
-            ``hashes``); it is called at most once, with the first position of each missing content.
+            ``compute(positions, allocate)`` returns ``{layer: array}`` with one row per position (positions
+            into ``hashes``); it is called at most once, with the first position of each missing content.
+            Arrays it gets from ``allocate(layer, shape)`` live on disk in the store (float32 ``.npy``
+            memory maps), so results larger than memory can be computed; a failure removes them.
 
         Returns
         -------
@@ -150,12 +178,15 @@ class FeatureStore:
         self.stats["misses"] += n_missing
         if first_missing:
             positions = np.fromiter(first_missing.values(), dtype=np.int64, count=len(first_missing))
-            computed = compute(positions)
             new_hashes = list(first_missing)
-            for layer, key in keys.items():
-                rows = [i for i, h in enumerate(new_hashes) if h not in index[layer]]
-                chunk = self._write(key, [new_hashes[i] for i in rows], np.asarray(computed[layer])[rows])
-                index[layer].update({h: (chunk, row) for row, h in enumerate(chunk.hashes)})
+            arrays = _DiskArrays({layer: self.folder(key) for layer, key in keys.items()})
+            try:
+                computed = compute(positions, arrays.allocate)
+                for layer, key in keys.items():
+                    chunk = self._commit(key, new_hashes, computed[layer], arrays.temps.get(layer))
+                    index[layer].update({h: (chunk, row) for row, h in enumerate(chunk.hashes)})
+            finally:
+                arrays.discard()
         return {layer: self._assemble(index[layer], hashes) for layer in keys}
 
     def _index(self, folder: Path) -> dict[str, tuple[_Chunk, int]]:
@@ -177,16 +208,26 @@ class FeatureStore:
                 index.setdefault(h, (chunk, row))
         return index
 
-    def _write(self, key: CacheKey, hashes: list[str], array: np.ndarray) -> _Chunk:
-        """Store ``array`` (one row per hash) as a new chunk of ``key``'s folder; the ``.json`` goes last."""
+    def _commit(self, key: CacheKey, hashes: list[str], array: np.ndarray, temp: Path | None) -> _Chunk:
+        """Store ``array`` (one row per hash) as a new chunk of ``key``'s folder; the ``.json`` goes last.
+
+        ``temp`` is the file behind ``array`` when it came from :meth:`_DiskArrays.allocate`: it is renamed
+        into place instead of copied.
+        """
         folder = self.folder(key)
         if not (folder / "key.json").exists():
             atomic_write(folder / "key.json", lambda p: p.write_text(json.dumps(asdict(key), indent=2)))
         name = hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:24]
         npy, meta = folder / f"chunk-{name}.npy", folder / f"chunk-{name}.json"
-        data = np.ascontiguousarray(array, dtype=np.float32)
-        atomic_write(npy, lambda p: np.save(p, data, allow_pickle=False))
-        atomic_write(meta, lambda p: p.write_text(json.dumps({"hashes": hashes, "shape": list(data.shape)})))
+        if len(array) != len(hashes):
+            raise ValueError(f"computed {len(array)} rows for {len(hashes)} stimuli ({key.layer})")
+        if isinstance(array, np.memmap) and temp is not None and Path(array.filename) == temp.resolve():
+            array.flush()
+            os.replace(temp, npy)
+        else:
+            data = np.ascontiguousarray(array, dtype=np.float32)
+            atomic_write(npy, lambda p: np.save(p, data, allow_pickle=False))
+        atomic_write(meta, lambda p: p.write_text(json.dumps({"hashes": hashes, "shape": list(array.shape)})))
         return _Chunk(npy, tuple(hashes))
 
     @staticmethod

@@ -71,29 +71,50 @@ def test_every_key_field_separates_entries(tmp_path, field):
     changed = CacheKey(**{**base.__dict__, field: "something else"})
     store = FeatureStore(tmp_path)
     ones = {"pooled": np.ones((1, 2), np.float32)}
-    store.fetch({"pooled": base}, ["h"], lambda idx: ones)
-    got = store.fetch({"pooled": changed}, ["h"], lambda idx: {"pooled": np.zeros((1, 2), np.float32)})
+    store.fetch({"pooled": base}, ["h"], lambda idx, allocate: ones)
+    got = store.fetch(
+        {"pooled": changed}, ["h"], lambda idx, allocate: {"pooled": np.zeros((1, 2), np.float32)}
+    )
     assert store.stats == {"hits": 0, "misses": 2} and not got["pooled"].any()
 
 
 def test_failed_computation_leaves_no_files(tmp_path):
     store = FeatureStore(tmp_path)
 
-    def fail(idx):
+    def fail(idx, allocate):
+        allocate("pooled", (len(idx), 8))[:] = 1.0  # half-written disk array, then a crash
         raise RuntimeError("model crashed")
 
     with pytest.raises(RuntimeError, match="model crashed"):
         store.fetch({"pooled": CacheKey("demo:model", "w0", "pooled", "p")}, ["a", "b"], fail)
-    assert not list(tmp_path.rglob("*.npy")) and not list(tmp_path.rglob("chunk-*"))
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_disk_arrays_become_chunks(tmp_path):
+    store = FeatureStore(tmp_path)
+    key = {"tokens": CacheKey("demo:model", "w0", "tokens", "p")}
+
+    def compute(idx, allocate):
+        out = allocate("tokens", (len(idx), 3, 2))
+        out[:] = np.arange(len(idx))[:, None, None]
+        return {"tokens": out}
+
+    got = store.fetch(key, ["a", "b", "c"], compute)["tokens"]
+    assert isinstance(got, np.memmap) and got.shape == (3, 3, 2)
+    np.testing.assert_array_equal(got[:, 0, 0], [0, 1, 2])
+    assert sorted(p.suffix for p in tmp_path.rglob("chunk-*")) == [".json", ".npy"]
+    assert not [p for p in tmp_path.rglob(".*")]
 
 
 def test_corrupt_chunk_is_ignored_and_recomputed(tmp_path, caplog):
     key = {"pooled": CacheKey("demo:model", "w0", "pooled", "p")}
     store = FeatureStore(tmp_path)
-    store.fetch(key, ["a", "b"], lambda idx: {"pooled": np.ones((len(idx), 3), np.float32)})
+    store.fetch(key, ["a", "b"], lambda idx, allocate: {"pooled": np.ones((len(idx), 3), np.float32)})
     (npy,) = tmp_path.rglob("chunk-*.npy")
     npy.write_bytes(b"not an npy file")
-    got = store.fetch(key, ["a", "b"], lambda idx: {"pooled": np.full((len(idx), 3), 2, np.float32)})
+    got = store.fetch(
+        key, ["a", "b"], lambda idx, allocate: {"pooled": np.full((len(idx), 3), 2, np.float32)}
+    )
     assert "ignoring unreadable cache chunk" in caplog.text
     assert store.stats == {"hits": 0, "misses": 4} and (got["pooled"] == 2).all()
 
