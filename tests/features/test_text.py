@@ -69,3 +69,26 @@ def test_text_model_rejects_inputs_without_text(minilm, image_stimuli):
         minilm.extract(no_captions)
     with pytest.raises(DataFormatError, match="wrap a single text in a list"):
         minilm.extract("a single string")
+
+
+def test_decoder_model_without_pad_token(tmp_path):
+    """A GPT-2 style model (no pad token, causal attention): padding in a batch leaves features unchanged."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+
+    words = ["<eos>", "a", "cat", "sat", "on", "the", "mat", "dog"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<eos>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>").save_pretrained(tmp_path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        GPT2Model(
+            GPT2Config(vocab_size=len(words), n_positions=16, n_embd=16, n_layer=2, n_head=2)
+        ).save_pretrained(tmp_path)
+    ext = get_extractor(f"hf:{tmp_path}", layers=["pooled", "hidden.1"], device="cpu")
+    assert ext.kind == "text" and ext.tokenizer.pad_token == "<eos>"
+    batch = ext.extract(["a cat sat on the mat", "a dog"], batch_size=2)
+    alone = ext.extract(["a dog"])
+    for layer in ("pooled", "hidden.1"):
+        np.testing.assert_allclose(batch[layer][1:], alone[layer], atol=1e-5, rtol=0)

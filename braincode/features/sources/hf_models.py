@@ -135,6 +135,16 @@ def _build_text(folder: Path, mid: ModelId, config: Any, common: dict) -> TextEx
 
     model, fingerprint = _weights(folder, mid, AutoModel, config)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    if tokenizer.pad_token is None:  # decoder-only models (GPT-2 family) pad with their end-of-text token
+        if tokenizer.eos_token is None:
+            raise ModelError(
+                f"the tokenizer of {mid} has neither a padding nor an end-of-text token",
+                path=folder,
+                expected="pad_token or eos_token in tokenizer_config.json",
+                found=type(tokenizer).__name__,
+                fix="add a pad_token to the tokenizer files",
+            )
+        tokenizer.pad_token = tokenizer.eos_token
     max_length = _max_length(folder, tokenizer, config)
     preprocess = (
         f"{type(tokenizer).__name__}(max_length={max_length}, vocab={len(tokenizer)}, "
