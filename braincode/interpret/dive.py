@@ -290,6 +290,8 @@ class BrainDiVEPipeline(DiffusionPipeline):
                               found=str(scheduler.config.prediction_type))
         if not isinstance(brain_encoder, torch.nn.Module) or not hasattr(brain_encoder, "device"):
             brain_encoder = _EncoderModule(brain_encoder)
+        for module in (unet, vae, brain_encoder):  # gradients flow to the latents only: no weight-grad buffers
+            module.requires_grad_(False)
         self.register_modules(unet=unet, vae=vae, scheduler=scheduler, brain_encoder=brain_encoder,
                               text_encoder=text_encoder, tokenizer=tokenizer)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
