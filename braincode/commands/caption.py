@@ -79,7 +79,7 @@ def _scuba(args: argparse.Namespace, bank, weights: np.ndarray, units) -> pd.Dat
     if args.decoder is not None:
         decoder = PrefixDecoder.load(args.decoder, device=args.device)
     else:
-        decoder = RetrievalDecoder.from_bank(bank, encode_text=bank.encode_text if bank.source == "captions" else None)
+        decoder = RetrievalDecoder.from_bank(bank)  # keys: the bank's embeddings (of the captions, for a caption bank)
     if units is None:
         return pd.DataFrame({"caption": decoder.decode(project(weights, bank, temperature=args.temperature,
                                                                device=args.device))})

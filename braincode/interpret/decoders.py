@@ -53,8 +53,8 @@ class RetrievalDecoder:
     keys : ndarray of shape (n_captions, D)
         One embedding per caption, in the space of the embeddings to decode (CLIP text embeddings of the
         captions, or image embeddings of the captioned images). Normalised here.
-    key_chunk : int
-        Keys scored at a time (memory bound for large banks).
+    key_chunk : int, optional
+        Keys scored at a time (memory bound for large banks); default: a ~256 MiB score tile.
 
     Examples
     --------
@@ -64,7 +64,7 @@ class RetrievalDecoder:
     ['a house', 'a face']
     """
 
-    def __init__(self, captions: Sequence[str], keys: np.ndarray, *, key_chunk: int = 65536) -> None:
+    def __init__(self, captions: Sequence[str], keys: np.ndarray, *, key_chunk: int | None = None) -> None:
         keys = np.asarray(keys, dtype=np.float32)
         if keys.ndim != 2 or len(keys) != len(captions) or len(captions) == 0:
             raise DataFormatError("retrieval decoder needs one key per caption", expected=f"({len(captions)}, D)",

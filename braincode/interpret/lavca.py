@@ -286,7 +286,7 @@ class HFImageCaptioner:
 # ------------------------------------------------------------------------------------------ the method
 
 
-def top_images(weights: np.ndarray, bank: EmbeddingBank, n_top: int, *, key_chunk: int = 65536,
+def top_images(weights: np.ndarray, bank: EmbeddingBank, n_top: int, *, key_chunk: int | None = None,
                device: str = "auto") -> np.ndarray:
     """Indices (n_voxels, n_top) of each voxel's bank images with the highest predicted activation, best first.
 
@@ -352,7 +352,7 @@ def describe(
     captioner: Captioner | None = None,
     extractor: KeywordExtractor | None = None,
     composer: Composer | None = None,
-    key_chunk: int = 65536,
+    key_chunk: int | None = None,
     device: str = "auto",
 ) -> pd.DataFrame:
     """LaVCa descriptions of voxels (rows of ``weights``; pass ROI-mean weights for ROI descriptions).

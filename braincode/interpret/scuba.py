@@ -57,7 +57,7 @@ def project(
     bank: EmbeddingBank,
     *,
     temperature: float = TEMPERATURE,
-    key_chunk: int = 65536,
+    key_chunk: int | None = None,
     device: str = "auto",
 ) -> np.ndarray:
     """Project voxel weight vectors onto the bank (BrainSCUBA's softmax projection), streaming over the bank.
@@ -70,8 +70,9 @@ def project(
         Unit embeddings and norms; may be memory-mapped: only ``key_chunk`` rows are read at a time.
     temperature : float
         Softmax temperature (150 in BrainSCUBA).
-    key_chunk : int
-        Bank rows per step; memory is O(n_voxels * key_chunk + key_chunk * D) whatever the bank size.
+    key_chunk : int, optional
+        Bank rows per step; memory is O(n_voxels * key_chunk + key_chunk * D) whatever the bank size (default:
+        a ~256 MiB score tile, :func:`braincode.kernels.streaming.default_key_chunk`).
     device : {"auto", "cpu", "cuda"}
 
     Returns
@@ -92,9 +93,8 @@ def project(
         raise DataFormatError("voxel weights do not live in the bank's embedding space",
                               expected=f"(n_voxels, {bank.dim}) for bank {bank.model_id or '(unnamed)'}",
                               found=str(w.shape), fix="fit the encoder on embeddings of the bank's model and layer")
-    if not temperature > 0 or key_chunk < 1:
-        raise ConfigError("temperature and key_chunk must be positive",
-                          found=f"temperature={temperature}, key_chunk={key_chunk}")
+    if not temperature > 0:
+        raise ConfigError("the softmax temperature must be positive", found=repr(temperature), fix="e.g. 150")
     from braincode.encoding.training import resolve_device
     from braincode.kernels import softmax_project
 

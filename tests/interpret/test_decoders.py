@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from braincode.errors import DataFormatError, MissingFileError, ModelError
 from braincode.interpret.bank import bank_from_arrays
 from braincode.interpret.decoders import CaptionDecoder, PrefixDecoder, RetrievalDecoder, word_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models train 50x faster on one intra-op thread than on two contended ones (shared CI CPUs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 CAPTIONS = ["a large face on the left", "a small house at the top", "the word on a grey background",
             "a person in the centre"]

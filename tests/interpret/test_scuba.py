@@ -79,7 +79,7 @@ def test_projection_bad_input(tmp_path):
     bank, _ = _memmap_bank(tmp_path, 10, 4)
     with pytest.raises(DataFormatError, match=r"expected \(n_voxels, 4\).*found \(2, 5\)"):
         project(np.ones((2, 5)), bank)
-    with pytest.raises(ConfigError, match="temperature and key_chunk must be positive"):
+    with pytest.raises(ConfigError, match="temperature must be positive"):
         project(np.ones((2, 4)), bank, temperature=0.0)
 
 
