@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -13,6 +15,8 @@ from braincode.data.core import Stimuli
 from braincode.errors import DataFormatError
 from braincode.features.extractor import Extractor
 from braincode.features.hooks import capture_outputs
+
+_MAX_LOAD_THREADS = 8
 
 #: ``run(x, block_indices) -> (pooled (B, D), {i: tokens (B, T, D)})``: one forward pass of a vision model.
 VisionRun = Callable[[torch.Tensor, Sequence[int]], tuple[torch.Tensor, dict[int, torch.Tensor]]]
@@ -40,6 +44,20 @@ def hooked_run(
         return pooled, tokens
 
     return run
+
+
+def load_images(
+    stimuli: Stimuli, index: Sequence[int], transform: Callable[[Any], torch.Tensor]
+) -> torch.Tensor:
+    """Open and transform ``stimuli[index]`` on a few threads (decoding and resizing release the GIL).
+
+    Returns
+    -------
+    Tensor of shape (len(index), 3, H, W), in the order of ``index``.
+    """
+    workers = max(1, min(_MAX_LOAD_THREADS, len(index), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return torch.stack(list(pool.map(lambda i: transform(stimuli.image(int(i))), index)))
 
 
 class VisionExtractor(Extractor):
@@ -84,7 +102,7 @@ class VisionExtractor(Extractor):
         return stimuli, list(stimuli.content_hashes)
 
     def _run_batch(self, source: Stimuli, index: np.ndarray) -> dict[str, torch.Tensor]:
-        x = torch.stack([self.transform(source.image(int(i))) for i in index]).to(self.device)
+        x = load_images(source, index, self.transform).to(self.device)
         wanted = [int(name.split(".")[1]) for name in self.requested if name.startswith("blocks.")]
         pooled, tokens = self._run(x, wanted)
         found = {"pooled": pooled, **{f"blocks.{i}": t for i, t in tokens.items()}}
