@@ -1,1 +1,31 @@
-"""braincode.interpret"""
+"""braincode.interpret
+
+Captions for voxels and ROIs (issue 8): :mod:`~braincode.interpret.bank` (image-embedding bank),
+:mod:`~braincode.interpret.scuba` (BrainSCUBA), :mod:`~braincode.interpret.lavca` (LaVCa),
+:mod:`~braincode.interpret.decoders` (ClipCap prefix and retrieval decoders), :mod:`~braincode.interpret.text_eval`
+(the LaVCa sentence metric).
+"""
+
+from braincode.interpret.bank import EmbeddingBank, bank_from_arrays, build_bank, load_bank
+from braincode.interpret.decoders import CaptionDecoder, PrefixDecoder, RetrievalDecoder
+from braincode.interpret.lavca import describe
+from braincode.interpret.scuba import LinearEncoder, caption_rois, fit_encoder, load_encoder, project
+from braincode.interpret.text_eval import evaluate_captions, vocabulary_size
+
+__all__ = [
+    "CaptionDecoder",
+    "EmbeddingBank",
+    "LinearEncoder",
+    "PrefixDecoder",
+    "RetrievalDecoder",
+    "bank_from_arrays",
+    "build_bank",
+    "caption_rois",
+    "describe",
+    "evaluate_captions",
+    "fit_encoder",
+    "load_bank",
+    "load_encoder",
+    "project",
+    "vocabulary_size",
+]
