@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from braincode.atomic import atomic_write
+from braincode.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class _DiskArrays:
     def __init__(self, folders: Mapping[str, Path]) -> None:
         self.folders = folders
         self.temps: dict[str, Path] = {}
+        self._created: list[Path] = []
 
     def allocate(self, layer: str, shape: tuple[int, ...]) -> np.ndarray:
         """A zero-filled float32 array of ``shape`` backed by a temporary file in ``layer``'s folder."""
@@ -86,11 +88,12 @@ class _DiskArrays:
         fd, name = tempfile.mkstemp(dir=folder, prefix=".chunk-", suffix=".npy")
         os.close(fd)
         self.temps[layer] = Path(name)
+        self._created.append(Path(name))
         return np.lib.format.open_memmap(name, mode="w+", dtype=np.float32, shape=shape)
 
     def discard(self) -> None:
         """Remove the temporary files that were not renamed into chunks."""
-        for path in self.temps.values():
+        for path in self._created:
             path.unlink(missing_ok=True)
 
 
@@ -168,14 +171,15 @@ class FeatureStore:
             One float32 array per layer with ``len(hashes)`` rows.
         """
         hashes = list(hashes)
+        if not hashes:
+            raise ConfigError(
+                "no stimuli to fetch features for", expected="at least one content hash", found="0"
+            )
         index = {layer: self._index(self.folder(key)) for layer, key in keys.items()}
         first_missing: dict[str, int] = {}
         for pos, h in enumerate(hashes):
             if h not in first_missing and any(h not in idx for idx in index.values()):
                 first_missing[h] = pos
-        n_missing = sum(h in first_missing for h in hashes)
-        self.stats["hits"] += len(hashes) - n_missing
-        self.stats["misses"] += n_missing
         if first_missing:
             positions = np.fromiter(first_missing.values(), dtype=np.int64, count=len(first_missing))
             new_hashes = list(first_missing)
@@ -187,6 +191,9 @@ class FeatureStore:
                     index[layer].update({h: (chunk, row) for row, h in enumerate(chunk.hashes)})
             finally:
                 arrays.discard()
+        n_missing = sum(h in first_missing for h in hashes)
+        self.stats["hits"] += len(hashes) - n_missing
+        self.stats["misses"] += n_missing
         return {layer: self._assemble(index[layer], hashes) for layer in keys}
 
     def _index(self, folder: Path) -> dict[str, tuple[_Chunk, int]]:
@@ -221,7 +228,11 @@ class FeatureStore:
         npy, meta = folder / f"chunk-{name}.npy", folder / f"chunk-{name}.json"
         if len(array) != len(hashes):
             raise ValueError(f"computed {len(array)} rows for {len(hashes)} stimuli ({key.layer})")
-        if isinstance(array, np.memmap) and temp is not None and Path(array.filename) == temp.resolve():
+        if (
+            isinstance(array, np.memmap)
+            and temp is not None
+            and os.path.abspath(array.filename) == os.path.abspath(temp)
+        ):
             array.flush()
             os.replace(temp, npy)
         else:
