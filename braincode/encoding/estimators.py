@@ -19,7 +19,7 @@ from sklearn.utils.validation import validate_data
 
 from braincode.encoding._memory import resolve_device
 from braincode.encoding.metrics import pearson_r, r2_score
-from braincode.encoding.solvers import SCORES, Splits, as_tensor, ridge_cv
+from braincode.encoding.solvers import SCORES, Splits, as_tensor, banded_ridge_cv, ridge_cv
 from braincode.errors import ConfigError, DataFormatError, NotFittedError
 
 logger = logging.getLogger(__name__)
@@ -225,5 +225,116 @@ class RidgeEncoder(_VoxelEncoder):
         )
         self._store(res.coef, res.intercept, ravel)
         self.best_alphas_ = res.best_alphas.numpy()
+        self.cv_scores_ = res.cv_scores.numpy()
+        return self
+
+
+class BandedRidgeEncoder(_VoxelEncoder):
+    """Banded ridge: one regularisation per feature space, chosen per voxel by K-fold cross-validation.
+
+    The columns of ``X`` are consecutive feature spaces (e.g. two layers, or a vision and a text model) of the
+    sizes given in ``spaces``. Space k is scaled by ``sqrt(gamma_k)``, ``gamma`` on the simplex, so its penalty
+    is ``alpha / gamma_k``; each voxel keeps the (gamma, alpha) with the best mean CV score among the candidates
+    of :func:`braincode.encoding.solvers.simplex_candidates` (uniform, each space alone, Dirichlet samples).
+
+    Parameters
+    ----------
+    spaces : sequence of int, optional
+        Number of columns of each feature space, in order; they must add up to ``n_features``. ``None``: one
+        space (then this is :class:`RidgeEncoder`).
+    alphas, cv, scoring, fit_intercept, device, voxel_batch
+        As in :class:`RidgeEncoder`.
+    n_iter : int
+        Number of candidate feature-space weights.
+    concentration : sequence of float
+        Dirichlet concentrations of the random candidates, cycled.
+    random_state : int, optional
+        Seed of the random candidates.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_voxels, n_features), float32
+        Weights on the unscaled features.
+    intercept_ : ndarray of shape (n_voxels,), float32
+    best_alphas_ : ndarray of shape (n_voxels,)
+    best_gammas_ : ndarray of shape (n_voxels, n_spaces)
+        Each voxel's feature-space weights (rows sum to 1).
+    cv_scores_ : ndarray of shape (n_voxels,)
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> Xa, Xb = rng.standard_normal((120, 4)), rng.standard_normal((120, 3))
+    >>> Y = np.c_[Xa.sum(1), Xb.sum(1)] + 0.1 * rng.standard_normal((120, 2))
+    >>> model = BandedRidgeEncoder(spaces=[4, 3], n_iter=10, random_state=0, device="cpu")
+    >>> model.fit(np.c_[Xa, Xb], Y).best_gammas_.argmax(1).tolist()
+    [0, 1]
+    """
+
+    def __init__(
+        self,
+        spaces: Sequence[int] | None = None,
+        alphas: Sequence[float] = DEFAULT_ALPHAS,
+        cv=5,
+        n_iter: int = 100,
+        concentration: Sequence[float] = (0.1, 1.0),
+        scoring: str = "r2",
+        fit_intercept: bool = True,
+        device: str = "auto",
+        voxel_batch: int | None = None,
+        random_state: int | None = None,
+    ) -> None:
+        self.spaces = spaces
+        self.alphas = alphas
+        self.cv = cv
+        self.n_iter = n_iter
+        self.concentration = concentration
+        self.scoring = scoring
+        self.fit_intercept = fit_intercept
+        self.device = device
+        self.voxel_batch = voxel_batch
+        self.random_state = random_state
+
+    def _space_sizes(self, n_features: int) -> list[int]:
+        sizes = [n_features] if self.spaces is None else [int(s) for s in self.spaces]
+        if any(s < 1 for s in sizes) or sum(sizes) != n_features:
+            raise ConfigError(
+                "feature-space sizes do not add up to the number of features",
+                expected=f"positive sizes summing to {n_features}",
+                found=f"spaces={list(self.spaces)}",
+                fix="give the number of columns of each feature space, in column order",
+            )
+        return sizes
+
+    def fit(self, X, y) -> BandedRidgeEncoder:
+        """Choose each voxel's feature-space weights and alpha by cross-validation, then refit."""
+        self._check_params()
+        if y is None:
+            raise ConfigError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None",
+                fix="call fit(X, Y) with the responses Y",
+            )
+        X, y = _validated(self, X, y, reset=True)
+        ravel = y.ndim == 1
+        Y = y[:, None] if ravel else y
+        Xt = as_tensor(X)
+        res = banded_ridge_cv(
+            list(torch.split(Xt, self._space_sizes(Xt.shape[1]), 1)),
+            Y,
+            self.alphas,
+            self._splits(X.shape[0]),
+            n_iter=self.n_iter,
+            concentration=self.concentration,
+            random_state=self.random_state,
+            score=self.scoring,
+            fit_intercept=self.fit_intercept,
+            device=self.device,
+            voxel_batch=self.voxel_batch,
+        )
+        self._store(res.coef, res.intercept, ravel)
+        self.best_alphas_ = res.best_alphas.numpy()
+        self.best_gammas_ = res.best_gammas.numpy().T
         self.cv_scores_ = res.cv_scores.numpy()
         return self

@@ -1,0 +1,201 @@
+"""Ridge solvers against a direct float64 reference, himalaya on the same folds, and data built for banded ridge."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.model_selection import KFold, ShuffleSplit
+
+from braincode.encoding import _memory
+from braincode.encoding.solvers import banded_ridge_cv, ridge_cv, simplex_candidates
+from braincode.errors import ConfigError, DataFormatError
+
+ALPHAS = np.logspace(-2, 6, 10)
+
+
+def direct_cv_scores(X, Y, alphas, splits, fit_intercept=True, score="r2"):
+    """Mean validation score of every alpha by solving each ridge problem in float64."""
+    X, Y = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(Y, dtype=torch.float64)
+    out = torch.zeros(len(alphas), Y.shape[1], dtype=torch.float64)
+    for train, val in splits:
+        Xt, Yt = X[train], Y[train]
+        mx, my = (Xt.mean(0), Yt.mean(0)) if fit_intercept else (0.0, 0.0)
+        Xt, Yt = Xt - mx, Yt - my
+        for i, a in enumerate(alphas):
+            B = torch.linalg.solve(Xt.T @ Xt + a * torch.eye(X.shape[1], dtype=X.dtype), Xt.T @ Yt)
+            P, Yv = (X[val] - mx) @ B + my, Y[val]
+            if score == "r2":
+                out[i] += 1 - ((Yv - P) ** 2).sum(0) / ((Yv - Yv.mean(0)) ** 2).sum(0)
+            else:
+                a_, b_ = Yv - Yv.mean(0), P - P.mean(0)
+                out[i] += (a_ * b_).sum(0) / torch.sqrt((a_**2).sum(0) * (b_**2).sum(0))
+    return (out / len(splits)).numpy()
+
+
+def signal_data(n, p, v, seed=0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, p)) * scale + 1.0
+    snr = np.logspace(-2, 1, v)
+    Y = (
+        X @ rng.standard_normal((p, v)) / np.sqrt(p) / scale * np.sqrt(snr)
+        + rng.standard_normal((n, v))
+        + 3.0
+    )
+    return X, Y
+
+
+def assert_matches_direct(X, Y, splits, alphas=ALPHAS, **kwargs):
+    res = ridge_cv(X, Y, alphas, splits, device="cpu", show_progress=False, **kwargs)
+    ref = direct_cv_scores(X, Y, alphas, splits, kwargs.get("fit_intercept", True), kwargs.get("score", "r2"))
+    np.testing.assert_allclose(res.cv_scores.numpy(), ref.max(0), atol=2e-6)
+    clear = np.sort(ref, 0)[-1] - np.sort(ref, 0)[-2] > 1e-5  # voxels without a near tie
+    np.testing.assert_array_equal(res.best_alphas.numpy()[clear], np.asarray(alphas)[ref.argmax(0)][clear])
+    return res
+
+
+@pytest.mark.parametrize("score", ["r2", "pearson"])
+@pytest.mark.parametrize("scale", [1e-2, 1.0, 100.0])
+def test_primal_matches_direct(score, scale):
+    X, Y = signal_data(300, 40, 30, scale=scale)
+    assert_matches_direct(X, Y, list(KFold(5).split(X)), score=score)
+
+
+def test_dual_form_matches_direct():
+    X, Y = signal_data(60, 150, 20)
+    assert_matches_direct(X, Y, list(KFold(4).split(X)))
+
+
+def test_degenerate_and_rank_deficient_features():
+    rng = np.random.default_rng(1)
+    Q, _ = np.linalg.qr(rng.standard_normal((300, 40)))  # equal singular values: the within-group path
+    _, Y = signal_data(300, 40, 10)
+    assert_matches_direct(10 * Q, Y, list(KFold(5).split(Q)))
+    X, Y = signal_data(300, 40, 10)
+    X[:, 20:] = X[:, :20]  # duplicated columns
+    assert_matches_direct(X, Y, list(KFold(5).split(X)))
+
+
+def test_general_splits_no_intercept_and_batches():
+    X, Y = signal_data(200, 30, 12)
+    splits = list(ShuffleSplit(4, test_size=0.25, train_size=0.5, random_state=0).split(X))
+    assert_matches_direct(X, Y, splits)
+    assert_matches_direct(X, Y, list(KFold(5).split(X)), fit_intercept=False)
+    kf = list(KFold(5).split(X))
+    whole = ridge_cv(X, Y, ALPHAS, kf, device="cpu", show_progress=False)
+    batched = ridge_cv(X, Y, ALPHAS, kf, device="cpu", show_progress=False, voxel_batch=5)
+    np.testing.assert_array_equal(whole.best_alphas, batched.best_alphas)
+    np.testing.assert_allclose(whole.coef, batched.coef, rtol=1e-5, atol=1e-6)
+
+
+def test_ties_go_to_the_larger_alpha():
+    X, Y = signal_data(100, 10, 3)
+    Y[:, 1] = 2.0  # constant voxel: every alpha scores 0
+    res = ridge_cv(X, Y, ALPHAS, list(KFold(5).split(X)), device="cpu", show_progress=False)
+    assert res.best_alphas[1] == ALPHAS.max()
+
+
+def test_same_alphas_and_predictions_as_himalaya():
+    from himalaya.backend import set_backend
+    from himalaya.ridge import RidgeCV
+    from himalaya.scoring import r2_score
+
+    set_backend("numpy")
+    X, Y = signal_data(400, 50, 40, seed=2)
+    cv = KFold(5)
+    ours = ridge_cv(X, Y, ALPHAS, list(cv.split(X)), device="cpu", show_progress=False)
+    ref = RidgeCV(alphas=ALPHAS, cv=cv, fit_intercept=True, solver_params={"score_func": r2_score})
+    ref.fit(X, Y)
+    np.testing.assert_allclose(ours.best_alphas.numpy(), ref.best_alphas_, rtol=1e-9)  # himalaya: exp(-log a)
+    pred = X @ ours.coef.double().numpy() + ours.intercept.double().numpy()
+    pred_ref = ref.predict(X)
+    scale = np.abs(pred_ref).max(0)
+    assert (np.abs(pred - pred_ref).max(0) / scale).max() < 1e-4
+
+
+def two_space_data(seed=0):
+    """Voxels 0-9 driven by space A only, 10-19 by space B only, 20-29 by both."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    Xa, Xb = rng.standard_normal((n, 20)), rng.standard_normal((n, 15))
+    Ya = Xa @ rng.standard_normal((20, 10)) / 4
+    Yb = Xb @ rng.standard_normal((15, 10)) / 4
+    Yab = Xa @ rng.standard_normal((20, 10)) / 6 + Xb @ rng.standard_normal((15, 10)) / 6
+    Y = np.c_[Ya, Yb, Yab] + rng.standard_normal((n, 30))
+    return Xa, Xb, Y
+
+
+def test_banded_recovers_the_driving_space():
+    Xa, Xb, Y = two_space_data()
+    res = banded_ridge_cv(
+        [Xa, Xb],
+        Y,
+        ALPHAS,
+        list(KFold(5).split(Y)),
+        n_iter=30,
+        random_state=0,
+        device="cpu",
+        show_progress=False,
+    )
+    g = res.best_gammas.numpy()
+    assert (g[0, :10] > 0.8).all() and (g[1, 10:20] > 0.8).all()
+    assert ((g[0, 20:] > 0.1) & (g[1, 20:] > 0.1)).mean() > 0.7
+    banded_pred = np.c_[Xa, Xb] @ res.coef.numpy() + res.intercept.numpy()
+    plain = ridge_cv(np.c_[Xa, Xb], Y, ALPHAS, list(KFold(5).split(Y)), device="cpu", show_progress=False)
+    assert res.cv_scores.mean() > plain.cv_scores.mean()
+    assert np.isfinite(banded_pred).all()
+
+
+def test_banded_with_one_space_is_ridge_and_dual_banded_runs():
+    X, Y = signal_data(120, 20, 8)
+    kf = list(KFold(4).split(X))
+    one = banded_ridge_cv([X], Y, ALPHAS, kf, n_iter=5, device="cpu", show_progress=False)
+    ridge = ridge_cv(X, Y, ALPHAS, kf, device="cpu", show_progress=False)
+    np.testing.assert_array_equal(one.best_alphas, ridge.best_alphas)
+    np.testing.assert_allclose(one.coef, ridge.coef, rtol=1e-5, atol=1e-6)
+    Xa, Xb, Y = two_space_data()
+    dual = banded_ridge_cv(
+        [Xa[:30], Xb[:30]],
+        Y[:30],
+        ALPHAS,
+        list(KFold(3).split(Y[:30])),
+        n_iter=8,
+        device="cpu",
+        show_progress=False,
+    )
+    primal_like = direct_banded_score(np.c_[Xa[:30], Xb[:30]], Y[:30], dual, list(KFold(3).split(Y[:30])))
+    np.testing.assert_allclose(dual.cv_scores.numpy(), primal_like, atol=2e-6)
+
+
+def direct_banded_score(X, Y, res, splits):
+    """Direct CV score of each voxel's chosen (gamma, alpha), by scaling the columns and solving in float64."""
+    sizes = [20, 15]
+    out = np.zeros(Y.shape[1])
+    for j in range(Y.shape[1]):
+        s = np.repeat(np.sqrt(res.best_gammas[:, j].numpy()), sizes)
+        out[j] = direct_cv_scores(X * s, Y[:, [j]], [float(res.best_alphas[j])], splits)[0, 0]
+    return out
+
+
+def test_simplex_candidates():
+    c = simplex_candidates(3, 20, random_state=0).numpy()
+    assert c.shape == (20, 3)
+    np.testing.assert_allclose(c.sum(1), 1.0)
+    np.testing.assert_allclose(c[:4], np.r_[[np.full(3, 1 / 3)], np.eye(3)])
+    np.testing.assert_array_equal(c, simplex_candidates(3, 20, random_state=0).numpy())
+
+
+def test_bad_inputs_raise_clear_errors(monkeypatch):
+    X, Y = signal_data(50, 5, 3)
+    kf = list(KFold(5).split(X))
+    with pytest.raises(DataFormatError, match="do not match"):
+        ridge_cv(X, Y[:-1], ALPHAS, kf, device="cpu")
+    with pytest.raises(ConfigError, match="alphas"):
+        ridge_cv(X, Y, [0.0, 1.0], kf, device="cpu")
+    with pytest.raises(ConfigError, match="score"):
+        ridge_cv(X, Y, ALPHAS, kf, device="cpu", score="mse")
+    with pytest.raises(ConfigError, match="empty"):
+        ridge_cv(X, Y, ALPHAS, [(np.arange(50), np.arange(0))], device="cpu")
+    with pytest.raises(ConfigError, match="device"):
+        ridge_cv(X, Y, ALPHAS, kf, device="tpu")
+    monkeypatch.setattr(_memory, "free_memory", lambda device: 1000)
+    with pytest.raises(ConfigError, match="not enough memory"):
+        ridge_cv(X, Y, ALPHAS, kf, device="cpu")
