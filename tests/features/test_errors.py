@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 
+import open_clip  # noqa: F401  (imported up front: the timing below is about lookups, not imports)
 import pytest
+import timm  # noqa: F401
+import transformers  # noqa: F401
 
 from braincode.errors import ConfigError, DataFormatError, ModelError
 from braincode.features import get_extractor, parse_model_id
