@@ -243,29 +243,32 @@ class LMComposer:
 
 
 class HFImageCaptioner:
-    """Captions from a local transformers image-to-text model (BLIP, GIT, VisionEncoderDecoder, ...).
+    """Captions from a local transformers image-to-text model (BLIP, GIT, VisionEncoderDecoder, ...): its image
+    processor and tokenizer, unconditional generation from the pixels, greedy decoding. Captions are cached by
+    bank id (a voxel's top images overlap with its neighbours').
 
     Parameters
     ----------
     path : str or Path
-        Model folder with its processor (``AutoProcessor``) and weights.
+        Model folder with the image processor, the tokenizer and the weights (``save_pretrained``).
     max_new_tokens, batch_size : int
     device : {"auto", "cpu", "cuda"}
     """
 
     def __init__(self, path: str | Path, *, max_new_tokens: int = 30, batch_size: int = 8,
                  device: str = "auto") -> None:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
         from braincode.encoding.training import resolve_device
 
         path = Path(path)
         if not (path / "config.json").is_file():
             raise ModelError("not a transformers image-to-text model folder", path=path,
-                             expected="config.json, weights and the processor files",
-                             fix="save the model and its processor with save_pretrained into that folder")
+                             expected="config.json, weights, image processor and tokenizer files",
+                             fix="save the model, its image processor and tokenizer with save_pretrained there")
         self.device = resolve_device(device)
-        self.processor = AutoProcessor.from_pretrained(path)
+        self.image_processor = AutoImageProcessor.from_pretrained(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForImageTextToText.from_pretrained(path).to(self.device).eval()
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self._cache: dict[str, str] = {}
@@ -273,12 +276,13 @@ class HFImageCaptioner:
     @torch.no_grad()
     def caption(self, bank: EmbeddingBank, index: Sequence[int]) -> list[str]:
         stimuli = bank.stimuli()
-        todo = [int(i) for i in dict.fromkeys(int(i) for i in index) if bank.ids[int(i)] not in self._cache]
+        todo = [i for i in dict.fromkeys(int(i) for i in index) if bank.ids[i] not in self._cache]
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
-            inputs = self.processor(images=[stimuli.image(i) for i in chunk], return_tensors="pt").to(self.device)
-            ids = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-            for i, text in zip(chunk, self.processor.batch_decode(ids, skip_special_tokens=True)):
+            pixels = self.image_processor(images=[stimuli.image(i) for i in chunk], return_tensors="pt")
+            ids = self.model.generate(pixel_values=pixels["pixel_values"].to(self.device),
+                                      max_new_tokens=self.max_new_tokens, do_sample=False)
+            for i, text in zip(chunk, self.tokenizer.batch_decode(ids, skip_special_tokens=True)):
                 self._cache[bank.ids[i]] = text.strip()
         return [self._cache[bank.ids[int(i)]] for i in index]
 

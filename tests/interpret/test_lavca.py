@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from braincode.errors import ConfigError, DataFormatError, ModelError
 from braincode.interpret.bank import bank_from_arrays
@@ -12,6 +13,7 @@ from braincode.interpret.decoders import PrefixDecoder
 from braincode.interpret.lavca import (
     BankCaptions,
     Composer,
+    HFImageCaptioner,
     KeywordExtractor,
     LMComposer,
     LMKeywords,
@@ -108,3 +110,42 @@ def test_local_lm_keywords_and_composer(tmp_path):
     assert all(k and k == k.lower() and "," not in k for k in keywords)
     sentence = LMComposer(lm).compose(["face", "house"])
     assert isinstance(sentence, str) and "\n" not in sentence
+
+
+def test_image_captioner_on_a_tiny_vision_encoder_decoder(tmp_path):
+    """A local image-to-text model (random tiny ViT + GPT-2, VisionEncoderDecoder) captions bank images; batched
+    captions equal one-by-one captions, and repeated images are captioned once."""
+    from PIL import Image
+    from transformers import (
+        GPT2Config,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
+
+    tok = PrefixDecoder.tiny(4, ["a face and a house on a grey background"]).tokenizer
+    decoder = GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=32, n_layer=1, n_head=2, add_cross_attention=True,
+                         is_decoder=True, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
+    encoder = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64)
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id, config.pad_token_id = tok.eos_token_id, tok.pad_token_id
+    torch.manual_seed(0)
+    VisionEncoderDecoderModel(config=config).save_pretrained(tmp_path / "captioner")
+    tok.save_pretrained(tmp_path / "captioner")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "captioner")
+    paths = []
+    for i, pixels in enumerate(np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    bank = bank_from_arrays([p.name for p in paths], np.eye(5), paths=paths)
+    batched = HFImageCaptioner(tmp_path / "captioner", max_new_tokens=5, batch_size=4, device="cpu")
+    captions = batched.caption(bank, [4, 0, 1, 2, 3, 0])
+    assert captions[1] == captions[5] and len(batched._cache) == 5
+    single = HFImageCaptioner(tmp_path / "captioner", max_new_tokens=5, batch_size=1, device="cpu")
+    assert [single.caption(bank, [i])[0] for i in (4, 0, 1, 2, 3, 0)] == captions
+    assert set(" ".join(captions).split()) <= set(tok.get_vocab())  # decoded words of the model's vocabulary
+    with pytest.raises(ModelError, match="not a transformers image-to-text model folder"):
+        HFImageCaptioner(tmp_path)
