@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,8 +69,13 @@ def _expected_manifest(ctx: StepContext, step: str, upstream: list[str]) -> dict
     for name in upstream:
         manifest = json.loads((ctx.step_dir(name) / MANIFEST).read_text())
         inputs[name] = hashlib.sha256(json.dumps(manifest["outputs"], sort_keys=True).encode()).hexdigest()
-    return {"step": step, "subject": ctx.subject, "config": ctx.config.digest(), "inputs": inputs,
-            "version": braincode.__version__}
+    return {
+        "step": step,
+        "subject": ctx.subject,
+        "config": ctx.config.digest(),
+        "inputs": inputs,
+        "version": braincode.__version__,
+    }
 
 
 def _matches(final: Path, expected: dict) -> bool:
@@ -101,8 +106,12 @@ def run_step(ctx: StepContext, step: str, fn: StepFn, upstream: list[str]) -> bo
     start, started = time.perf_counter(), time.time()
     try:
         fn(ctx, tmp)
-        timing = {"started": started, "finished": time.time(), "seconds": round(time.perf_counter() - start, 3),
-                  "pid": os.getpid()}
+        timing = {
+            "started": started,
+            "finished": time.time(),
+            "seconds": round(time.perf_counter() - start, 3),
+            "pid": os.getpid(),
+        }
         manifest = {**expected, **timing, "outputs": output_digests(tmp)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         if final.exists():
@@ -115,17 +124,22 @@ def run_step(ctx: StepContext, step: str, fn: StepFn, upstream: list[str]) -> bo
     return True
 
 
-def run_subject(config: PipelineConfig, subject: str) -> dict[str, bool]:
-    """Run every configured step for one subject, in order; returns which steps ran (``False`` = skipped)."""
+def run_subject(config: PipelineConfig, subject: str, steps: Sequence[str] | None = None) -> dict[str, bool]:
+    """Run the configured steps (or those of ``steps``) for one subject, in order.
+
+    Returns which steps ran (``False`` = skipped because its manifest matched). Every configured step before a
+    step is its upstream, whether it runs in this call or ran before.
+    """
     from braincode.pipeline.tasks import STEP_FUNCTIONS
 
     ctx = StepContext(config, subject, config.output / subject)
     ctx.subject_dir.mkdir(parents=True, exist_ok=True)
     clean_temporaries(ctx.subject_dir)
-    ran, done = {}, []
-    for step in config.steps:
-        ran[step] = run_step(ctx, step, STEP_FUNCTIONS[step], list(done))
-        done.append(step)
+    wanted = config.steps if steps is None else steps
+    ran = {}
+    for i, step in enumerate(config.steps):
+        if step in wanted:
+            ran[step] = run_step(ctx, step, STEP_FUNCTIONS[step], list(config.steps[:i]))
     return ran
 
 
@@ -133,14 +147,44 @@ def _slurm_cluster(jobs: int):
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError as exc:
-        raise ConfigError("--scheduler slurm needs dask-jobqueue", expected="the package dask-jobqueue",
-                          found="not installed", fix="pip install 'braincode[slurm]'") from exc
+        raise ConfigError(
+            "--scheduler slurm needs dask-jobqueue",
+            expected="the package dask-jobqueue",
+            found="not installed",
+            fix="pip install 'braincode[slurm]'",
+        ) from exc
     cluster = SLURMCluster()
     cluster.scale(jobs=jobs)
     return cluster
 
 
-def run_pipeline(config: PipelineConfig, *, scheduler: str | None = None, n_workers: int = 2) -> dict[str, dict]:
+def _run_phases(client, config: PipelineConfig) -> list[dict[str, bool]]:
+    """Subjects in parallel, with one shared feature extraction between ``validate`` and the later steps.
+
+    Extracting the union of every subject's stimuli in one task computes shared stimuli once and makes each
+    subject's features independent of which subject ran first, so results do not depend on scheduling.
+    """
+    from braincode.pipeline.tasks import extract_shared
+
+    subjects = list(config.subjects)
+    results: list[dict[str, bool]] = [{} for _ in subjects]
+
+    def phase(steps: list[str]) -> None:
+        if steps:
+            futures = client.map(run_subject, [config] * len(subjects), subjects, [steps] * len(subjects), pure=False)
+            for res, done in zip(results, client.gather(futures)):
+                res.update(done)
+
+    phase([s for s in config.steps if s == "validate"])
+    if "extract" in config.steps:
+        client.submit(extract_shared, config, pure=False).result()
+    phase([s for s in config.steps if s != "validate"])
+    return results
+
+
+def run_pipeline(
+    config: PipelineConfig, *, scheduler: str | None = None, n_workers: int = 2
+) -> dict[str, dict]:
     """Run every subject of ``config`` on dask.distributed, subjects in parallel.
 
     Parameters
@@ -164,15 +208,16 @@ def run_pipeline(config: PipelineConfig, *, scheduler: str | None = None, n_work
     config.output.mkdir(parents=True, exist_ok=True)
     workers = min(n_workers, len(config.subjects))
     if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
     elif scheduler == "slurm":
         cluster = _slurm_cluster(workers)
     else:
         cluster = None
     client = Client(cluster if cluster is not None else scheduler)
     try:
-        futures = client.map(run_subject, [config] * len(config.subjects), config.subjects, pure=False)
-        results = client.gather(futures)
+        results = _run_phases(client, config)
     finally:
         client.close()
         if cluster is not None:

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from braincode.data import Dataset, load_algonauts
+from braincode.data import Dataset, Stimuli, load_algonauts
 from braincode.encoding.metrics import pearson_r
 from braincode.features import FeatureStore
+from braincode.pipeline.config import FeatureConfig, PipelineConfig
 from braincode.pipeline.runner import StepContext, StepFn
 from braincode.pipeline.steps import FeatureSpec, extract_design, fit_and_score, roi_table, write_fit_outputs
 
@@ -59,14 +60,39 @@ def validate(ctx: StepContext, out: Path) -> None:
     (out / "validation.json").write_text(json.dumps(info, indent=2))
 
 
+def _feature_spec(f: FeatureConfig) -> FeatureSpec:
+    return FeatureSpec(f.model, f.layers, f.pool, f.grid)
+
+
+def extract_shared(config: PipelineConfig) -> int:
+    """Fill the feature cache for the union of every subject's stimuli, one model at a time; returns its size.
+
+    Runs between ``validate`` and ``extract``: each feature source sees all stimuli in one deterministic order
+    and commits them to the cache at once, so every subject's ``extract`` then reads the same bytes whatever
+    the order in which subjects run, and whether or not an earlier run was killed.
+    """
+    sets = []
+    for subject in config.subjects:
+        ds = _dataset(StepContext(config, subject, config.output / subject))
+        sets += [ds[split].stimuli for split in SPLITS]
+    union = Stimuli(
+        ids=[i for s in sets for i in s.ids],
+        paths=[p for s in sets for p in s.paths],
+        captions=None if any(s.captions is None for s in sets) else [c for s in sets for c in s.captions],
+    )
+    store = FeatureStore(config.cache_dir)
+    for f in config.features:
+        extract_design({"all": union}, _feature_spec(f), store=store, device=config.device, text=f.text)
+    return len(union)
+
+
 def extract(ctx: StepContext, out: Path) -> None:
     """Extract every configured feature source and save the design matrices ``train.npy`` and ``test.npy``."""
     ds = _dataset(ctx)
     stimuli = {split: ds[split].stimuli for split in SPLITS}
     store = FeatureStore(ctx.config.cache_dir)
     parts = [
-        extract_design(stimuli, FeatureSpec(f.model, f.layers, f.pool, f.grid), store=store,
-                       device=ctx.config.device, text=f.text)
+        extract_design(stimuli, _feature_spec(f), store=store, device=ctx.config.device, text=f.text)
         for f in ctx.config.features
     ]
     for split in SPLITS:

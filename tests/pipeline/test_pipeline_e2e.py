@@ -58,10 +58,14 @@ def clean_run(tmp_path_factory) -> Path:
 
 
 def test_two_subjects_run_in_parallel_workers(clean_run):
-    fits = [json.loads((clean_run / s / "fit" / "manifest.json").read_text()) for s in CONFIG["subjects"]]
-    assert fits[0]["pid"] != fits[1]["pid"]
-    first, second = sorted(fits, key=lambda m: m["started"])
-    assert second["started"] < first["finished"], "the two subjects' fits should overlap in time"
+    spans = []
+    for s in CONFIG["subjects"]:
+        steps = {p.parent.name: json.loads(p.read_text()) for p in (clean_run / s).glob("*/manifest.json")}
+        assert set(steps) == {"validate", "extract", "fit", "evaluate", "report"}
+        spans.append((steps["extract"]["started"], steps["report"]["finished"], steps["fit"]["pid"]))
+    assert spans[0][2] != spans[1][2], "the subjects should be fitted in different worker processes"
+    first, second = sorted(spans)
+    assert second[0] < first[1], "the two subjects' runs should overlap in time"
     for s in CONFIG["subjects"]:
         pred = np.load(clean_run / s / "fit" / "lh_pred_test.npy")
         assert pred.shape[0] == CONFIG["data"]["n_test"] and pred.dtype == np.float32
