@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from braincode.data.core import Stimuli
@@ -17,6 +20,23 @@ CAPTIONS = (
     "a dog",
     "a street market full of fruit stalls",
 )
+
+
+@contextmanager
+def single_thread():
+    """Tiny models run fastest on one thread, and on a busy shared machine spinning thread pools crawl."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -33,11 +53,15 @@ def image_stimuli(tmp_path_factory) -> Stimuli:
     return Stimuli(ids=[p.stem for p in paths], paths=paths, captions=CAPTIONS)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_vit():
-    return get_extractor("open_clip:tiny-vit@random", layers=["pooled", "blocks.0", "blocks.3"], device="cpu")
+    with single_thread():
+        return get_extractor(
+            "open_clip:tiny-vit@random", layers=["pooled", "blocks.0", "blocks.3"], device="cpu"
+        )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def minilm():
-    return get_extractor("minilm", layers=["pooled", "hidden.0", "hidden.3", "hidden.6"], device="cpu")
+    with single_thread():
+        return get_extractor("minilm", layers=["pooled", "hidden.0", "hidden.3", "hidden.6"], device="cpu")
