@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: Softmax temperature of the published projection.
 TEMPERATURE = 150.0
+#: Default size of one chunk of bank rows read at a time.
+_KEY_CHUNK_BYTES = 64 * 2**20
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -37,19 +39,23 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 class _UnitAndNorm:
-    """Row-sliceable view ``[unit | norm]`` (n, D + 1) of a bank, read one key chunk at a time."""
+    """Row-sliceable ``[unit | norm]`` (n, D + 1) of a bank, read one chunk at a time; the memory-mapped pages of
+    each chunk are handed back to the OS once copied, so the resident set stays bounded on any bank size."""
 
     def __init__(self, bank: EmbeddingBank) -> None:
         self.bank = bank
         self.shape = (len(bank), bank.dim + 1)
-        self.dtype = np.dtype(np.float32)
 
-    def __len__(self) -> int:
-        return self.shape[0]
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        from braincode.kernels.streaming import _release
 
-    def __getitem__(self, index) -> np.ndarray:
-        unit = np.asarray(self.bank.unit[index], dtype=np.float32)
-        return np.concatenate([unit, np.asarray(self.bank.norms[index], dtype=np.float32)[:, None]], axis=1)
+        start, stop, _ = rows.indices(self.shape[0])
+        out = np.empty((stop - start, self.shape[1]), dtype=np.float32)
+        out[:, :-1] = self.bank.unit[start:stop]
+        out[:, -1] = self.bank.norms[start:stop]
+        for array in (self.bank.unit, self.bank.norms):
+            _release(array, start, stop)
+        return out
 
 
 def project(
@@ -72,7 +78,7 @@ def project(
         Softmax temperature (150 in BrainSCUBA).
     key_chunk : int, optional
         Bank rows per step; memory is O(n_voxels * key_chunk + key_chunk * D) whatever the bank size (default:
-        a ~256 MiB score tile, :func:`braincode.kernels.streaming.default_key_chunk`).
+        64 MiB of bank rows, fewer when the score tile would pass 256 MiB).
     device : {"auto", "cpu", "cuda"}
 
     Returns
@@ -97,9 +103,14 @@ def project(
         raise ConfigError("the softmax temperature must be positive", found=repr(temperature), fix="e.g. 150")
     from braincode.encoding.training import resolve_device
     from braincode.kernels import softmax_project
+    from braincode.kernels.streaming import default_key_chunk
 
-    queries = torch.from_numpy(_unit_rows(w)).to(resolve_device(device))
-    out = softmax_project(queries, bank.unit, _UnitAndNorm(bank), temperature=temperature, key_chunk=key_chunk)
+    # One read of the bank per chunk: keys [M_hat | |M|] scored by [w_hat | 0] give the softmax over w_hat . M_hat
+    # and, as their own values, both the mean unit embedding and the mean norm.
+    queries = torch.from_numpy(np.pad(_unit_rows(w), ((0, 0), (0, 1)))).to(resolve_device(device))
+    if key_chunk is None:
+        key_chunk = max(1024, min(default_key_chunk(len(w)), _KEY_CHUNK_BYTES // (4 * (bank.dim + 1))))
+    out = softmax_project(queries, _UnitAndNorm(bank), temperature=temperature, key_chunk=key_chunk)
     out = out.double().cpu().numpy()
     direction, norm = out[:, :-1], out[:, -1:]
     return (direction / np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-12) * norm).astype(np.float32)
