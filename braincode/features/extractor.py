@@ -71,7 +71,9 @@ class Extractor(ABC):
         self.fingerprint = fingerprint
         self.preprocess = preprocess
         self.device = device
-        self.requested = self._check_layers(["pooled"] if requested is None else list(requested))
+        if requested is None or isinstance(requested, str):
+            requested = ["pooled"] if requested is None else [requested]
+        self.requested = self._check_layers(list(requested))
 
     def _check_layers(self, requested: list[str]) -> list[str]:
         unknown = [name for name in requested if name not in self.layers]

@@ -76,6 +76,7 @@ def test_unknown_layer_lists_available(tiny_vit):
         get_extractor("open_clip:tiny-vit@random", layers=["pooled", "blocks.4"], device="cpu")
     with pytest.raises(ConfigError, match="hidden.6"):
         get_extractor("minilm", layers=["blocks.0"])
+    assert get_extractor("minilm", layers="hidden.2").requested == ["hidden.2"]  # one name, not its letters
 
 
 def test_bad_ids_devices_and_inputs(tiny_vit, minilm, tmp_path):
