@@ -74,15 +74,15 @@ def _encoder(args: argparse.Namespace, bank):
 
 def _scuba(args: argparse.Namespace, bank, weights: np.ndarray, units) -> pd.DataFrame:
     from braincode.interpret.decoders import PrefixDecoder, RetrievalDecoder
-    from braincode.interpret.scuba import project
+    from braincode.interpret.scuba import caption_voxels, project
 
     if args.decoder is not None:
         decoder = PrefixDecoder.load(args.decoder, device=args.device)
     else:
         decoder = RetrievalDecoder.from_bank(bank)  # keys: the bank's embeddings (of the captions, for a caption bank)
     if units is None:
-        return pd.DataFrame({"caption": decoder.decode(project(weights, bank, temperature=args.temperature,
-                                                               device=args.device))})
+        proj = project(weights, bank, temperature=args.temperature, device=args.device)
+        return pd.DataFrame({"caption": caption_voxels(proj, decoder)})
     needed = np.any([m for _, _, m in units], axis=0)
     proj = np.zeros_like(weights)
     proj[needed] = project(weights[needed], bank, temperature=args.temperature, device=args.device)

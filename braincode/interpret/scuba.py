@@ -142,7 +142,15 @@ def roi_means(values: np.ndarray, voxels: pd.DataFrame, family: str, rois: Seque
 
 
 def caption_voxels(projections: np.ndarray, decoder) -> list[str]:
-    """Decode each voxel's projection (n_voxels, D) with ``decoder`` (any :class:`CaptionDecoder`)."""
+    """Decode each voxel's projection (n_voxels, D) with ``decoder`` (any :class:`CaptionDecoder`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from braincode.interpret.decoders import RetrievalDecoder
+    >>> caption_voxels(np.array([[0.1, 2.0]]), RetrievalDecoder(["a face", "a house"], np.eye(2)))
+    ['a house']
+    """
     return decoder.decode(np.asarray(projections, dtype=np.float32))
 
 
@@ -160,6 +168,15 @@ def caption_rois(
     -------
     DataFrame
         ``family``, ``roi``, ``voxels`` (count) and ``caption``.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from braincode.interpret.decoders import RetrievalDecoder
+    >>> vox = pd.DataFrame({"floc-faces": ["FFA-1", "FFA-1", "OFA"]})
+    >>> proj = np.array([[1.0, 0.0], [0.6, 0.5], [0.0, 1.0]])
+    >>> caption_rois(proj, vox, "floc-faces", RetrievalDecoder(["a face", "a house"], np.eye(2)))["caption"].tolist()
+    ['a face', 'a house']
     """
     table = roi_means(projections, voxels, family, rois)
     captions = decoder.decode(np.stack(table["mean"].to_list()).astype(np.float32))
@@ -237,6 +254,15 @@ def fit_encoder(
     ``cv``-fold CV. ``method="adamw"``: the published recipe (AdamW lr 3e-4, weight decay 1.5e-2, batch 32, up to
     100 epochs on the MSE, 10% held out for early stopping) through :func:`braincode.encoding.training.train_readout`;
     ``train_config`` (a :class:`~braincode.encoding.training.TrainConfig`) replaces those settings.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> x = np.random.default_rng(0).standard_normal((50, 4))
+    >>> y = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ np.array([[1.0], [0.0], [0.0], [0.0]])
+    >>> enc = fit_encoder(x, y, pd.DataFrame({"hemisphere": ["lh"], "vertex": [0]}), alphas=[1e-6], device="cpu")
+    >>> enc.coef.round(2).tolist()
+    [[1.0, 0.0, 0.0, 0.0]]
     """
     x = _unit_rows(embeddings)
     y = np.asarray(responses, dtype=np.float32)
