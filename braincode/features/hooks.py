@@ -14,7 +14,8 @@ def capture_outputs(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, torc
     """Record the output of each module in ``modules`` while the block runs; the hooks are removed afterwards.
 
     A module returning a tuple contributes its first element. The returned dict is filled by the forward passes
-    run inside the ``with`` block (the last pass wins).
+    run inside the ``with`` block (the last pass wins); outputs are not detached, so gradients can flow
+    through them.
 
     Examples
     --------
@@ -28,7 +29,7 @@ def capture_outputs(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, torc
 
     def hook_for(name: str):
         def hook(module: nn.Module, args: tuple, output) -> None:
-            captured[name] = (output[0] if isinstance(output, (tuple, list)) else output).detach()
+            captured[name] = output[0] if isinstance(output, (tuple, list)) else output
 
         return hook
 

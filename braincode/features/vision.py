@@ -91,6 +91,36 @@ class VisionExtractor(Extractor):
         self.grid = None if grid is None else (int(grid[0]), int(grid[1]))
         super().__init__(layers=["pooled", *(f"blocks.{i}" for i in range(n_blocks))], **common)
 
+    def run(
+        self, x: torch.Tensor, blocks: Sequence[int] = ()
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """One forward pass on preprocessed images: the pooled embedding and the tokens of ``blocks``.
+
+        Unlike :meth:`extract`, this runs outside inference mode, so gradients flow back to ``x`` (e.g. for
+        image optimisation through a fitted encoder).
+
+        Parameters
+        ----------
+        x : Tensor of shape (B, 3, H, W)
+            Images already preprocessed as :attr:`transform` does, on :attr:`device`.
+        blocks : sequence of int
+            Block indices whose outputs are wanted.
+
+        Returns
+        -------
+        pooled : Tensor of shape (B, D)
+        tokens : dict of int to Tensor of shape (B, T, D)
+
+        Examples
+        --------
+        >>> ext = get_extractor("open_clip:tiny-vit@random", device="cpu")  # doctest: +SKIP
+        >>> x = torch.zeros(1, 3, 224, 224, requires_grad=True)  # doctest: +SKIP
+        >>> pooled, tokens = ext.run(x, [1])  # doctest: +SKIP
+        >>> pooled.shape, tokens[1].shape  # doctest: +SKIP
+        (torch.Size([1, 64]), torch.Size([1, 50, 128]))
+        """
+        return self._run(x, list(blocks))
+
     def _inputs(self, stimuli: Stimuli | Sequence[str]) -> tuple[Stimuli, list[str]]:
         if not isinstance(stimuli, Stimuli) or stimuli.paths is None:
             raise DataFormatError(
@@ -104,6 +134,6 @@ class VisionExtractor(Extractor):
     def _run_batch(self, source: Stimuli, index: np.ndarray) -> dict[str, torch.Tensor]:
         x = load_images(source, index, self.transform).to(self.device)
         wanted = [int(name.split(".")[1]) for name in self.requested if name.startswith("blocks.")]
-        pooled, tokens = self._run(x, wanted)
+        pooled, tokens = self.run(x, wanted)
         found = {"pooled": pooled, **{f"blocks.{i}": t for i, t in tokens.items()}}
         return {name: found[name] for name in self.requested}

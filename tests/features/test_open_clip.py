@@ -76,3 +76,12 @@ def test_random_weights_are_deterministic_and_leave_global_rng_alone(tiny_vit, i
     assert set(second) == {"blocks.3", "pooled"}
     for layer in second:
         np.testing.assert_array_equal(first[layer], second[layer])
+
+
+def test_run_lets_gradients_reach_the_pixels(tiny_vit):
+    x = torch.rand(2, 3, 224, 224, requires_grad=True)
+    pooled, tokens = tiny_vit.run(x, [1])
+    assert pooled.shape == (2, 64) and tokens[1].shape == (2, 50, 128)
+    (pooled.sum() + tokens[1][:, 1:].pow(2).mean()).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in tiny_vit.model.parameters())  # weights stay frozen
