@@ -61,9 +61,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     stimuli = {split: ds[split].stimuli for split in ("train", "test")}
     parts = [extract_design(stimuli, spec, store=store, device=args.device, text=t) for spec, t in specs]
     designs = {split: np.concatenate([p[split] for p in parts], axis=1) for split in stimuli}
-    result = fit_and_score(
-        designs["train"], ds["train"].responses.data, designs["test"], ds.voxels, cv=args.cv, device=args.device
-    )
+    result = fit_and_score(designs["train"], ds["train"].responses.data, designs["test"], ds.voxels, cv=args.cv,
+                           n_permutations=args.permutations, device=args.device)
     info = {
         "model": args.model,
         "layers": args.layer or ["pooled"],
@@ -135,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-features", action="store_true", help="add text features of the captions")
     p.add_argument("--text-model", default="minilm", help="text model id for --text-features")
     p.add_argument("--cv", type=int, default=5, help="folds of the outer and inner cross-validation")
+    p.add_argument("--permutations", type=int, default=0,
+                   help="permutations for per-voxel p-values of r, FDR-corrected (0: none)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", type=Path, required=True)

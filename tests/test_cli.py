@@ -39,6 +39,7 @@ def test_fit_writes_scores_summary_and_algonauts_predictions(root, tmp_path, cap
     out = tmp_path / "fit"
     status = main(["--quiet", "fit", "--data", str(root), "--subject", "subj01",
                    "--model", "open_clip:tiny-vit@random", "--layer", "blocks.1", "--grid", "2", "--cv", "3",
+                   "--permutations", "50",
                    "--cache", str(tmp_path / "cache"), "--out", str(out)])
     assert status == 0, capsys.readouterr().err
     scores = pd.read_csv(out / "scores.csv", keep_default_na=False)
@@ -46,10 +47,14 @@ def test_fit_writes_scores_summary_and_algonauts_predictions(root, tmp_path, cap
     lh, rh = np.load(out / "lh_pred_test.npy"), np.load(out / "rh_pred_test.npy")
     assert lh.shape == (8, n_lh) and rh.shape == (8, n_rh)
     assert lh.dtype == rh.dtype == np.float32
-    assert {"hemisphere", "vertex", "floc-faces", "r", "r2", "alpha"} <= set(scores.columns)
+    assert {"hemisphere", "vertex", "floc-faces", "r", "r2", "alpha", "pvalue", "qvalue"} <= set(scores.columns)
+    assert ((scores["pvalue"] > 0) & (scores["pvalue"] <= 1)).all()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["subject"] == "subj01" and "FFA-1" in summary["mean_r"]["floc-faces"]
     assert np.isclose(summary["mean_r"]["all"]["all"], scores["r"].mean())
+    ffa = next(row for row in summary["r_ci95"] if row["roi"] == "FFA-1")
+    assert ffa["ci_low"] <= summary["mean_r"]["floc-faces"]["FFA-1"] <= ffa["ci_high"]
+    assert summary["significant_voxels"] == int(scores["significant"].sum())
     # the report command reads the fit's scores
     assert main(["--quiet", "report", str(out), "--out", str(tmp_path / "report"), "--subject", "subj01"]) == 0
     assert "subj01" in (tmp_path / "report" / "report.html").read_text()

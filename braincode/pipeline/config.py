@@ -55,11 +55,13 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class EncodingConfig:
-    """The encoder: readout kind, cross-validation folds, alpha grid (``None`` = the encoder's default)."""
+    """The encoder: readout kind, cross-validation folds, alpha grid (``None`` = the encoder's default), and
+    permutations for per-voxel p-values (0 = none)."""
 
     readout: str = "ridge"
     cv: int = 5
     alphas: tuple[float, ...] | None = None
+    permutations: int = 0
     random_state: int = 0
 
 

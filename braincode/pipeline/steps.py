@@ -22,7 +22,7 @@ from braincode.atomic import atomic_write
 from braincode.data.algonauts import write_algonauts_predictions
 from braincode.data.core import Dataset, Stimuli, roi_families
 from braincode.encoding.estimators import RidgeEncoder
-from braincode.encoding.metrics import pearson_r, r2_score
+from braincode.encoding.metrics import algonauts_score, roi_bootstrap_ci, score_table
 from braincode.errors import ConfigError
 from braincode.features import FeatureStore, get_extractor, pool_tokens
 
@@ -124,6 +124,7 @@ def fit_and_score(
     *,
     alphas: Sequence[float] | None = None,
     cv: int = 5,
+    n_permutations: int = 0,
     random_state: int = 0,
     device: str = "auto",
 ) -> FitResult:
@@ -131,20 +132,27 @@ def fit_and_score(
 
     The outer ``cv``-fold split (shuffled with ``random_state``) gives held-out predictions for every training
     stimulus; inside each fold the :class:`RidgeEncoder` picks each voxel's alpha by its own inner CV, so the
-    reported scores never see the data that chose the alphas.
+    reported scores never see the data that chose the alphas. The scores are those of
+    :func:`braincode.encoding.metrics.score_table`: ``r`` and ``r2``; with ``n_permutations`` a permutation
+    p-value and its FDR q-value per voxel; when the voxel table has a ``noise_ceiling`` column, the Algonauts
+    noise-normalised score.
     """
     outer = KFold(n_splits=cv, shuffle=True, random_state=random_state)
     held_out = cross_val_predict(make_encoder(alphas, cv, device), X_train, Y_train, cv=outer)
     model = make_encoder(alphas, cv, device).fit(X_train, Y_train)
-    scores = voxels.copy()
-    scores["r"] = pearson_r(Y_train, held_out)
-    scores["r2"] = r2_score(Y_train, held_out)
+    nc = voxels["noise_ceiling"].to_numpy() if "noise_ceiling" in voxels else None
+    table = score_table(Y_train, held_out, noise_ceiling=nc, n_permutations=n_permutations,
+                        random_state=random_state)
+    scores = pd.concat([voxels.drop(columns=["noise_ceiling"], errors="ignore").reset_index(drop=True), table],
+                       axis=1)
     scores["alpha"] = model[-1].best_alphas_
     return FitResult(scores=scores, test_predictions=model.predict(X_test).astype(np.float32))
 
 
 #: Columns that :func:`fit_and_score` and later steps add to the voxel table.
-SCORE_COLUMNS = ("r", "r2", "alpha", "r_truth", "r_test", "ceiling")
+SCORE_COLUMNS = (
+    "r", "r2", "alpha", "pvalue", "qvalue", "significant", "normalized_score", "r_truth", "r_test", "ceiling"
+)
 
 
 def roi_table(scores: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -174,9 +182,24 @@ def summarize(scores: pd.DataFrame, column: str = "r") -> dict[str, dict[str, fl
     return out
 
 
+def fit_summary(scores: pd.DataFrame, *, random_state: int = 0) -> dict:
+    """What ``summary.json`` holds beside the run's description: mean r per ROI with bootstrap 95% CIs, the
+    number of FDR-significant voxels and the Algonauts score, when the scores carry what they need."""
+    families = roi_families(scores.drop(columns=list(SCORE_COLUMNS), errors="ignore"))
+    out: dict = {"mean_r": summarize(scores)}
+    if families:
+        ci = roi_bootstrap_ci(scores["r"].to_numpy(), scores, families, random_state=random_state)
+        out["r_ci95"] = ci.to_dict(orient="records")
+    if "significant" in scores:
+        out["significant_voxels"] = int(scores["significant"].astype(bool).sum())
+    if "noise_ceiling" in scores:
+        out["algonauts_score"] = algonauts_score(scores["r"].to_numpy(), scores["noise_ceiling"].to_numpy())
+    return out
+
+
 def write_fit_outputs(result: FitResult, dataset: Dataset, out: Path, info: dict) -> None:
     """Write ``scores.csv``, ``summary.json`` and the Algonauts-format ``{lh,rh}_pred_test.npy`` into ``out``."""
     write_algonauts_predictions(out, result.test_predictions, result.scores)
     atomic_write(out / "scores.csv", lambda p: result.scores.to_csv(p, index=False))
-    summary = {"subject": dataset.subject, "space": dataset.space, **info, "mean_r": summarize(result.scores)}
+    summary = {"subject": dataset.subject, "space": dataset.space, **info, **fit_summary(result.scores)}
     atomic_write(out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))

@@ -105,7 +105,8 @@ def fit(ctx: StepContext, out: Path) -> None:
     enc = ctx.config.encoding
     X = {split: np.load(ctx.step_dir("extract") / f"{split}.npy") for split in SPLITS}
     result = fit_and_score(X["train"], ds["train"].responses.data, X["test"], ds.voxels, alphas=enc.alphas,
-                           cv=enc.cv, random_state=enc.random_state, device=ctx.config.device)
+                           cv=enc.cv, n_permutations=enc.permutations, random_state=enc.random_state,
+                           device=ctx.config.device)
     info = {"models": [f.model for f in ctx.config.features], "readout": enc.readout,
             "n_features": int(X["train"].shape[1])}
     write_fit_outputs(result, ds, out, info)
