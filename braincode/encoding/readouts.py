@@ -431,9 +431,13 @@ class _TokenReadout(BaseEstimator):
         z = predict_batches(self.module_, X, batch_size=4 * self.batch_size, device=device)
         return z * self.y_scale_ + self.y_mean_
 
-    def score(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    def score_voxels(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
         """Pearson r per voxel between ``Y`` and the predictions for ``X``."""
         return pearson_r(Y, self.predict(X))
+
+    def score(self, X: np.ndarray, Y: np.ndarray) -> float:
+        """Mean over voxels of :meth:`score_voxels` (one float, as scikit-learn expects)."""
+        return float(np.mean(self.score_voxels(X, Y)))
 
     def save(self, folder: str | Path) -> Path:
         """Write ``weights.safetensors`` and ``config.json`` into ``folder`` (each written atomically).

@@ -113,7 +113,7 @@ def test_factorized_finds_the_receptive_field():
     assert maps.argmax(1).tolist() == patches
     assert (maps[np.arange(3), patches] > 0.5).all()
     np.testing.assert_allclose(maps.sum(1), 1.0, rtol=1e-5)
-    assert model.score(X[260:], Y[260:]).min() > 0.9
+    assert model.score_voxels(X[260:], Y[260:]).min() > 0.9
 
 
 def _object_data(seed=0, n=400, d=8):
@@ -133,7 +133,7 @@ def test_routing_attends_to_the_object_wherever_it_is():
     X, Y, where = _object_data()
     model = RoutingReadout(queries="roi", lr=3e-3, max_epochs=25, patience=25, dropout=0.0, num_prefix_tokens=1,
                            **SMALL).fit(X[:320], Y[:320], ["lh/FFA-1", "rh/FFA-1"])
-    assert model.score(X[320:], Y[320:]).min() > 0.8
+    assert model.score_voxels(X[320:], Y[320:]).min() > 0.8
     maps = routing_maps(model, X[320:], ["lh/FFA-1"]).of("lh/FFA-1").reshape(80, 16)
     assert maps[np.arange(80), where[320:]].mean() > 0.25  # chance: 1/16
     cells = np.stack([where[320:] % 4, where[320:] // 4], 1) / 4.0
