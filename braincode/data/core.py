@@ -77,6 +77,11 @@ class Stimuli:
             captions=None if self.captions is None else [self.captions[i] for i in idx],
         )
 
+    @property
+    def has_images(self) -> bool:
+        """Whether :meth:`image` can open these stimuli (image files here; subclasses may read elsewhere)."""
+        return self.paths is not None
+
     def image(self, i: int) -> Image.Image:
         """Open stimulus ``i`` as an RGB PIL image, with a clear error if the file is not an image."""
         if self.paths is None:

@@ -213,6 +213,11 @@ class HDF5Stimuli(Stimuli):
                 found=f"{len(self.rows)} rows for {len(self.ids)} ids",
             )
 
+    @property
+    def has_images(self) -> bool:
+        """Always: images are rows of the HDF5 array."""
+        return True
+
     def subset(self, index: Sequence[int] | np.ndarray) -> HDF5Stimuli:
         """Return the stimuli at ``index`` (positions), in that order."""
         idx = [int(i) for i in np.asarray(index).ravel()]

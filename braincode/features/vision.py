@@ -122,10 +122,10 @@ class VisionExtractor(Extractor):
         return self._run(x, list(blocks))
 
     def _inputs(self, stimuli: Stimuli | Sequence[str]) -> tuple[Stimuli, list[str]]:
-        if not isinstance(stimuli, Stimuli) or stimuli.paths is None:
+        if not isinstance(stimuli, Stimuli) or not stimuli.has_images:
             raise DataFormatError(
                 f"{self.model_id} is an image model and needs image files",
-                expected="Stimuli with paths (e.g. from braincode.data.load_algonauts)",
+                expected="Stimuli with images (e.g. from braincode.data.load_algonauts or load_nsd)",
                 found="text" if not isinstance(stimuli, Stimuli) else "Stimuli without paths",
                 fix="pass image stimuli, or pick a text model (e.g. 'minilm') for captions",
             )
