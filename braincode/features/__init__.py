@@ -13,12 +13,13 @@ from braincode.features.model_id import ModelId, parse_model_id
 from braincode.features.pooling import pool_tokens
 from braincode.features.registry import SOURCES, get_extractor
 from braincode.features.store import CacheKey, FeatureStore
-from braincode.features.text import TextExtractor
+from braincode.features.text import ClipTextExtractor, TextExtractor
 from braincode.features.vision import VisionExtractor
 
 __all__ = [
     "SOURCES",
     "CacheKey",
+    "ClipTextExtractor",
     "Extractor",
     "FeatureStore",
     "ModelId",

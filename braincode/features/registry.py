@@ -13,6 +13,7 @@ from braincode.features.weights import resolve_device
 #: Source name -> builder ``build(model_id, layers=..., device=...)``.
 SOURCES: dict[str, Callable[..., Extractor]] = {
     "open_clip": open_clip_models.build,
+    "open_clip_text": open_clip_models.build_text,
     "timm": timm_models.build,
     "hf": hf_models.build,
 }
@@ -24,7 +25,8 @@ def get_extractor(model_id: str, layers: Sequence[str] | None = None, device: st
     Parameters
     ----------
     model_id : str
-        ``source:name[@pretrained]``: ``open_clip:ViT-B-32@openai``, ``open_clip:tiny-vit@random``,
+        ``source:name[@pretrained]``: ``open_clip:ViT-B-32@openai``, ``open_clip:tiny-vit@random``
+        (image towers), ``open_clip_text:ViT-B-32@openai`` (the text tower, same embedding space),
         ``timm:vit_base_patch16_224[@tag|@random]``, ``hf:<repo-or-folder>[@random]``, or the alias ``minilm``.
         Pretrained weights must already be on this machine; ``@random`` (seeded, so always the same weights) is
         used only when asked for.

@@ -25,7 +25,35 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
-class TextExtractor(Extractor):
+class _TextModel(Extractor):
+    """Shared by text extractors: the inputs are texts, hashed by content."""
+
+    kind = "text"
+
+    def _inputs(self, stimuli: Stimuli | Sequence[str]) -> tuple[list[str], list[str]]:
+        texts = texts_of(stimuli)
+        return texts, [text_hash(t) for t in texts]
+
+
+class ClipTextExtractor(_TextModel):
+    """Text tower of an open_clip model: ``"pooled"`` is ``encode_text`` (unnormalised), in the image space.
+
+    Attributes
+    ----------
+    tokenizer : callable
+        open_clip's tokenizer: list of str -> token ids (B, context_length).
+    """
+
+    def __init__(self, *, tokenizer: Any, **common: Any) -> None:
+        self.tokenizer = tokenizer
+        super().__init__(layers=["pooled"], **common)
+
+    def _run_batch(self, source: list[str], index: np.ndarray) -> dict[str, torch.Tensor]:
+        tokens = self.tokenizer([source[int(i)] for i in index]).to(self.device)
+        return {"pooled": self.model.encode_text(tokens)}
+
+
+class TextExtractor(_TextModel):
     """Extractor of a transformers text encoder; see :class:`Extractor` for the shared attributes.
 
     ``"pooled"`` is the mean of the last hidden state over non-padding tokens (sentence-transformers' mean
@@ -39,16 +67,10 @@ class TextExtractor(Extractor):
         Longer texts are truncated to this many tokens.
     """
 
-    kind = "text"
-
     def __init__(self, *, tokenizer: Any, max_length: int, n_layers: int, **common: Any) -> None:
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
         super().__init__(layers=["pooled", *(f"hidden.{i}" for i in range(n_layers + 1))], **common)
-
-    def _inputs(self, stimuli: Stimuli | Sequence[str]) -> tuple[list[str], list[str]]:
-        texts = texts_of(stimuli)
-        return texts, [text_hash(t) for t in texts]
 
     def _run_batch(self, source: list[str], index: np.ndarray) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(

@@ -31,6 +31,7 @@ def empty_caches(tmp_path, monkeypatch):
             "open_clip.create_model_and_transforms('ViT-B-32', pretrained='openai')",
         ),
         ("open_clip:ViT-B-16@laion2b_s34b_b88k", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K"),
+        ("open_clip_text:ViT-B-32@openai", "timm/vit_base_patch32_clip_224.openai"),
         ("timm:vit_tiny_patch16_224", "timm.create_model('vit_tiny_patch16_224', pretrained=True)"),
         ("timm:vit_tiny_patch16_224@augreg_in21k", "timm/vit_tiny_patch16_224.augreg_in21k"),
         ("hf:bert-base-uncased", "snapshot_download('bert-base-uncased')"),
@@ -47,7 +48,7 @@ def test_missing_pretrained_weights_fail_fast_with_how_to(empty_caches, model_id
 
 
 def test_unknown_source_lists_sources():
-    with pytest.raises(ModelError, match="one of open_clip, timm, hf"):
+    with pytest.raises(ModelError, match="one of open_clip, open_clip_text, timm, hf"):
         get_extractor("keras:resnet50")
 
 

@@ -85,3 +85,15 @@ def test_run_lets_gradients_reach_the_pixels(tiny_vit):
     (pooled.sum() + tokens[1][:, 1:].pow(2).mean()).backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(p.grad is None for p in tiny_vit.model.parameters())  # weights stay frozen
+
+
+def test_text_tower_equals_encode_text(reference, image_stimuli):
+    model, _ = reference
+    ext = get_extractor("open_clip_text:tiny-vit@random", device="cpu")
+    assert (ext.kind, ext.layers) == ("text", ["pooled"])
+    texts = list(image_stimuli.captions)
+    with torch.inference_mode():
+        expected = model.encode_text(open_clip.get_tokenizer("ViT-B-32")(texts)).numpy()
+    feats = ext.extract(image_stimuli, batch_size=4)
+    assert feats["pooled"].shape == (len(texts), 64)  # the image embedding's space
+    np.testing.assert_allclose(feats["pooled"], expected, atol=1e-5, rtol=0)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from braincode.errors import ModelError
 from braincode.features.model_id import ModelId
+from braincode.features.text import ClipTextExtractor
 from braincode.features.vision import VisionExtractor, hooked_run
 from braincode.features.weights import (
     RANDOM_SEED,
@@ -56,8 +57,8 @@ def _cached_checkpoint(cfg: dict) -> tuple[Path | None, list[str]]:
     return None, looked
 
 
-def build(mid: ModelId, *, layers: Sequence[str] | None, device: torch.device) -> VisionExtractor:
-    """Build the extractor of ``open_clip:<name>@<tag>`` (``@random``: seeded random weights)."""
+def _create(mid: ModelId, device: torch.device) -> tuple[torch.nn.Module, Callable, str]:
+    """The open_clip model of ``mid`` (both towers), its image preprocessing and its weights' fingerprint."""
     import open_clip
 
     name = mid.name
@@ -75,9 +76,9 @@ def build(mid: ModelId, *, layers: Sequence[str] | None, device: torch.device) -
             f"open_clip model {name} needs its weights named"
             if mid.pretrained is None
             else f"open_clip model {name} has no pretrained weights {mid.pretrained!r}",
-            expected=f"open_clip:{name}@<weights> with <weights> one of {', '.join([*tags, 'random'])}",
+            expected=f"{mid.source}:{name}@<weights> with <weights> one of {', '.join([*tags, 'random'])}",
             found=str(mid),
-            fix=f"e.g. open_clip:{name}@{(tags or ['random'])[0]}",
+            fix=f"e.g. {mid.source}:{name}@{(tags or ['random'])[0]}",
         )
     if mid.is_random:
         with seeded(RANDOM_SEED):
@@ -88,28 +89,34 @@ def build(mid: ModelId, *, layers: Sequence[str] | None, device: torch.device) -
                 device=device,
                 **(TINY_CONFIGS[name] if tiny else {}),
             )
-        fingerprint = f"random-seed{RANDOM_SEED}:{module_fingerprint(model.visual)}"
-    else:
-        cfg = open_clip.get_pretrained_cfg(name, mid.pretrained)
-        path, looked = _cached_checkpoint(cfg)
-        if path is None:
-            raise missing_weights_error(
-                f"{mid.pretrained!r} of open_clip model {name}",
-                looked,
-                f"python -c \"import open_clip; open_clip.create_model_and_transforms('{name}', "
-                f"pretrained='{mid.pretrained}')\"",
-            )
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name,
-            pretrained=str(path),
-            device=device,
-            force_quick_gelu=bool(cfg.get("quick_gelu", False)),
-            image_mean=cfg.get("mean"),
-            image_std=cfg.get("std"),
-            image_interpolation=cfg.get("interpolation"),
-            image_resize_mode=cfg.get("resize_mode"),
+        return model, preprocess, f"random-seed{RANDOM_SEED}:{module_fingerprint(model)}"
+    cfg = open_clip.get_pretrained_cfg(name, mid.pretrained)
+    path, looked = _cached_checkpoint(cfg)
+    if path is None:
+        raise missing_weights_error(
+            f"{mid.pretrained!r} of open_clip model {name}",
+            looked,
+            f"python -c \"import open_clip; open_clip.create_model_and_transforms('{name}', "
+            f"pretrained='{mid.pretrained}')\"",
         )
-        fingerprint = f"{mid.pretrained}:{file_fingerprint(path)}"
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        name,
+        pretrained=str(path),
+        device=device,
+        force_quick_gelu=bool(cfg.get("quick_gelu", False)),
+        image_mean=cfg.get("mean"),
+        image_std=cfg.get("std"),
+        image_interpolation=cfg.get("interpolation"),
+        image_resize_mode=cfg.get("resize_mode"),
+    )
+    return model, preprocess, f"{mid.pretrained}:{file_fingerprint(path)}"
+
+
+def build(mid: ModelId, *, layers: Sequence[str] | None, device: torch.device) -> VisionExtractor:
+    """Build the image extractor of ``open_clip:<name>@<tag>`` (``@random``: seeded random weights)."""
+    import open_clip
+
+    model, preprocess, fingerprint = _create(mid, device)
     visual = model.visual
     is_vit = isinstance(visual, open_clip.transformer.VisionTransformer)
     blocks = list(visual.transformer.resblocks) if is_vit else []
@@ -129,4 +136,37 @@ def build(mid: ModelId, *, layers: Sequence[str] | None, device: torch.device) -
         n_blocks=len(blocks),
         num_prefix_tokens=1 if is_vit else None,
         grid=tuple(visual.grid_size) if is_vit else None,
+    )
+
+
+def _tokenizer(name: str) -> Callable:
+    """open_clip's tokenizer for ``name``, refusing to download a Hugging Face tokenizer."""
+    import open_clip
+
+    cfg = open_clip.get_model_config(_TINY_BASE if name in TINY_CONFIGS else name) or {}
+    hf_name = cfg.get("text_cfg", {}).get("hf_tokenizer_name")
+    if hf_name and find_hf_cached(hf_name, ["tokenizer_config.json", "tokenizer.json"]) is None:
+        raise missing_weights_error(
+            f"(tokenizer {hf_name}) of open_clip model {name}",
+            [f"{hf_cache_dir()} (hub repo {hf_name})"],
+            f"python -c \"import open_clip; open_clip.get_tokenizer('{name}')\"",
+        )
+    return open_clip.get_tokenizer(_TINY_BASE if name in TINY_CONFIGS else name)
+
+
+def build_text(mid: ModelId, *, layers: Sequence[str] | None, device: torch.device) -> ClipTextExtractor:
+    """Build the text extractor of ``open_clip_text:<name>@<tag>``: ``"pooled"`` = ``encode_text``, unnormalised.
+
+    Its embeddings share a space with the image extractor's ``"pooled"`` of the same id under ``open_clip:``.
+    """
+    model, _, fingerprint = _create(mid, device)
+    tokenizer = _tokenizer(mid.name)
+    return ClipTextExtractor(
+        model_id=str(mid),
+        model=model,
+        requested=layers,
+        fingerprint=fingerprint,
+        preprocess=f"{type(tokenizer).__name__}(context_length={getattr(tokenizer, 'context_length', None)})",
+        device=device,
+        tokenizer=tokenizer,
     )
