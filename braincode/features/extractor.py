@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -13,7 +12,7 @@ import torch
 from torch import nn
 
 from braincode.data.core import Stimuli
-from braincode.errors import ConfigError, DataFormatError
+from braincode.errors import ConfigError
 from braincode.features.store import CacheKey, FeatureStore
 from braincode.progress import progress as progress_bar
 
@@ -169,29 +168,3 @@ class Extractor(ABC):
     @abstractmethod
     def _run_batch(self, source: Any, index: np.ndarray) -> dict[str, torch.Tensor]:
         """One forward pass over ``source[index]``; every requested layer, batch first."""
-
-
-def text_hash(text: str) -> str:
-    """Content hash of a text stimulus (SHA-256 of its UTF-8 bytes, as :attr:`Stimuli.content_hashes`)."""
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def texts_of(stimuli: Stimuli | Sequence[str]) -> list[str]:
-    """The texts of ``stimuli``: their captions, or the strings themselves."""
-    if isinstance(stimuli, Stimuli):
-        if stimuli.captions is None:
-            raise DataFormatError(
-                "a text model needs captions but these stimuli have none",
-                expected="Stimuli(..., captions=[...]) or a list of strings",
-                found=f"{len(stimuli)} stimuli without captions",
-                fix="load the captions file with the dataset, or pass a list of strings",
-            )
-        return list(stimuli.captions)
-    if isinstance(stimuli, str) or not all(isinstance(t, str) for t in stimuli):
-        raise DataFormatError(
-            "a text model reads a list of strings",
-            expected="Stimuli with captions, or a list of str",
-            found=type(stimuli).__name__ if isinstance(stimuli, str) else "non-string entries",
-            fix='wrap a single text in a list: ["a photo of a cat"]',
-        )
-    return list(stimuli)

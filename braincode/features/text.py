@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,7 +10,34 @@ import numpy as np
 import torch
 
 from braincode.data.core import Stimuli
-from braincode.features.extractor import Extractor, text_hash, texts_of
+from braincode.errors import DataFormatError
+from braincode.features.extractor import Extractor
+
+
+def text_hash(text: str) -> str:
+    """Content hash of a text stimulus (SHA-256 of its UTF-8 bytes, as :attr:`Stimuli.content_hashes`)."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def texts_of(stimuli: Stimuli | Sequence[str]) -> list[str]:
+    """The texts of ``stimuli``: their captions, or the strings themselves."""
+    if isinstance(stimuli, Stimuli):
+        if stimuli.captions is None:
+            raise DataFormatError(
+                "a text model needs captions but these stimuli have none",
+                expected="Stimuli(..., captions=[...]) or a list of strings",
+                found=f"{len(stimuli)} stimuli without captions",
+                fix="load the captions file with the dataset, or pass a list of strings",
+            )
+        return list(stimuli.captions)
+    if isinstance(stimuli, str) or not all(isinstance(t, str) for t in stimuli):
+        raise DataFormatError(
+            "a text model reads a list of strings",
+            expected="Stimuli with captions, or a list of str",
+            found=type(stimuli).__name__ if isinstance(stimuli, str) else "non-string entries",
+            fix='wrap a single text in a list: ["a photo of a cat"]',
+        )
+    return list(stimuli)
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
