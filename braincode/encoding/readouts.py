@@ -381,7 +381,8 @@ class _TokenReadout(BaseEstimator):
         """Train on tokens ``X`` (n, T, D) and responses ``Y`` (n, n_voxels); early-stop on a validation split.
 
         Without ``X_val``/``Y_val`` a random ``validation_fraction`` of the training rows (drawn with
-        ``random_state``) is held out for early stopping.
+        ``random_state``) is held out for early stopping; their positions are kept in ``validation_index_``.
+        ``groups`` (one label per voxel) is used by ``RoutingReadout(queries="roi")`` only.
         """
         X = _check_tokens(X, "X")
         Y = np.asarray(Y, dtype=np.float32)
@@ -391,6 +392,7 @@ class _TokenReadout(BaseEstimator):
         if not np.isfinite(Y).all():
             raise DataFormatError("responses contain NaN or infinite values", fix="drop or impute those voxels")
         config = self._train_config()
+        self.validation_index_ = None
         if X_val is None:
             if not 0 < self.validation_fraction < 1:
                 raise ConfigError("validation_fraction must be in (0, 1)", found=str(self.validation_fraction))
@@ -398,6 +400,7 @@ class _TokenReadout(BaseEstimator):
             n_val = max(3, round(self.validation_fraction * len(X)))
             val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
             X, X_val, Y, Y_val = X[train], X[val], Y[train], Y[val]
+            self.validation_index_ = val
         X_val = _check_tokens(X_val, "X_val")
         grid = _infer_grid(X.shape[1] - self.num_prefix_tokens, self.grid)
         extra, tensors = self._fit_extra(Y.shape[1], groups)

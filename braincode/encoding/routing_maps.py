@@ -93,7 +93,7 @@ def routing_maps(
     out = []
     with torch.no_grad():
         for start in range(0, len(tokens), batch_size):
-            x = torch.from_numpy(np.asarray(tokens[start:start + batch_size], dtype=np.float32)).to(device)
+            x = torch.from_numpy(np.array(tokens[start:start + batch_size], dtype=np.float32)).to(device)
             out.append(module.attention_maps(x, index).float().cpu().numpy())
     return RoutingMaps(np.concatenate(out), queries)
 

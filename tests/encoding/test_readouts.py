@@ -200,3 +200,31 @@ def test_bad_input_is_explained(tmp_path):
         model.predict(X[:, :9])
     with pytest.raises(MissingFileError, match="config.json"):
         load_readout(tmp_path)
+
+
+def test_fit_readout_command_writes_the_fit_outputs(tmp_path):
+    import argparse
+
+    from braincode.commands import readout as command
+    from braincode.data.synthetic import make_synthetic
+
+    root = make_synthetic(tmp_path / "data", n_train=30, n_test=6, image_size=32, seed=0)
+    parser = argparse.ArgumentParser()
+    command.register(parser.add_subparsers(dest="command"))
+    base = ["fit-readout", "--data", str(root), "--subject", "subj01", "--model", "open_clip:tiny-vit@random",
+            "--layer", "blocks.0", "--cache", str(tmp_path / "cache"), "--device", "cpu"]
+    args = parser.parse_args([*base, "--d-model", "16", "--heads", "2", "--d-ff", "16", "--epochs", "2",
+                              "--out", str(tmp_path / "out")])
+    assert args.func(args) == 0
+    out = tmp_path / "out"
+    for name in ("scores.csv", "summary.json", "lh_pred_test.npy", "rh_pred_test.npy", "routing_maps.png"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["readout"] == "routing"
+    assert np.load(out / "lh_pred_test.npy").shape[0] == 6
+    again = load_readout(out / "readout")
+    assert again.n_voxels_ == len(pd.read_csv(out / "scores.csv"))
+    bad = parser.parse_args([*base, "--queries", "pixels", "--out", str(tmp_path / "bad")])
+    with pytest.raises(ConfigError, match="unknown --queries"):
+        bad.func(bad)
+    assert not (tmp_path / "bad" / "scores.csv").exists()
