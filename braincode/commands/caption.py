@@ -79,7 +79,9 @@ def _scuba(args: argparse.Namespace, bank, weights: np.ndarray, units) -> pd.Dat
     if args.decoder is not None:
         decoder = PrefixDecoder.load(args.decoder, device=args.device)
     else:
-        decoder = RetrievalDecoder.from_bank(bank)  # keys: the bank's embeddings (of the captions, for a caption bank)
+        # keys: the captions' text embeddings (CLIP text tower) for an image bank that has one; the bank's own
+        # embeddings otherwise (a caption bank's embeddings are those of its captions)
+        decoder = RetrievalDecoder.from_bank(bank, encode_text=bank.text_encoder() if bank.source == "images" else None)
     if units is None:
         proj = project(weights, bank, temperature=args.temperature, device=args.device)
         return pd.DataFrame({"caption": caption_voxels(proj, decoder)})
@@ -96,7 +98,7 @@ def _lavca(args: argparse.Namespace, bank, weights: np.ndarray, units) -> pd.Dat
         weights = np.stack([weights[m].mean(0) for _, _, m in units])
     lm = lavca.LocalLM(args.lm, device=args.device) if args.lm else None
     return lavca.describe(
-        weights, bank, encode_text=bank.encode_text if bank.source == "captions" else None, n_top=args.n_top,
+        weights, bank, encode_text=bank.text_encoder(), n_top=args.n_top,
         n_keywords=args.n_keywords,
         captioner=lavca.HFImageCaptioner(args.captioner, device=args.device) if args.captioner else None,
         extractor=lavca.LMKeywords(lm) if lm else None, composer=lavca.LMComposer(lm) if lm else None,

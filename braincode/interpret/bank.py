@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,12 +111,25 @@ class EmbeddingBank:
         return embed_stimuli(stimuli, self.model_id, layer=self.layer, source=self.source, store=store,
                              batch_size=batch_size, device=device, progress=progress)
 
-    def encode_text(self, texts: Sequence[str]) -> np.ndarray | None:
-        """Text embeddings in the bank's space when the bank's model reads text (``source="captions"``), else
-        ``None`` (an image-only model has no text tower here)."""
-        if self.source != "captions":
+    def text_encoder(self) -> Callable[[Sequence[str]], np.ndarray] | None:
+        """A function texts -> (n, D) embeddings in this bank's space, or ``None`` when its model has no text side.
+
+        A caption bank embeds texts with its own model; an ``open_clip`` image bank (layer ``pooled``) with the
+        CLIP text tower (``open_clip_text:``, the same joint space).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> bank_from_arrays(["a"], np.ones((1, 4)), model_id="timm:resnet18@random").text_encoder() is None
+        True
+        """
+        if self.source == "captions" and self.model_id:
+            model_id, layer = self.model_id, self.layer
+        elif self.model_id.startswith("open_clip:") and self.layer == "pooled":
+            model_id, layer = "open_clip_text:" + self.model_id.split(":", 1)[1], "pooled"
+        else:
             return None
-        return self.embed(list(texts), progress=False)
+        return lambda texts: embed_stimuli(list(texts), model_id, layer=layer, source="captions", progress=False)
 
     def save(self, folder: str | Path, *, meta: dict | None = None) -> Path:
         """Write the bank into ``folder`` (see the module docstring for the layout); returns ``folder``."""

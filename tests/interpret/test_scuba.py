@@ -11,6 +11,7 @@ from PIL import Image
 
 from braincode.encoding.training import TrainConfig
 from braincode.errors import ConfigError, DataFormatError, MissingFileError
+from braincode.features import get_extractor
 from braincode.interpret.bank import EmbeddingBank, bank_from_arrays, build_bank, load_bank
 from braincode.interpret.decoders import RetrievalDecoder
 from braincode.interpret.scuba import caption_rois, fit_encoder, load_encoder, project, roi_means
@@ -151,6 +152,9 @@ def test_build_bank_from_folder_and_hdf5_agree(tmp_path):
     np.testing.assert_allclose(from_folder.unit, from_h5.unit, atol=1e-5)
     expected = from_folder.embed(from_folder.stimuli(), device="cpu", progress=False)
     np.testing.assert_allclose(from_folder.embeddings(), expected, rtol=1e-5, atol=1e-6)
+    # texts go through the CLIP text tower of the same model: the joint space, same dimension
+    text = get_extractor("open_clip_text:tiny-vit@random", device="cpu").extract(["a face"], progress=False)
+    np.testing.assert_allclose(from_folder.text_encoder()(["a face"]), text["pooled"], rtol=1e-5)
 
 
 def test_bank_bad_input(tmp_path):
