@@ -4,7 +4,8 @@ Prints one JSON line. For each batch size, braincode's :class:`BrainDiVEPipeline
 the graph kept, seeds batched) is timed over a full run; the reference cost model is the same guided step
 preceded by the extra no-grad UNet pass that the reference code makes every step, one image at a time (its
 self-attention guidance, another UNet pass, is left out, so the reference is flattered). Also reported: the
-predicted objective of guided vs unguided images for the same seeds (guidance must raise it).
+predicted objective of guided vs unguided images for the same seeds (guidance must raise it), and the FLOPs of
+one guided step counted on the meta device (so a CPU run still tells what a GPU has to do).
 
 - ``--config sd21-base`` (default on CUDA): the architecture of Stable Diffusion 2.1-base with random weights
   (UNet 865M parameters, VAE 84M), 512x512, DPM-Solver++ 50 steps, fp16 + channels-last, an encoder of
@@ -29,7 +30,7 @@ import torch
 from braincode.encoding.torch_encoder import EncoderConfig, LinearReadout, TorchEncoder
 from braincode.features import get_extractor
 from braincode.features.weights import resolve_device
-from braincode.interpret._dive_models import random_diffusion
+from braincode.interpret._dive_models import ARCHITECTURES, random_diffusion
 from braincode.interpret.dive import BrainDiVEPipeline, Objective
 
 PRESETS = {
@@ -64,6 +65,28 @@ def build(config: str, device: torch.device, dtype: torch.dtype, cls=BrainDiVEPi
     if dtype != torch.float32:
         pipe.set_precision(dtype, channels_last=device.type == "cuda")
     return pipe
+
+
+def tflop_per_step(config: str, size: int) -> dict[str, float]:
+    """FLOPs of one image's UNet forward and of its guided step (UNet + VAE decode, forward and backward to the
+    latents; the encoder left out), counted on the meta device: nothing is computed, so this runs anywhere."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    arch = ARCHITECTURES[config]
+    factor = 2 ** (len(arch["vae"]["block_out_channels"]) - 1)
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**arch["unet"]).requires_grad_(False)
+        vae = AutoencoderKL(**arch["vae"]).requires_grad_(False)
+        x = torch.randn(1, 4, size // factor, size // factor, requires_grad=True)
+        cond = torch.zeros(1, 77, arch["unet"]["cross_attention_dim"])
+    t = torch.tensor(500, device="meta")
+    with FlopCounterMode(display=False) as forward:
+        unet(x.detach(), t, encoder_hidden_states=cond)
+    with FlopCounterMode(display=False) as guided:  # .backward(): FlopCounterMode refuses autograd.grad on leaves
+        vae.decode(x - unet(x, t, encoder_hidden_states=cond).sample).sample.mean().backward()
+    return {"unet_forward_tflop": round(forward.get_total_flops() / 1e12, 3),
+            "guided_step_tflop": round(guided.get_total_flops() / 1e12, 3)}
 
 
 def timed(pipe: BrainDiVEPipeline, objective: Objective, seeds: list[int], steps: int, size: int, scale: float):
@@ -114,6 +137,7 @@ def main() -> None:
         "bench": "dive", "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor()
         or "cpu", "config": config, "steps": steps, "size": size, "dtype": str(dtype).replace("torch.", ""),
         "scale": args.scale, "runs": runs, "unguided_objective": round(float(plain.scores.mean()), 4),
+        **tflop_per_step(config, size),
     }
     if not args.no_reference:
         del pipe
