@@ -27,19 +27,24 @@ from braincode.errors import ConfigError, MissingFileError
 
 #: Every step a pipeline can run, in the order they run.
 ALL_STEPS = ("validate", "extract", "fit", "evaluate", "report")
-DATA_FORMATS = ("algonauts", "synthetic")
+DATA_FORMATS = ("algonauts", "synthetic", "nsd")
 READOUTS = ("ridge",)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the subjects' data are. ``format="synthetic"`` generates them (``n_train``, ``n_test``, ``seed``)."""
+    """Where the subjects' data are and how to read them.
+
+    ``format="synthetic"`` generates them (``n_train``, ``n_test``, ``seed``); ``options`` are passed to the
+    loader (:func:`braincode.data.load_nsd` for ``nsd``, e.g. ``space``, ``betas``, ``sessions``).
+    """
 
     format: str
     root: Path
     n_train: int = 300
     n_test: int = 50
     seed: int = 0
+    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,10 @@ from braincode.atomic import atomic_write
 from braincode.data.algonauts import write_algonauts_predictions
 from braincode.data.core import Dataset, Stimuli, roi_families
 from braincode.encoding.estimators import RidgeEncoder
-from braincode.encoding.metrics import algonauts_score, roi_bootstrap_ci, score_table
+from braincode.encoding.metrics import algonauts_score, pearson_r, roi_bootstrap_ci, score_table
 from braincode.errors import ConfigError
 from braincode.features import FeatureStore, get_extractor, pool_tokens
+from braincode.io import write_map
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ def fit_and_score(
     X_test: np.ndarray,
     voxels: pd.DataFrame,
     *,
+    Y_test: np.ndarray | None = None,
     alphas: Sequence[float] | None = None,
     cv: int = 5,
     n_permutations: int = 0,
@@ -135,7 +137,8 @@ def fit_and_score(
     reported scores never see the data that chose the alphas. The scores are those of
     :func:`braincode.encoding.metrics.score_table`: ``r`` and ``r2``; with ``n_permutations`` a permutation
     p-value and its FDR q-value per voxel; when the voxel table has a ``noise_ceiling`` column, the Algonauts
-    noise-normalised score.
+    noise-normalised score; when the test split's responses ``Y_test`` are given (NSD's shared images), the
+    test-split correlation ``test_r``.
     """
     outer = KFold(n_splits=cv, shuffle=True, random_state=random_state)
     held_out = cross_val_predict(make_encoder(alphas, cv, device), X_train, Y_train, cv=outer)
@@ -146,12 +149,16 @@ def fit_and_score(
     scores = pd.concat([voxels.drop(columns=["noise_ceiling"], errors="ignore").reset_index(drop=True), table],
                        axis=1)
     scores["alpha"] = model[-1].best_alphas_
-    return FitResult(scores=scores, test_predictions=model.predict(X_test).astype(np.float32))
+    predictions = model.predict(X_test).astype(np.float32)
+    if Y_test is not None:
+        scores["test_r"] = pearson_r(Y_test, predictions)
+    return FitResult(scores=scores, test_predictions=predictions)
 
 
 #: Columns that :func:`fit_and_score` and later steps add to the voxel table.
 SCORE_COLUMNS = (
-    "r", "r2", "alpha", "pvalue", "qvalue", "significant", "normalized_score", "r_truth", "r_test", "ceiling"
+    "r", "r2", "alpha", "pvalue", "qvalue", "significant", "normalized_score", "test_r", "r_truth", "r_test",
+    "ceiling",
 )
 
 
@@ -198,8 +205,19 @@ def fit_summary(scores: pd.DataFrame, *, random_state: int = 0) -> dict:
 
 
 def write_fit_outputs(result: FitResult, dataset: Dataset, out: Path, info: dict) -> None:
-    """Write ``scores.csv``, ``summary.json`` and the Algonauts-format ``{lh,rh}_pred_test.npy`` into ``out``."""
-    write_algonauts_predictions(out, result.test_predictions, result.scores)
+    """Write a fit's files into ``out``.
+
+    ``scores.csv`` (one row per voxel), ``summary.json``, the cross-validated r as a map in the data's own
+    space (``{lh,rh}.r.gii`` on surfaces, ``r.nii.gz`` for volumes), and the test-split predictions: in the
+    Algonauts submission format ``{lh,rh}_pred_test.npy`` for hemisphere data, else ``pred_test.npy``.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    if set(result.scores["hemisphere"]) <= {"lh", "rh"}:
+        write_algonauts_predictions(out, result.test_predictions, result.scores)
+        write_map(result.scores["r"].to_numpy(), dataset, out / "{hemi}.r.gii")
+    else:
+        atomic_write(out / "pred_test.npy", lambda p: np.save(p, result.test_predictions))
+        write_map(result.scores["r"].to_numpy(), dataset, out / "r.nii.gz")
     atomic_write(out / "scores.csv", lambda p: result.scores.to_csv(p, index=False))
     summary = {"subject": dataset.subject, "space": dataset.space, **info, **fit_summary(result.scores)}
     atomic_write(out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))

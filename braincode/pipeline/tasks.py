@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from braincode.data import Dataset, Stimuli, load_algonauts
+from braincode.data import Dataset, load_algonauts
 from braincode.encoding.metrics import pearson_r
 from braincode.features import FeatureStore
 from braincode.pipeline.config import FeatureConfig, PipelineConfig
@@ -30,8 +30,14 @@ def data_root(ctx: StepContext) -> Path:
     return ctx.config.data.root
 
 
-def _dataset(ctx: StepContext) -> Dataset:
-    return load_algonauts(data_root(ctx), ctx.subject)
+def _dataset(ctx: StepContext, *, check: bool = False) -> Dataset:
+    """Load the subject's dataset with the configured loader (``check``: also decode every image)."""
+    cfg = ctx.config.data
+    if cfg.format == "nsd":
+        from braincode.data import load_nsd
+
+        return load_nsd(cfg.root, ctx.subject, **cfg.options)
+    return load_algonauts(data_root(ctx), ctx.subject, check_images=check, **cfg.options)
 
 
 def _subject_seed(ctx: StepContext) -> int:
@@ -42,19 +48,19 @@ def _subject_seed(ctx: StepContext) -> int:
 def validate(ctx: StepContext, out: Path) -> None:
     """Check the subject's data (generating it first for synthetic data); write ``validation.json``."""
     cfg = ctx.config.data
-    root = cfg.root
     if cfg.format == "synthetic":
         from braincode.data.synthetic import make_synthetic
 
-        root = make_synthetic(out / "data", ctx.subject, n_train=cfg.n_train, n_test=cfg.n_test,
-                              seed=_subject_seed(ctx))
-    ds = load_algonauts(root, ctx.subject, check_images=True)
+        make_synthetic(out / "data", ctx.subject, n_train=cfg.n_train, n_test=cfg.n_test, seed=_subject_seed(ctx))
+        ds = load_algonauts(out / "data", ctx.subject, check_images=True)
+    else:
+        ds = _dataset(ctx, check=True)
     info = {
         "subject": ds.subject,
         "space": ds.space,
         "n_train": len(ds["train"].stimuli),
         "n_test": len(ds["test"].stimuli),
-        "vertices": {str(k): int(v) for k, v in ds.voxels["hemisphere"].value_counts().sort_index().items()},
+        "voxels": {str(k) or "volume": int(v) for k, v in ds.voxels["hemisphere"].value_counts().sort_index().items()},
         "roi_families": ds.roi_families,
     }
     (out / "validation.json").write_text(json.dumps(info, indent=2))
@@ -64,26 +70,20 @@ def _feature_spec(f: FeatureConfig) -> FeatureSpec:
     return FeatureSpec(f.model, f.layers, f.pool, f.grid)
 
 
-def extract_shared(config: PipelineConfig) -> int:
-    """Fill the feature cache for the union of every subject's stimuli, one model at a time; returns its size.
+def extract_shared(config: PipelineConfig) -> None:
+    """Fill the feature cache with every subject's stimuli, subject by subject and split by split, in one task.
 
-    Runs between ``validate`` and ``extract``: each feature source sees all stimuli in one deterministic order
-    and commits them to the cache at once, so every subject's ``extract`` then reads the same bytes whatever
-    the order in which subjects run, and whether or not an earlier run was killed.
+    Runs between ``validate`` and ``extract``. Stimuli shared between subjects are computed once, and always in
+    the same batches whatever the order in which subjects are scheduled or whether an earlier run was killed
+    (the cache commits each set whole), so every subject's ``extract`` then reads the same bytes.
     """
-    sets = []
+    store = FeatureStore(config.cache_dir)
     for subject in config.subjects:
         ds = _dataset(StepContext(config, subject, config.output / subject))
-        sets += [ds[split].stimuli for split in SPLITS]
-    union = Stimuli(
-        ids=[i for s in sets for i in s.ids],
-        paths=[p for s in sets for p in s.paths],
-        captions=None if any(s.captions is None for s in sets) else [c for s in sets for c in s.captions],
-    )
-    store = FeatureStore(config.cache_dir)
-    for f in config.features:
-        extract_design({"all": union}, _feature_spec(f), store=store, device=config.device, text=f.text)
-    return len(union)
+        for split in SPLITS:
+            for f in config.features:
+                extract_design({split: ds[split].stimuli}, _feature_spec(f), store=store, device=config.device,
+                               text=f.text)
 
 
 def extract(ctx: StepContext, out: Path) -> None:
@@ -104,7 +104,9 @@ def fit(ctx: StepContext, out: Path) -> None:
     ds = _dataset(ctx)
     enc = ctx.config.encoding
     X = {split: np.load(ctx.step_dir("extract") / f"{split}.npy") for split in SPLITS}
-    result = fit_and_score(X["train"], ds["train"].responses.data, X["test"], ds.voxels, alphas=enc.alphas,
+    test = ds["test"].responses
+    result = fit_and_score(X["train"], ds["train"].responses.data, X["test"], ds.voxels,
+                           Y_test=None if test is None else test.data, alphas=enc.alphas,
                            cv=enc.cv, n_permutations=enc.permutations, random_state=enc.random_state,
                            device=ctx.config.device)
     info = {"models": [f.model for f in ctx.config.features], "readout": enc.readout,
@@ -132,8 +134,9 @@ def report(ctx: StepContext, out: Path) -> None:
     """Write the subject's HTML report (``report.html``) with its figures."""
     from braincode.report.subject import write_subject_report
 
+    volume = ctx.step_dir("fit") / "r.nii.gz"
     write_subject_report(ctx.step_dir("evaluate") / "scores.csv", out / "report.html", subject=ctx.subject,
-                         title=f"{ctx.config.name}: {ctx.subject}")
+                         title=f"{ctx.config.name}: {ctx.subject}", volume=volume if volume.exists() else None)
 
 
 STEP_FUNCTIONS: dict[str, StepFn] = {

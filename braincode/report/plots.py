@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -76,4 +78,17 @@ def surface_figure(scores: pd.DataFrame, column: str, *, cmap: str = "hot", symm
             )
             ax.set_title(f"{hemi} {view}", fontsize=9)
     fig.suptitle(column)
+    return fig
+
+
+def volume_figure(img, title: str, *, cmap: str = "hot") -> Figure:
+    """Axial slices of a per-voxel map (a NIfTI image or path) in its own space, thresholded at 0."""
+    import nibabel as nib
+    from nilearn import plotting
+
+    img = nib.load(img) if isinstance(img, (str, Path)) else img
+    img = nib.Nifti1Image(np.nan_to_num(np.asarray(img.dataobj, dtype=np.float32)), img.affine)
+    fig = Figure(figsize=(10, 3))
+    plotting.plot_stat_map(img, bg_img=None, display_mode="z", cut_coords=min(6, img.shape[2]), figure=fig, cmap=cmap,
+                           threshold=0.0, title=title, colorbar=True, black_bg=False, draw_cross=False)
     return fig
