@@ -24,7 +24,7 @@ def write(tmp_path: Path, content: dict) -> Path:
 
 
 def test_shipped_configs_validate():
-    for name in ("demo.yaml", "algonauts_subject.yaml"):
+    for name in ("demo.yaml", "algonauts_subject.yaml", "nsd_subject.yaml"):
         cfg = load_config(REPO / "pipelines" / name)
         assert cfg.subjects and cfg.features
 
