@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -33,6 +35,18 @@ TINY_CONFIGS: dict[str, dict] = {
     },
 }
 _TINY_BASE = "ViT-B-32"
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """Silence warnings on the root logger (where open_clip logs) for the duration of the block."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _cached_checkpoint(cfg: dict) -> tuple[Path | None, list[str]]:
@@ -81,7 +95,8 @@ def _create(mid: ModelId, device: torch.device) -> tuple[torch.nn.Module, Callab
             fix=f"e.g. {mid.source}:{name}@{(tags or ['random'])[0]}",
         )
     if mid.is_random:
-        with seeded(RANDOM_SEED):
+        # open_clip warns on the root logger that no pretrained weights were loaded: random weights were asked for
+        with seeded(RANDOM_SEED), _quiet_root_logger():
             model, _, preprocess = open_clip.create_model_and_transforms(
                 _TINY_BASE if tiny else name,
                 pretrained=None,
