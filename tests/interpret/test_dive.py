@@ -245,3 +245,21 @@ def test_cli_fits_the_encoder_then_synthesizes_and_resumes(tmp_path, capsys):
     args = parser.parse_args([*argv[:4], "XYZ", *argv[5:]])
     with pytest.raises(ConfigError, match="no ROI named 'XYZ'"):
         args.func(args)
+
+
+def test_load_diffusion_reads_a_local_folder_offline(tmp_path):
+    from braincode.errors import ModelError
+    from braincode.interpret._dive_models import load_diffusion
+
+    parts = random_diffusion("tiny")
+    parts.unet.save_pretrained(tmp_path / "unet")
+    parts.vae.save_pretrained(tmp_path / "vae")
+    parts.scheduler.save_pretrained(tmp_path / "scheduler")
+    loaded = load_diffusion(str(tmp_path))
+    assert loaded.text_encoder is None and type(loaded.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    for a, b in zip(parts.unet.state_dict().values(), loaded.unet.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ModelError, match="cannot load the diffusion model offline.*fix: run `huggingface-cli"):
+        load_diffusion(str(tmp_path / "nowhere"))
+    with pytest.raises(ModelError, match="unknown diffusion architecture"):
+        load_diffusion("huge@random")
