@@ -84,9 +84,8 @@ def pool_tokens(
         )
     parts = []
     for start in range(0, len(tokens), _ROWS_PER_STEP):
-        patches = torch.from_numpy(
-            np.asarray(tokens[start : start + _ROWS_PER_STEP, num_prefix_tokens:], dtype=np.float32)
-        )
+        # a copy: the tokens may be a read-only memory map of the cache
+        patches = torch.tensor(tokens[start : start + _ROWS_PER_STEP, num_prefix_tokens:], dtype=torch.float32)
         if mode == "mean":
             parts.append(patches.mean(1))
         else:
