@@ -471,6 +471,8 @@ class _TokenReadout(BaseEstimator):
                                        expected=f"{CONFIG_FILE} and {WEIGHTS_FILE}", fix="save the readout again")
         config = json.loads((folder / CONFIG_FILE).read_text())
         classes = {c.__name__: c for c in (RoutingReadout, FactorizedReadout)}
+        if cls is not _TokenReadout:
+            classes = {cls.__name__: cls}
         if config.get("class") not in classes:
             raise DataFormatError("unknown readout class", path=folder / CONFIG_FILE,
                                   expected=str(sorted(classes)), found=repr(config.get("class")))

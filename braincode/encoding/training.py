@@ -15,29 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from braincode.encoding._memory import resolve_device
 from braincode.encoding.metrics import pearson_r
 from braincode.errors import ConfigError, DataFormatError
 from braincode.progress import progress
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """Turn ``"auto"``, ``"cpu"`` or ``"cuda"`` into a :class:`torch.device` (``"auto"``: CUDA when available).
-
-    Examples
-    --------
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
-        raise ConfigError("unknown device", expected='"auto", "cpu" or "cuda"', found=repr(device))
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("CUDA was asked for but torch sees no GPU", found=f"torch {torch.__version__}",
-                          fix='use device="cpu" or "auto"')
-    return torch.device(device)
 
 
 @dataclass(frozen=True)
@@ -180,7 +163,7 @@ def train_readout(
     if len(X_val) < 3:
         raise DataFormatError("early stopping needs a validation set", expected="at least 3 validation rows",
                               found=str(len(X_val)), fix="pass more stimuli or a larger validation fraction")
-    device = device if isinstance(device, torch.device) else resolve_device(device)
+    device = resolve_device(device)
     module.to(device)
     Y_train = np.asarray(Y_train, dtype=np.float32)
     optimiser = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)

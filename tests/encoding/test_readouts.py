@@ -155,6 +155,9 @@ def test_same_seed_same_model_and_save_load_roundtrip(tmp_path):
         assert type(again) is type(model)
         np.testing.assert_allclose(again.predict(X), model.predict(X), rtol=1e-6, atol=1e-6)
     assert load_readout(tmp_path / "RoutingReadout").query_labels_ == ["a", "b"]
+    assert first.score(X, Y) == pytest.approx(first.score_voxels(X, Y).mean())
+    with pytest.raises(DataFormatError, match="unknown readout class"):
+        FactorizedReadout.load(tmp_path / "RoutingReadout")
 
 
 def test_routing_maps_overlays_are_written(tmp_path):
