@@ -134,13 +134,13 @@ class TokenStandardizer(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return (tokens[:, self.num_prefix_tokens:] - self.mean) / self.scale
 
-    def set_statistics(self, tokens: np.ndarray, batch_size: int = 256) -> None:
+    def set_statistics(self, tokens: np.ndarray, batch_size: int = 32) -> None:
         """Per-feature mean and standard deviation over stimuli and patch tokens, in float64, batch by batch."""
         total = np.zeros(self.mean.numel())
         square = np.zeros_like(total)
         count = 0
         for start in range(0, len(tokens), batch_size):
-            x = np.asarray(tokens[start:start + batch_size, self.num_prefix_tokens:], dtype=np.float64)
+            x = np.asarray(tokens[start:start + batch_size], dtype=np.float64)[:, self.num_prefix_tokens:]
             x = x.reshape(-1, x.shape[-1])
             total, square, count = total + x.sum(0), square + (x * x).sum(0), count + len(x)
         mean = total / count
@@ -361,6 +361,20 @@ def _infer_grid(n_patches: int, grid: tuple[int, int] | None) -> tuple[int, int]
     return grid
 
 
+class _Rows:
+    """Rows ``index`` of a (possibly memory-mapped) array, read only when indexed: the subset is never copied."""
+
+    def __init__(self, data: np.ndarray, index: np.ndarray) -> None:
+        self.data, self.index = data, np.asarray(index)
+        self.shape = (len(self.index), *data.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        return self.data[self.index[key]]
+
+
 class _TokenReadout(BaseEstimator):
     """Fit/predict/score/save shared by the token readouts; subclasses build the module."""
 
@@ -399,7 +413,7 @@ class _TokenReadout(BaseEstimator):
             order = np.random.default_rng(self.random_state).permutation(len(X))
             n_val = max(3, round(self.validation_fraction * len(X)))
             val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-            X, X_val, Y, Y_val = X[train], X[val], Y[train], Y[val]
+            X, X_val, Y, Y_val = _Rows(X, train), _Rows(X, val), Y[train], Y[val]
             self.validation_index_ = val
         X_val = _check_tokens(X_val, "X_val")
         grid = _infer_grid(X.shape[1] - self.num_prefix_tokens, self.grid)

@@ -160,6 +160,15 @@ def test_same_seed_same_model_and_save_load_roundtrip(tmp_path):
         FactorizedReadout.load(tmp_path / "RoutingReadout")
 
 
+def test_memory_mapped_tokens_give_the_same_model(tmp_path):
+    X, Y, _ = _prf_data(n=60)
+    np.save(tmp_path / "tokens.npy", X)
+    mapped = np.load(tmp_path / "tokens.npy", mmap_mode="r")
+    in_memory = FactorizedReadout(max_epochs=2, device="cpu").fit(X, Y)
+    from_disk = FactorizedReadout(max_epochs=2, device="cpu").fit(mapped, Y)
+    np.testing.assert_array_equal(from_disk.predict(mapped), in_memory.predict(X))
+
+
 def test_routing_maps_overlays_are_written(tmp_path):
     X, Y, _ = _prf_data(n=40)
     model = RoutingReadout(queries=2, max_epochs=1, **SMALL).fit(X, Y)
