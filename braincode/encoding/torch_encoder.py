@@ -159,20 +159,6 @@ def _image_geometry(transform) -> tuple[int, tuple[float, ...], tuple[float, ...
     return side, tuple(float(m) for m in norm.mean), tuple(float(s) for s in norm.std)
 
 
-def _find_blocks(model: nn.Module, n_blocks: int) -> nn.ModuleList:
-    """The image tower's transformer blocks (open_clip ``visual.transformer.resblocks``, timm ``blocks``)."""
-    found = [
-        (name, module) for name, module in model.named_modules()
-        if isinstance(module, (nn.ModuleList, nn.Sequential)) and name.split(".")[-1] in ("blocks", "resblocks")
-        and len(module) == n_blocks
-    ]
-    found.sort(key=lambda item: "visual" not in item[0])  # a CLIP's image tower before its text tower
-    if not found:
-        raise ConfigError(f"cannot find the {n_blocks} transformer blocks of {type(model).__name__}",
-                          fix="use layers=('pooled',) for this model")
-    return found[0][1]
-
-
 class TorchEncoder(nn.Module):
     """Images (n, 3, H, W) in [0, 1] -> predicted responses (n, n_voxels), differentiable end to end.
 
@@ -214,7 +200,6 @@ class TorchEncoder(nn.Module):
         unknown = [name for name in config.layers if name not in extractor.layers]
         if unknown:
             raise ConfigError(f"{extractor.model_id} has no layer(s) {unknown}", expected=str(extractor.layers))
-        self.blocks = _find_blocks(self.backbone, len(extractor.layers) - 1) if self.block_ids else None
         n_out = self.design(torch.zeros(1, 3, self.side, self.side, device=self.device)).shape[1]
         n_in = getattr(readout, "n_features", n_out)
         if n_in != n_out:
@@ -251,24 +236,13 @@ class TorchEncoder(nn.Module):
     def design(self, images: torch.Tensor) -> torch.Tensor:
         """The design vector (n, n_features) of ``images``, with gradients."""
         x = self.preprocess(images.to(self.device, torch.float32))
-        tokens: dict[int, torch.Tensor] = {}
-        hooks = [self.blocks[i].register_forward_hook(
-            lambda m, a, out, i=i: tokens.__setitem__(i, out[0] if isinstance(out, (tuple, list)) else out))
-            for i in self.block_ids]
-        try:
-            pooled, _ = self.extractor._run(x, [])
-        finally:
-            for h in hooks:
-                h.remove()
-        n_tokens = self.extractor.num_prefix_tokens + int(np.prod(self.extractor.grid))
+        pooled, tokens = self.extractor.run(x, self.block_ids)
         parts = []
         for name in self.config.layers:
             if name == "pooled":
                 parts.append(pooled.reshape(len(x), -1))
                 continue
-            t = tokens[int(name.split(".")[1])]
-            t = t if t.shape[1] == n_tokens else t.transpose(0, 1)
-            parts.append(pool_tokens_torch(t, num_prefix_tokens=self.extractor.num_prefix_tokens,
+            parts.append(pool_tokens_torch(tokens[int(name.split(".")[1])], num_prefix_tokens=self.extractor.num_prefix_tokens,
                                            grid=self.extractor.grid, mode=self.config.pool,
                                            out_grid=self.config.out_grid))
         return torch.cat([p.float() for p in parts], dim=1)
