@@ -25,8 +25,10 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -43,6 +45,8 @@ SCORES = ("r2", "pearson")
 CLUSTER_TOL = 1e-6
 #: Mean CV scores within this of the best count as ties; ties go to the larger alpha.
 TIE_TOL = 1e-10
+#: Refit bases (one eigen-decomposition of all rows per feature-space weighting) kept across voxel batches.
+FULL_BASIS_CACHE = 16
 
 Splits = Sequence[tuple[np.ndarray, np.ndarray]]
 
@@ -108,8 +112,8 @@ class _Quadratic:
         ``sst`` is each voxel's validation sum of squares about its validation mean, ``delta`` the validation mean
         minus the fold's intercept.
         """
+        cov = self.D @ (F * E).double()  # <Yv, P_a>
         E = E.double()
-        cov = self.D @ F.double().mul_(E)  # <Yv, P_a>
         pbar = self.D_abar @ E  # mean of P_a
         sq = self.D_sq_hdiag @ (E * E) + self.D @ (self.cross @ E).mul_(E)  # ||P_a||^2
         if self.within_idx.numel():
@@ -200,7 +204,7 @@ class _Design:
         if self.primal:
             if complement:  # (Xt - o)^T (Xt - o) = G - Xv^T Xv - n_train o o^T  (Xc is centred, or o = 0)
                 g = self.gram - X64[val_t].T @ X64[val_t]
-                split.gram_train = g.sub_(torch.outer(offset, offset), alpha=n_train)
+                split.gram_train = g.addr_(offset, offset, alpha=-n_train)
             else:
                 Xt = X64[train_t] - offset
                 split.gram_train = Xt.T @ Xt
@@ -246,10 +250,10 @@ class _Design:
         out = []
         for split in self.splits:
             n_train, n_val = len(split.train), len(split.val)
-            Yv = Yc[split.val]
+            Yv = _rows(Yc, split.val)
             y_mean_val = Yv.sum(0, dtype=torch.float64) / n_val
             Yv0 = Yv - y_mean_val.float()
-            sst = Yv0.square().sum(0, dtype=torch.float64)
+            sst = torch.linalg.vector_norm(Yv0, dim=0).double().square()
             if self.center and split.complement:
                 intercept = -y_mean_val * (n_val / n_train)  # Yc is centred
             elif self.center:
@@ -257,13 +261,11 @@ class _Design:
             else:
                 intercept = torch.zeros_like(y_mean_val)
             if self.primal:
-                W = self.Xc[split.val].T @ Yv
+                W = _rows(self.Xc, split.val).T @ Yv
                 Z = XtY - W if split.complement else self.Xc[split.train].T @ Yc[split.train]
                 # (Xt - o)^T (Yt - c) = Xt^T Yt - n_train o c^T (o, c are the training means, or 0)
-                Z.sub_(torch.outer(split.offset.float(), intercept.float()), alpha=n_train)
-                W.sub_(
-                    torch.outer(split.x_mean_val.float(), y_mean_val.float()), alpha=n_val
-                )  # Xv^T (Yv - mean)
+                Z.addr_(split.offset.float(), intercept.float(), alpha=-n_train)
+                W.addr_(split.x_mean_val.float(), y_mean_val.float(), alpha=-n_val)  # Xv^T (Yv - mean)
             else:
                 Z = Yc[split.train] - intercept.float()
                 W = Yv0
@@ -277,6 +279,14 @@ class _Design:
             return basis.left @ (scale * (basis.left.T @ XtY))
         dual = basis.left @ (scale * (basis.left.T @ Yc))  # (K_gamma + a)^-1 Y on the kernel's range
         return (self.Xc * self.feature_scale(gamma).square().float()).T @ dual
+
+
+def _rows(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``data[idx]``, as a view when ``idx`` is a contiguous increasing range (e.g. a KFold validation fold)."""
+    start = int(idx[0])
+    if bool((idx == torch.arange(start, start + len(idx), device=idx.device)).all()):
+        return data[start : start + len(idx)]
+    return data[idx]
 
 
 @contextmanager
@@ -302,6 +312,15 @@ def _eigh_truncated(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         keep[-1] = True
         lam = lam.clamp_min(1.0)
     return lam[keep], vecs[:, keep]
+
+
+def _fold_bases(design: _Design, gamma: torch.Tensor, alphas: torch.Tensor) -> list[_Basis]:
+    """The fold bases of one gamma; on CPU the folds' one-thread eigen-problems run side by side."""
+    threads = torch.get_num_threads()
+    if design.Xc.device.type != "cpu" or threads == 1:
+        return [design.fold_basis(s, gamma, alphas) for s in design.splits]
+    with _one_cpu_thread(design.Xc.device), ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda s: design.fold_basis(s, gamma, alphas), design.splits))
 
 
 def _fold_scores(basis: _Basis, t: _Targets, score: str) -> torch.Tensor:
@@ -424,7 +443,7 @@ def _search(
     gammas_dev = gammas.to(device, torch.float64)
     # the fold bases of the first gamma are kept; the others are recomputed per voxel batch, so with several
     # gammas the batches are as large as memory allows
-    first = [design.fold_basis(s, gammas_dev[0], alphas_dev) for s in design.splits]
+    first = _fold_bases(design, gammas_dev[0], alphas_dev)
     rank = max(int(b.lam.numel()) for b in first)
     within = max(int(b.quad.within_idx.numel()) for b in first)
     per_voxel = _bytes_per_voxel(design, len(alphas), rank, within, len(design.splits))
@@ -442,6 +461,7 @@ def _search(
         rank,
         batch,
     )
+    full_basis = lru_cache(maxsize=FULL_BASIS_CACHE)(lambda g: design.full_basis(gammas_dev[g]))
     coef = torch.empty(design.p, v, dtype=torch.float32)
     intercept = torch.empty(v, dtype=torch.float32)
     best_alpha = torch.empty(v, dtype=torch.float64)
@@ -480,23 +500,27 @@ def _search(
             top = torch.where(better, chosen, top)
             top_gamma = torch.where(better, g, top_gamma)
             top_alpha = torch.where(better, a_idx, top_alpha)
-        W = torch.empty(design.p, Yc.shape[1], dtype=torch.float32, device=device)
-        for g in torch.unique(top_gamma).tolist():
-            sel = torch.nonzero(top_gamma == g).flatten()
-            basis = design.full_basis(gammas_dev[g])
-            W[:, sel] = design.refit(
-                basis,
-                gammas_dev[g],
-                Yc[:, sel],
-                None if XtY is None else XtY[:, sel],
-                alphas_dev[top_alpha[sel]],
-            )
+        W = _refit_batch(design, full_basis, gammas_dev, alphas_dev, top_gamma, top_alpha, Yc, XtY)
         coef[:, cols] = W.cpu()
         intercept[cols] = (y_mean - design.mean @ W.double()).float().cpu()
         best_alpha[cols] = alphas_dev[top_alpha].cpu()
         best_gamma[:, cols] = gammas_dev[top_gamma].T.cpu()
         cv_scores[cols] = top.cpu()
     return BandedRidgeCVResult(coef, intercept, best_alpha, best_gamma, cv_scores)
+
+
+def _refit_batch(design, full_basis, gammas, alphas, top_gamma, top_alpha, Yc, XtY) -> torch.Tensor:
+    """Coefficients (p, vb) of a voxel batch: one refit per distinct winning gamma."""
+    winners = torch.unique(top_gamma).tolist()
+    if len(winners) == 1:
+        g = winners[0]
+        return design.refit(full_basis(g), gammas[g], Yc, XtY, alphas[top_alpha])
+    W = torch.empty(design.p, Yc.shape[1], dtype=torch.float32, device=Yc.device)
+    for g in winners:
+        sel = torch.nonzero(top_gamma == g).flatten()
+        part_XtY = None if XtY is None else XtY[:, sel]
+        W[:, sel] = design.refit(full_basis(g), gammas[g], Yc[:, sel], part_XtY, alphas[top_alpha[sel]])
+    return W
 
 
 def ridge_cv(
