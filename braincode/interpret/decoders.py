@@ -153,7 +153,7 @@ class PrefixConfig:
     prefix_length: int = 10
     hidden: int = 0
     normalize: bool = True
-    max_new_tokens: int = 24
+    max_new_tokens: int = 40
 
 
 class PrefixDecoder(nn.Module):
