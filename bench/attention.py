@@ -221,17 +221,16 @@ def run_attention(args, argv) -> None:
 
 
 def run_project(args, argv) -> None:
-    ours = _child({"kind": "project", "impl": "softmax_project"}, argv)
-    peer = _child({"kind": "project", "impl": "plain_two_pass"}, argv)
-    print(json.dumps({
+    results = {impl: _child({"kind": "project", "impl": impl}, argv) for impl in args.project_impls}
+    line = {
         "bench": "softmax_project", "device": args.device, "queries": args.project_queries,
         "keys": args.project_keys, "dim": args.project_dim, "temperature": args.temperature,
-        "time_s": {"softmax_project": round(ours["time_s"], 2), "plain_two_pass": round(peer["time_s"], 2)},
-        "peak_mb": {"softmax_project": round(ours["peak_mb"], 1), "plain_two_pass": round(peer["peak_mb"], 1)},
-        "total_peak_rss_mb": {"softmax_project": round(ours["total_peak_rss_mb"], 1),
-                              "plain_two_pass": round(peer["total_peak_rss_mb"], 1)},
-        "time_ratio_vs_plain": round(ours["time_s"] / peer["time_s"], 3),
-    }), flush=True)
+        **{field: {impl: round(r[field], 2) for impl, r in results.items()}
+           for field in ("time_s", "peak_mb", "total_peak_rss_mb")},
+    }
+    if len(results) == 2:
+        line["time_ratio_vs_plain"] = round(results["softmax_project"]["time_s"] / results["plain_two_pass"]["time_s"], 3)
+    print(json.dumps(line), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -250,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--project-keys", type=int, default=1_000_000)
     p.add_argument("--project-dim", type=int, default=512)
     p.add_argument("--temperature", type=float, default=150.0)
+    p.add_argument("--project-impls", nargs="+", default=["softmax_project", "plain_two_pass"],
+                   choices=["softmax_project", "plain_two_pass"])
     p.add_argument("--skip-project", action="store_true")
     p.add_argument("--skip-attention", action="store_true")
     p.add_argument("--case", help=argparse.SUPPRESS)

@@ -10,7 +10,8 @@ Backends
 ``reference``
     Materialises all (B, H, Lq, Lk) scores; float32 or wider inside. For tests and small problems.
 ``chunked``
-    Query tiles with an exact log-sum-exp and a recomputing custom backward: memory O(chunk x Lk).
+    Query tiles with an exact log-sum-exp and a recomputing custom backward: memory O(chunk x Lk). On CPU
+    (float32/bfloat16, dv == d) each tile runs through torch's fused flash kernel; see ``kernels.chunked``.
 ``sdpa``
     ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels); no log-sum-exp. Shared queries are
     passed as an expanded view, which torch's kernels may copy.
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 
 from braincode.errors import ConfigError
 from braincode.kernels._checks import AttentionShape, check_mask, check_qkv, default_scale
-from braincode.kernels.chunked import ChunkedAttention, default_chunk_size
+from braincode.kernels.chunked import ChunkedAttention, default_chunk_size, fused_tiles
 from braincode.kernels.reference import masked_scores, reference_attention
 
 BACKENDS = ("auto", "reference", "chunked", "sdpa", "triton")
@@ -141,8 +142,9 @@ def attention(
         out, lse = reference_attention(q, k, v, scale, mask)
         return (out, lse) if return_lse else out
     if backend == "chunked":
-        chunk = chunk_size or default_chunk_size(shape, q.device)
-        return ChunkedAttention.apply(q, k, v, mask, scale, shape, chunk, return_lse)
+        chunk = chunk_size or default_chunk_size(shape, q.device, q.dtype)
+        fused = fused_tiles(shape, q.device, q.dtype)
+        return ChunkedAttention.apply(q, k, v, mask, scale, shape, chunk, return_lse, fused)
     if backend == "sdpa":
         if return_lse:
             raise ConfigError(

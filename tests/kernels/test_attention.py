@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
 from braincode.errors import ConfigError
 from braincode.kernels import attention, attention_probs, pick_backend
 from braincode.kernels._checks import AttentionShape
+
+attention_module = importlib.import_module("braincode.kernels.attention")  # the package's `attention` is the function
 
 SHAPES = [  # batch, shared, heads, lq, lk, d, dv  (odd head dims, Lq >> Lk, ragged padding)
     (3, True, 2, 70, 13, 40, 40),
@@ -21,10 +25,14 @@ def _run(backend, mask, chunk=None):
     return lambda q, k, v: attention(q, k, v, key_padding_mask=mask, backend=backend, **kwargs)
 
 
-@pytest.mark.parametrize("backend", ["chunked", "sdpa"])
+@pytest.mark.parametrize("backend", ["chunked", "chunked-plain", "sdpa"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_backend_matches_reference(kh, backend, dtype, shape):
+def test_backend_matches_reference(kh, monkeypatch, backend, dtype, shape):
+    """chunked-plain: the plain-matmul tiles that CUDA and float64 use, forced on CPU float32/bfloat16 too."""
+    if backend == "chunked-plain":
+        monkeypatch.setattr(attention_module, "fused_tiles", lambda *args: False)
+        backend = "chunked"
     batch, shared, heads, lq, lk, d, dv = shape
     q, k, v, mask = kh.make_problem(sum(shape), batch=batch, shared=shared, heads=heads, lq=lq, lk=lk, d=d,
                                     dv=dv, dtype=dtype)
@@ -52,6 +60,21 @@ def test_chunked_lse_and_its_gradient(kh):
         return attention(q, k, v, key_padding_mask=mask, return_lse=True, backend="chunked", chunk_size=4)
 
     assert torch.autograd.gradcheck(f, (q, k, v))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lse_gradient_on_every_tile_engine(kh, dtype):
+    q, k, v, mask = kh.make_problem(8, batch=3, shared=True, heads=2, lq=30, lk=11, d=16, dv=16, dtype=dtype)
+
+    def loss(q, k, v, backend):
+        out, lse = attention(q, k, v, key_padding_mask=mask, return_lse=True, backend=backend, chunk_size=8)
+        return out.sum() + (lse * torch.linspace(-1, 1, lse.numel()).reshape(lse.shape)).sum()
+
+    got = torch.autograd.grad(loss(q, k, v, "chunked"), [q, k, v])
+    qd, kd, vd = kh.as_double(q, k, v)
+    want = torch.autograd.grad(loss(qd, kd, vd, "reference"), [qd, kd, vd])
+    for g, w in zip(got, want):
+        kh.close(g, w, kh.tol[dtype])
 
 
 def test_shared_queries_gradient_is_sum_over_batch(kh):
