@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from braincode.encoding.torch_encoder import EncoderConfig, LinearReadout, TorchEncoder
+from braincode.encoding.torch_encoder import LinearReadout, TorchEncoder
 from braincode.features import get_extractor
+from braincode.features.design import FeatureSpec
 from braincode.features.weights import resolve_device
 from braincode.interpret._dive_models import ARCHITECTURES, random_diffusion
 from braincode.interpret.dive import BrainDiVEPipeline, Objective
@@ -57,7 +58,7 @@ def build(config: str, device: torch.device, dtype: torch.dtype, cls=BrainDiVEPi
     weights = np.random.default_rng(0).normal(size=(preset["voxels"], n_features)) / np.sqrt(n_features)
     voxels = pd.DataFrame({"hemisphere": "lh", "vertex": np.arange(preset["voxels"]),
                            "floc-faces": np.where(np.arange(preset["voxels"]) < 500, "FFA-1", "")})
-    encoder = TorchEncoder(extractor, EncoderConfig(preset["encoder"]), LinearReadout(weights, np.zeros(len(weights))),
+    encoder = TorchEncoder(extractor, FeatureSpec(preset["encoder"]), LinearReadout(weights, np.zeros(len(weights))),
                            voxels=voxels)
     parts = random_diffusion(config)
     pipe = cls(parts.unet, parts.vae, parts.scheduler, encoder)

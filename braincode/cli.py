@@ -50,7 +50,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_fit(args: argparse.Namespace) -> int:
     from braincode.data import load_algonauts
     from braincode.features import FeatureStore
-    from braincode.pipeline.steps import FeatureSpec, extract_design, fit_and_score, write_fit_outputs
+    from braincode.features.design import FeatureSpec, extract_design
+    from braincode.pipeline.steps import fit_and_score, write_fit_outputs
 
     start = time.perf_counter()
     ds = load_algonauts(args.data, args.subject)

@@ -40,7 +40,7 @@ ds["train"].stimuli.image(0)
 
 # %%
 from braincode.features import FeatureStore
-from braincode.pipeline.steps import FeatureSpec, extract_design
+from braincode.features.design import FeatureSpec, extract_design
 
 stimuli = {split: ds[split].stimuli for split in ("train", "test")}
 store = FeatureStore(workdir / "cache")

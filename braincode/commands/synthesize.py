@@ -30,7 +30,7 @@ DEFAULT_DIFFUSION = "stabilityai/stable-diffusion-2-1-base"
 
 def _encoder_config(args: argparse.Namespace):
     """Model and layers of the encoder to fit: ``--model``/``--layer``, else those of ``OUT/summary.json``."""
-    from braincode.encoding.torch_encoder import EncoderConfig
+    from braincode.features.design import FeatureSpec
 
     summary = args.fit / "summary.json"
     info = json.loads(summary.read_text()) if summary.is_file() else {}
@@ -46,7 +46,7 @@ def _encoder_config(args: argparse.Namespace):
     if model is None:
         raise ConfigError("no encoder model to fit", path=args.fit, expected="--model or OUT/summary.json",
                           fix="pass --model, e.g. open_clip:ViT-B-32@openai")
-    return EncoderConfig(model, tuple(args.layer or info.get("layers") or ["pooled"]), args.pool, args.grid)
+    return FeatureSpec(model, tuple(args.layer or info.get("layers") or ["pooled"]), args.pool, args.grid)
 
 
 def _encoder(args: argparse.Namespace, device: str):
@@ -57,7 +57,8 @@ def _encoder(args: argparse.Namespace, device: str):
         return TorchEncoder.load(args.fit, device=device)
     from braincode.data import load_algonauts
     from braincode.features import FeatureStore
-    from braincode.pipeline.steps import FeatureSpec, extract_design, make_encoder
+    from braincode.features.design import FeatureSpec, extract_design
+    from braincode.pipeline.steps import make_encoder
 
     config = _encoder_config(args)
     dataset = load_algonauts(args.data, args.subject)

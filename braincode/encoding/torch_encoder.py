@@ -15,7 +15,7 @@ L2-normalised pooled embeddings).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,26 +29,11 @@ from torchvision import transforms as T
 from braincode.atomic import atomic_write
 from braincode.errors import ConfigError, DataFormatError, MissingFileError, NotFittedError
 from braincode.features import get_extractor
-from braincode.features.pooling import POOL_MODES
+from braincode.features.design import FeatureSpec
 from braincode.features.vision import VisionExtractor
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, VOXELS = "encoder.safetensors", "encoder.json", "voxels.csv"
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    """What the design matrix of a fitted encoder is made of (mirrors ``pipeline.steps.FeatureSpec``)."""
-
-    model_id: str
-    layers: tuple[str, ...] = ("pooled",)
-    pool: str = "grid"
-    out_grid: int = 4
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "layers", tuple(self.layers))
-        if self.pool not in POOL_MODES:
-            raise ConfigError(f"unknown pooling mode {self.pool!r}", expected=" or ".join(POOL_MODES))
 
 
 def pool_tokens_torch(tokens: torch.Tensor, *, num_prefix_tokens: int, grid: tuple[int, int], mode: str,
@@ -166,7 +151,7 @@ class TorchEncoder(nn.Module):
     ----------
     extractor : VisionExtractor
         From :func:`braincode.features.get_extractor`; its model, preprocessing and token layout are used.
-    config : EncoderConfig
+    config : FeatureSpec
         Layers and pooling that made the design matrix the readout was fitted on.
     readout : nn.Module
         Design vector (n, n_features) -> responses (n, n_voxels), e.g. :class:`LinearReadout`.
@@ -176,12 +161,12 @@ class TorchEncoder(nn.Module):
     Examples
     --------
     >>> ext = get_extractor("open_clip:tiny-vit@random", device="cpu")
-    >>> enc = TorchEncoder(ext, EncoderConfig(ext.model_id), LinearReadout(np.ones((3, 64)), np.zeros(3)))
+    >>> enc = TorchEncoder(ext, FeatureSpec(ext.model_id), LinearReadout(np.ones((3, 64)), np.zeros(3)))
     >>> enc(torch.rand(2, 3, 64, 64)).shape
     torch.Size([2, 3])
     """
 
-    def __init__(self, extractor: VisionExtractor, config: EncoderConfig, readout: nn.Module, *,
+    def __init__(self, extractor: VisionExtractor, config: FeatureSpec, readout: nn.Module, *,
                  voxels: pd.DataFrame | None = None) -> None:
         super().__init__()
         if getattr(extractor, "kind", None) != "vision":
@@ -251,7 +236,7 @@ class TorchEncoder(nn.Module):
         return self.readout(self.design(images))
 
     @classmethod
-    def from_estimator(cls, config: EncoderConfig, estimator, *, voxels: pd.DataFrame | None = None,
+    def from_estimator(cls, config: FeatureSpec, estimator, *, voxels: pd.DataFrame | None = None,
                        device: str = "auto") -> TorchEncoder:
         """Build from a fitted linear estimator or ``StandardScaler -> RidgeEncoder`` pipeline (see
         :meth:`LinearReadout.from_estimator`) and the config its design matrix was made with."""
@@ -289,11 +274,11 @@ class TorchEncoder(nn.Module):
         meta = json.loads((folder / CONFIG).read_text())
         tensors = {k: v.numpy() for k, v in load_file(str(folder / WEIGHTS)).items()}
         if meta.get("format") == FORMAT_VERSION and meta.get("readout") == "linear":
-            config = EncoderConfig(meta["model_id"], tuple(meta["layers"]), meta["pool"], int(meta["out_grid"]))
+            config = FeatureSpec(meta["model_id"], tuple(meta["layers"]), meta["pool"], int(meta["out_grid"]))
             readout = LinearReadout(tensors["weight"], tensors["bias"], mean=tensors["mean"], scale=tensors["scale"],
                                     l2_normalize=meta.get("l2_normalize", False))
         elif meta.get("input") == "L2-normalised embeddings" and {"coef", "intercept"} <= set(tensors):
-            config = EncoderConfig(meta["model_id"], ("pooled",))
+            config = FeatureSpec(meta["model_id"], ("pooled",))
             readout = LinearReadout(tensors["coef"], tensors["intercept"], l2_normalize=True)
         else:
             raise DataFormatError("unsupported saved encoder", path=folder / CONFIG,

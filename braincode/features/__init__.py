@@ -8,6 +8,7 @@ Examples
 >>> X = pool_tokens(feats["blocks.1"], num_prefix_tokens=ext.num_prefix_tokens, grid=ext.grid)  # doctest: +SKIP
 """
 
+from braincode.features.design import FeatureSpec, extract_design
 from braincode.features.extractor import Extractor
 from braincode.features.model_id import ModelId, parse_model_id
 from braincode.features.pooling import pool_tokens
@@ -21,10 +22,12 @@ __all__ = [
     "CacheKey",
     "ClipTextExtractor",
     "Extractor",
+    "FeatureSpec",
     "FeatureStore",
     "ModelId",
     "TextExtractor",
     "VisionExtractor",
+    "extract_design",
     "get_extractor",
     "parse_model_id",
     "pool_tokens",

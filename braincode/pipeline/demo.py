@@ -19,7 +19,8 @@ from braincode.data import load_algonauts
 from braincode.data.synthetic import load_truth, make_synthetic
 from braincode.encoding.metrics import pearson_r
 from braincode.features import FeatureStore
-from braincode.pipeline.steps import FeatureSpec, extract_design, fit_and_score, roi_table, write_fit_outputs
+from braincode.features.design import FeatureSpec, extract_design
+from braincode.pipeline.steps import fit_and_score, roi_table, write_fit_outputs
 from braincode.report.summary import render_summary, write_summary
 
 log = logging.getLogger(__name__)

@@ -15,82 +15,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from braincode.atomic import atomic_write
 from braincode.data.algonauts import write_algonauts_predictions
-from braincode.data.core import Dataset, Stimuli, roi_families
+from braincode.data.core import Dataset, roi_families
 from braincode.encoding.estimators import RidgeEncoder
 from braincode.encoding.metrics import algonauts_score, pearson_r, roi_bootstrap_ci, score_table
-from braincode.errors import ConfigError
-from braincode.features import FeatureStore, get_extractor, pool_tokens
 from braincode.io import write_map
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """Which model features make up the design matrix.
-
-    Parameters
-    ----------
-    model_id : str
-        ``source:name[@pretrained]``, e.g. ``open_clip:ViT-B-32@openai``.
-    layers : sequence of str
-        Layer names of the extractor (``"pooled"``, ``"blocks.3"``, ...).
-    pool : str
-        How token maps ``(n, T, D)`` become vectors: ``"grid"``, ``"mean"`` or ``"cls"``.
-    out_grid : int
-        Side of the pooled patch grid when ``pool="grid"``.
-    """
-
-    model_id: str
-    layers: tuple[str, ...] = ("pooled",)
-    pool: str = "grid"
-    out_grid: int = 4
-
-
-def extract_design(
-    stimuli: dict[str, Stimuli],
-    spec: FeatureSpec,
-    *,
-    store: FeatureStore | None = None,
-    device: str = "auto",
-    batch_size: int = 32,
-    text: bool = False,
-) -> dict[str, np.ndarray]:
-    """Extract ``spec``'s layers for each named set of stimuli, as one (n, p) float32 design matrix per set.
-
-    Token maps are pooled as ``spec`` says; layers are concatenated in order. With ``text=True`` the model reads
-    the stimuli's captions instead of their images. The model is built once for all sets.
-    """
-    if text and any(s.captions is None for s in stimuli.values()):
-        raise ConfigError(
-            "text features need captions",
-            expected="a captions.csv beside the images (columns image, caption)",
-            found="stimuli without captions",
-            fix="add the captions file, or drop --text-features",
-        )
-    extractor = get_extractor(spec.model_id, layers=list(spec.layers), device=device)
-    designs = {}
-    for split, stim in stimuli.items():
-        feats = extractor.extract(stim, batch_size=batch_size, store=store)
-        blocks = []
-        for name in spec.layers:
-            x = np.asarray(feats[name], dtype=np.float32)
-            if x.ndim == 3:
-                x = pool_tokens(
-                    x,
-                    num_prefix_tokens=extractor.num_prefix_tokens,
-                    grid=extractor.grid,
-                    mode=spec.pool,
-                    out_grid=spec.out_grid,
-                )
-            blocks.append(x.reshape(len(x), -1))
-        designs[split] = np.concatenate(blocks, axis=1)
-    return designs
 
 
 @dataclass
@@ -103,13 +38,16 @@ class FitResult:
         The voxel table plus ``r`` and ``r2`` (cross-validated on the training split) and ``alpha``.
     test_predictions : ndarray of shape (n_test, n_voxels)
         Predictions of the model refit on all training data, float32.
+    model : sklearn Pipeline
+        That refit model (``StandardScaler`` then :class:`RidgeEncoder`).
     """
 
     scores: pd.DataFrame
     test_predictions: np.ndarray
+    model: Pipeline
 
 
-def make_encoder(alphas: Sequence[float] | None = None, cv: int = 5, device: str = "auto"):
+def make_encoder(alphas: Sequence[float] | None = None, cv: int = 5, device: str = "auto") -> Pipeline:
     """The default encoder: feature standardisation followed by a per-voxel-alpha :class:`RidgeEncoder`."""
     kwargs = {"cv": cv, "device": device}
     if alphas is not None:
@@ -152,7 +90,7 @@ def fit_and_score(
     predictions = model.predict(X_test).astype(np.float32)
     if Y_test is not None:
         scores["test_r"] = pearson_r(Y_test, predictions)
-    return FitResult(scores=scores, test_predictions=predictions)
+    return FitResult(scores=scores, test_predictions=predictions, model=model)
 
 
 #: Columns that :func:`fit_and_score` and later steps add to the voxel table.

@@ -16,9 +16,10 @@ import pandas as pd
 from braincode.data import Dataset, load_algonauts
 from braincode.encoding.metrics import pearson_r
 from braincode.features import FeatureStore
+from braincode.features.design import FeatureSpec, extract_design
 from braincode.pipeline.config import FeatureConfig, PipelineConfig
 from braincode.pipeline.runner import StepContext, StepFn
-from braincode.pipeline.steps import FeatureSpec, extract_design, fit_and_score, roi_table, write_fit_outputs
+from braincode.pipeline.steps import fit_and_score, roi_table, write_fit_outputs
 
 SPLITS = ("train", "test")
 

@@ -8,13 +8,13 @@ from sklearn.linear_model import Ridge
 
 from braincode.data import load_algonauts
 from braincode.data.synthetic import make_synthetic
-from braincode.encoding.torch_encoder import EncoderConfig, LinearReadout, TorchEncoder, pool_tokens_torch
+from braincode.encoding.torch_encoder import LinearReadout, TorchEncoder, pool_tokens_torch
 from braincode.errors import ConfigError, DataFormatError, MissingFileError, NotFittedError
 from braincode.features import get_extractor, pool_tokens
-from braincode.pipeline.steps import FeatureSpec, extract_design, make_encoder
+from braincode.features.design import FeatureSpec, extract_design
+from braincode.pipeline.steps import make_encoder
 
 SPEC = FeatureSpec("open_clip:tiny-vit@random", ("blocks.1", "pooled"), pool="grid", out_grid=2)
-CONFIG = EncoderConfig(SPEC.model_id, SPEC.layers, SPEC.pool, SPEC.out_grid)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,7 +36,7 @@ def fitted(tmp_path_factory):
     stim = ds["test"].stimuli
     images = np.stack([np.asarray(stim.image(i)) for i in range(len(stim))])
     tensors = torch.from_numpy(images.astype(np.float32) / 255).permute(0, 3, 1, 2)
-    encoder = TorchEncoder.from_estimator(CONFIG, model, voxels=ds.voxels, device="cpu")
+    encoder = TorchEncoder.from_estimator(SPEC, model, voxels=ds.voxels, device="cpu")
     return {"model": model, "X_test": X["test"], "images": tensors, "encoder": encoder, "voxels": ds.voxels}
 
 
@@ -99,17 +99,17 @@ def test_save_load_round_trip(fitted, tmp_path):
     with torch.no_grad():
         np.testing.assert_array_equal(loaded(fitted["images"]).numpy(), fitted["encoder"](fitted["images"]).numpy())
     pd.testing.assert_frame_equal(loaded.voxels, fitted["voxels"].reset_index(drop=True), check_dtype=False)
-    assert loaded.config == CONFIG
+    assert loaded.config == SPEC
 
 
 def test_bad_inputs_have_clear_messages(fitted, tmp_path):
     ext = get_extractor(SPEC.model_id, layers=list(SPEC.layers), device="cpu")
     with pytest.raises(DataFormatError, match="readout does not fit the features.*576 features.*found 7"):
-        TorchEncoder(ext, CONFIG, LinearReadout(np.zeros((2, 7)), np.zeros(2)))
+        TorchEncoder(ext, SPEC, LinearReadout(np.zeros((2, 7)), np.zeros(2)))
     with pytest.raises(MissingFileError, match="encoder.json missing"):
         TorchEncoder.load(tmp_path)
     with pytest.raises(ConfigError, match="not an image model"):
-        TorchEncoder(get_extractor("minilm", device="cpu"), EncoderConfig("minilm"), LinearReadout(np.zeros((1, 1)), [0]))
+        TorchEncoder(get_extractor("minilm", device="cpu"), FeatureSpec("minilm"), LinearReadout(np.zeros((1, 1)), [0]))
     with pytest.raises(DataFormatError, match=r"\(n, 3, H, W\)"):
         fitted["encoder"](torch.zeros(2, 224, 224))
 

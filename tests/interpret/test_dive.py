@@ -9,9 +9,10 @@ import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
 from PIL import Image
 
-from braincode.encoding.torch_encoder import EncoderConfig, LinearReadout, TorchEncoder
+from braincode.encoding.torch_encoder import LinearReadout, TorchEncoder
 from braincode.errors import ConfigError
 from braincode.features import get_extractor
+from braincode.features.design import FeatureSpec
 from braincode.interpret._dive_models import SD_SCHEDULE, random_diffusion
 from braincode.interpret.dive import (
     BrainDiVEPipeline,
@@ -98,7 +99,7 @@ def test_guided_beats_unguided_for_every_seed(runs):
 
 def test_published_scale_with_a_vit_encoder_raises_the_roi_for_every_seed():
     """The must-show: a tiny random ViT + linear readout (a braincode TorchEncoder), BrainDiVE's scale of 130."""
-    config = EncoderConfig("open_clip:tiny-vit@random", ("blocks.1", "pooled"), "grid", 2)
+    config = FeatureSpec("open_clip:tiny-vit@random", ("blocks.1", "pooled"), "grid", 2)
     extractor = get_extractor(config.model_id, layers=list(config.layers), device="cpu")
     weights = np.random.default_rng(0).normal(size=(len(VOXELS), 576)) / 24
     encoder = TorchEncoder(extractor, config, LinearReadout(weights, np.zeros(len(VOXELS))), voxels=VOXELS)
