@@ -54,13 +54,13 @@ def default_chunk_size(shape: AttentionShape, device: torch.device, dtype: torch
     if fused_tiles(shape, device, dtype):  # the kernel bounds its own score blocks; a tile holds q and O rows
         per_row, budget = shape.batch * shape.heads * shape.d * 4, _FUSED_TILE_BYTES
     else:
-        per_row = _batch_step(shape, device, False) * shape.heads * shape.lk * 4
+        per_row = _batch_step(shape, device) * shape.heads * shape.lk * 4
         budget = _CUDA_TILE_BYTES if device.type == "cuda" else _CPU_TILE_BYTES
     return int(min(shape.lq, max(16, budget // per_row)))
 
 
-def _batch_step(shape: AttentionShape, device: torch.device, fused: bool) -> int:
-    return shape.batch if fused or device.type == "cuda" else 1
+def _batch_step(shape: AttentionShape, device: torch.device) -> int:
+    return shape.batch if device.type == "cuda" else 1
 
 
 def _tiles(shape: AttentionShape, chunk: int, batch_step: int) -> Iterator[tuple[int, int, int, int]]:
@@ -124,8 +124,8 @@ def fused_backward(q, k, v, mask, out, lse, grad_out, scale, shape, chunk):
     """Backward through the fused CPU flash kernel per tile, float32 accumulation of dK and dV."""
     bias = _fused_bias(mask, q.dtype)
     dq = torch.empty_like(q)
-    dk = torch.zeros(k.shape, dtype=torch.float32)
-    dv = torch.zeros(v.shape, dtype=torch.float32)
+    dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
+    dv = torch.zeros(v.shape, dtype=torch.float32, device=v.device)
     for _, _, s0, s1 in _tiles(shape, chunk, shape.batch):
         dq_tile, dk_tile, dv_tile = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
             grad_out[:, :, s0:s1].contiguous(), _fused_q_tile(q, shape, s0, s1), k, v, out[:, :, s0:s1],
@@ -151,7 +151,7 @@ def chunked_forward(
     prep = _Prepared(k, v, mask, scale)
     out = q.new_empty(shape.batch, shape.heads, shape.lq, shape.dv)
     lse = q.new_empty(shape.batch, shape.heads, shape.lq, dtype=prep.v.dtype) if want_lse else None
-    for b0, b1, s0, s1 in _tiles(shape, chunk, _batch_step(shape, q.device, False)):
+    for b0, b1, s0, s1 in _tiles(shape, chunk, _batch_step(shape, q.device)):
         scores = prep.scores(_q_tile(q, shape, b0, b1, s0, s1), b0, b1)
         if lse is None:
             probs = torch.softmax(scores, dim=-1)
@@ -181,7 +181,7 @@ def chunked_backward(
     dq = torch.zeros(q.shape, dtype=ct, device=q.device)
     dk_scaled = torch.zeros(k.shape, dtype=ct, device=k.device)
     dv = torch.zeros(v.shape, dtype=ct, device=v.device)
-    for b0, b1, s0, s1 in _tiles(shape, chunk, _batch_step(shape, q.device, False)):
+    for b0, b1, s0, s1 in _tiles(shape, chunk, _batch_step(shape, q.device)):
         q_tile = _q_tile(q, shape, b0, b1, s0, s1).to(ct)
         go = grad_out[b0:b1, :, s0:s1].to(ct)
         probs = torch.softmax(prep.scores(q_tile, b0, b1), dim=-1)
