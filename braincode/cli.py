@@ -22,7 +22,7 @@ from braincode.errors import BraincodeError
 log = logging.getLogger("braincode")
 
 #: Modules of :mod:`braincode.commands` whose ``register(subparsers)`` adds further sub-commands.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("synthesize",)
 
 DEFAULT_CACHE = Path(os.environ.get("BRAINCODE_CACHE", Path.home() / ".cache" / "braincode" / "features"))
 
@@ -56,9 +56,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     ds = load_algonauts(args.data, args.subject)
     store = FeatureStore(args.cache)
-    specs = [(FeatureSpec(args.model, tuple(args.layer or ["pooled"]), args.pool, args.grid), False)]
-    if args.text_features:
-        specs.append((FeatureSpec(args.text_model), True))
+    vision = FeatureSpec(args.model, tuple(args.layer or ["pooled"]), args.pool, args.grid)
+    specs = [(vision, False)] + ([(FeatureSpec(args.text_model), True)] if args.text_features else [])
     stimuli = {split: ds[split].stimuli for split in ("train", "test")}
     parts = [extract_design(stimuli, spec, store=store, device=args.device, text=t) for spec, t in specs]
     designs = {split: np.concatenate([p[split] for p in parts], axis=1) for split in stimuli}
@@ -66,13 +65,22 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                            n_permutations=args.permutations, device=args.device)
     info = {
         "model": args.model,
-        "layers": args.layer or ["pooled"],
+        "layers": list(vision.layers),
+        "pool": vision.pool,
+        "grid": vision.out_grid,
         "text_model": args.text_model if args.text_features else None,
         "n_features": int(designs["train"].shape[1]),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    write_fit_outputs(result, ds, Path(args.out), info)
-    print(f"wrote {args.out}: scores.csv, summary.json, lh_pred_test.npy, rh_pred_test.npy")
+    out = Path(args.out)
+    write_fit_outputs(result, ds, out, info)
+    written = "scores.csv, summary.json, {lh,rh}_pred_test.npy, {lh,rh}.r.gii"
+    if not args.text_features:  # an image-only encoder is differentiable: keep it for `braincode synthesize`
+        from braincode.encoding.torch_encoder import TorchEncoder
+
+        TorchEncoder.from_estimator(vision, result.model, voxels=ds.voxels, device=args.device).save(out)
+        written += ", the encoder (encoder.safetensors, encoder.json)"
+    print(f"wrote {out}: {written}")
     print(f"mean cross-validated r over {len(result.scores)} vertices: {result.scores['r'].mean():.3f}")
     return 0
 

@@ -55,6 +55,8 @@ def test_fit_writes_scores_summary_and_algonauts_predictions(root, tmp_path, cap
     ffa = next(row for row in summary["r_ci95"] if row["roi"] == "FFA-1")
     assert ffa["ci_low"] <= summary["mean_r"]["floc-faces"]["FFA-1"] <= ffa["ci_high"]
     assert summary["significant_voxels"] == int(scores["significant"].sum())
+    assert (out / "lh.r.gii").exists() and (out / "encoder.safetensors").exists()
+    assert summary["pool"] == "grid" and summary["grid"] == 2
     # the report command reads the fit's scores
     assert main(["--quiet", "report", str(out), "--out", str(tmp_path / "report"), "--subject", "subj01"]) == 0
     assert "subj01" in (tmp_path / "report" / "report.html").read_text()
@@ -72,3 +74,11 @@ def test_fit_with_unknown_model_exits_2_with_message(root, tmp_path, capsys):
 def test_missing_subject_folder(tmp_path, capsys):
     assert main(["validate", str(tmp_path), "--subject", "subj05"]) == 2
     assert "subj05" in capsys.readouterr().err
+
+
+def test_every_subcommand_is_registered(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for name in ("validate", "fit", "demo", "run", "report", "synthesize"):
+        assert name in out
