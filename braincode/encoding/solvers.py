@@ -598,15 +598,17 @@ def simplex_candidates(
 
     Returns
     -------
-    Tensor of shape (max(n_iter, n_spaces + 1), n_spaces), float64; rows sum to 1.
+    Tensor of shape (max(n_iter, n_spaces + 1), n_spaces), float64; rows sum to 1 (one row for one space).
 
     Examples
     --------
     >>> simplex_candidates(2, 4, random_state=0)[:3].tolist()
     [[0.5, 0.5], [1.0, 0.0], [0.0, 1.0]]
     """
+    if n_spaces == 1:
+        return torch.ones(1, 1, dtype=torch.float64)
     rng = np.random.default_rng(random_state)
-    fixed = [np.full(n_spaces, 1.0 / n_spaces)] + ([] if n_spaces == 1 else list(np.eye(n_spaces)))
+    fixed = [np.full(n_spaces, 1.0 / n_spaces), *np.eye(n_spaces)]
     conc = np.resize(np.asarray(concentration, dtype=float), max(n_iter - len(fixed), 0))
     drawn = [rng.dirichlet(np.full(n_spaces, c)) for c in conc]
     return torch.as_tensor(np.array(fixed + drawn), dtype=torch.float64)

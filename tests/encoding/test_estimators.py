@@ -7,7 +7,7 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.utils.estimator_checks import check_estimator
 
-from braincode.encoding import RidgeEncoder
+from braincode.encoding import BandedRidgeEncoder, RidgeEncoder
 from braincode.errors import ConfigError, DataFormatError, NotFittedError
 
 #: predict returns float32 by design (memory at 300k voxels); scikit-learn wants float64 for float64 input.
@@ -59,8 +59,23 @@ def test_chosen_alphas_match_brute_force_cv(scoring):
     np.testing.assert_allclose(model.cv_scores_, scores.max(0), atol=1e-5)
 
 
-def test_check_estimator():
-    check_estimator(RidgeEncoder(device="cpu"), expected_failed_checks=EXPECTED_FAILED)
+@pytest.mark.parametrize("estimator", [RidgeEncoder(device="cpu"), BandedRidgeEncoder(device="cpu")])
+def test_check_estimator(estimator):
+    check_estimator(estimator, expected_failed_checks=EXPECTED_FAILED)
+
+
+def test_banded_encoder_spaces_and_clear_errors():
+    rng = np.random.default_rng(0)
+    Xa, Xb = rng.standard_normal((150, 6)), rng.standard_normal((150, 4))
+    Y = np.c_[Xa @ rng.standard_normal((6, 3)), Xb @ rng.standard_normal((4, 3))] + rng.standard_normal(
+        (150, 6)
+    )
+    model = BandedRidgeEncoder(spaces=[6, 4], n_iter=12, random_state=0, device="cpu").fit(np.c_[Xa, Xb], Y)
+    assert model.best_gammas_.shape == (6, 2)
+    np.testing.assert_array_equal(model.best_gammas_.argmax(1), [0, 0, 0, 1, 1, 1])
+    assert model.predict(np.c_[Xa, Xb]).shape == Y.shape
+    with pytest.raises(ConfigError, match="add up"):
+        BandedRidgeEncoder(spaces=[6, 5], device="cpu").fit(np.c_[Xa, Xb], Y)
 
 
 def test_cross_val_predict_and_torch_inputs():
