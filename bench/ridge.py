@@ -13,8 +13,8 @@ Prints two JSON lines.
    - ``flop_bound_s``: the matmuls of the direct eigen-basis method, which any method that forms validation
      predictions must do: per fold ``U^T Y_train`` (2 n_train r v) and per fold and alpha the validation
      predictions (2 n_val r v), plus the refit (2 n p v + 2 p r v);
-   - ``own_flop_bound_s``: the matmuls braincode actually does (it never forms validation predictions): one
-     ``X^T Y`` (2 n p v), per fold ``Xv^T Yv`` (2 n_val p v), two ``V^T`` products (4 p r v) and one float64
+   - ``own_flop_bound_s``: the matmuls braincode actually does (it never forms validation predictions): per
+     fold ``Xv^T Yv`` (2 n_val p v; their sum is ``X^T Y``), two ``V^T`` products (4 p r v) and one float64
      ``M E`` (2 r^2 v, timed at the float64 speed), plus the refit (4 p r v).
 
 2. v=100000 voxels, braincode only, in a subprocess: time and peak resident memory (``ru_maxrss``).
@@ -49,7 +49,9 @@ def make_data(n: int, p: int, v: int, seed: int = 0) -> tuple[np.ndarray, np.nda
         cols = min(10_000, v - start)
         W = rng.standard_normal((p, cols), dtype=np.float32) / np.sqrt(p)
         snr = np.logspace(-2, 1, cols, dtype=np.float32)
-        Y[:, start : start + cols] = (X[:n] @ W) * np.sqrt(snr) + rng.standard_normal((n, cols), dtype=np.float32)
+        Y[:, start : start + cols] = (X[:n] @ W) * np.sqrt(snr) + rng.standard_normal(
+            (n, cols), dtype=np.float32
+        )
     return X[:n], Y, X[n:]
 
 
@@ -107,7 +109,7 @@ def flop_counts(n: int, p: int, v: int, n_folds: int, n_alphas: int) -> tuple[fl
     n_val, n_train = n // n_folds, n - n // n_folds
     refit = 2 * n * p * v + 2 * p * r * v
     direct = n_folds * (2 * n_train * r * v + n_alphas * 2 * n_val * r * v) + refit
-    own32 = 2 * n * p * v + n_folds * (2 * n_val * p * v + 4 * p * r * v) + 4 * p * r * v
+    own32 = n_folds * (2 * n_val * p * v + 4 * p * r * v) + 4 * p * r * v  # X^T Y = sum of the folds' Xv^T Yv
     own64 = n_folds * 2 * r * r * v
     return direct, own32, own64
 
@@ -133,22 +135,32 @@ def main_comparison(quick: bool) -> dict:
     t_h = min(t_hn, t_ht)
     return {
         "bench": "ridge_cv",
-        "n": n, "p": p, "v": v, "alphas": len(ALPHAS), "folds": N_FOLDS,
-        "threads": torch.get_num_threads(), "load_avg_1min": round(os.getloadavg()[0], 2),
+        "n": n,
+        "p": p,
+        "v": v,
+        "alphas": len(ALPHAS),
+        "folds": N_FOLDS,
+        "threads": torch.get_num_threads(),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
         "braincode_s": round(t_bc, 3),
         "himalaya_numpy_s": round(t_hn, 3),
         "himalaya_torch_s": round(t_ht, 3),
         "sklearn_gcv_s": round(t_sk, 3),
         "ratio_himalaya_best_over_braincode": round(t_h / t_bc, 2),
         "ratio_sklearn_over_braincode": round(t_sk / t_bc, 2),
-        "matmul_gflops_f32": round(speed32 / 1e9, 1), "matmul_gflops_f64": round(speed64 / 1e9, 1),
+        "matmul_gflops_f32": round(speed32 / 1e9, 1),
+        "matmul_gflops_f64": round(speed64 / 1e9, 1),
         "flop_bound_s": round(bound, 3),
         "ratio_braincode_over_flop_bound": round(t_bc / bound, 3),
         "own_flop_bound_s": round(own_bound, 3),
         "ratio_braincode_over_own_flop_bound": round(t_bc / own_bound, 3),
-        "max_rel_pred_diff_vs_himalaya": relative_prediction_diff(pred_bc, pred_ht),
-        "share_alpha_differs_vs_himalaya": float(np.mean(~np.isclose(alphas_bc, alphas_ht, rtol=1e-5))),
-        "share_alpha_differs_himalaya_numpy_vs_torch": float(np.mean(~np.isclose(alphas_hn, alphas_ht, rtol=1e-5))),
+        "max_rel_pred_diff_vs_himalaya_numpy": relative_prediction_diff(pred_bc, pred_hn),
+        "max_rel_pred_diff_vs_himalaya_torch": relative_prediction_diff(pred_bc, pred_ht),
+        "share_alpha_differs_vs_himalaya_numpy": float(np.mean(~np.isclose(alphas_bc, alphas_hn, rtol=1e-5))),
+        "share_alpha_differs_vs_himalaya_torch": float(np.mean(~np.isclose(alphas_bc, alphas_ht, rtol=1e-5))),
+        "share_alpha_differs_himalaya_numpy_vs_torch": float(
+            np.mean(~np.isclose(alphas_hn, alphas_ht, rtol=1e-5))
+        ),
         "note": "sklearn RidgeCV selects alphas by leave-one-out (GCV), not 5-fold CV",
     }
 
@@ -165,12 +177,20 @@ def child_large(v: int) -> None:
 def main_large(quick: bool) -> dict:
     v = 20_000 if quick else 100_000
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(v)], check=True, capture_output=True, text=True,
+        [sys.executable, __file__, "--child", str(v)],
+        check=True,
+        capture_output=True,
+        text=True,
         env={**os.environ, "BRAINCODE_PROGRESS": "0"},
     )
     child = json.loads(out.stdout.strip().splitlines()[-1])
     return {
-        "bench": "ridge_cv_large", "n": N, "p": P, "v": v, "alphas": len(ALPHAS), "folds": N_FOLDS,
+        "bench": "ridge_cv_large",
+        "n": N,
+        "p": P,
+        "v": v,
+        "alphas": len(ALPHAS),
+        "folds": N_FOLDS,
         "braincode_s": round(child["seconds"], 3),
         "peak_rss_gb": round(child["peak_gb"], 3),
         "input_data_gb": round(child["data_gb"], 3),

@@ -189,6 +189,12 @@ class _Design:
         else:
             self.kernels = [x @ x.T for x in torch.split(X64, self.sizes, 1)]
         self.splits = [self._split(X64, tr, va) for tr, va in splits]
+        vals = torch.cat([s.val for s in self.splits])
+        self.partition = (
+            all(s.complement for s in self.splits)
+            and len(vals) == self.n
+            and bool((torch.sort(vals).values == torch.arange(self.n, device=device)).all())
+        )
 
     def _split(self, X64: torch.Tensor, train: np.ndarray, val: np.ndarray) -> _Split:
         dev = X64.device
@@ -245,12 +251,20 @@ class _Design:
         lam, U = _eigh_truncated(sum(g * k for g, k in zip(gamma.tolist(), self.kernels)))
         return _Basis(lam, U.float(), None, None)
 
-    def targets(self, Yc: torch.Tensor, XtY: torch.Tensor | None) -> list[_Targets]:
-        """Fold targets of a centred voxel batch (``XtY = Xc^T Yc`` in the primal form)."""
+    def targets(self, Yc: torch.Tensor) -> tuple[list[_Targets], torch.Tensor | None]:
+        """Fold targets of a centred voxel batch, and ``Xc^T Yc`` in the primal form.
+
+        When the validation folds partition the samples (K-fold), ``Xc^T Yc`` is the sum of the folds'
+        ``Xv^T Yv``, so the ``n x p x n_voxels`` product is not done a second time.
+        """
+        Yvs = [_rows(Yc, s.val) for s in self.splits]
+        XvtYv = [_rows(self.Xc, s.val).T @ Yv for s, Yv in zip(self.splits, Yvs)] if self.primal else None
+        XtY = None
+        if self.primal:
+            XtY = sum(XvtYv[1:], XvtYv[0].clone()) if self.partition else self.Xc.T @ Yc
         out = []
-        for split in self.splits:
+        for k, (split, Yv) in enumerate(zip(self.splits, Yvs)):
             n_train, n_val = len(split.train), len(split.val)
-            Yv = _rows(Yc, split.val)
             y_mean_val = Yv.sum(0, dtype=torch.float64) / n_val
             Yv0 = Yv - y_mean_val.float()
             sst = torch.linalg.vector_norm(Yv0, dim=0).double().square()
@@ -261,7 +275,7 @@ class _Design:
             else:
                 intercept = torch.zeros_like(y_mean_val)
             if self.primal:
-                W = _rows(self.Xc, split.val).T @ Yv
+                W = XvtYv[k]
                 Z = XtY - W if split.complement else self.Xc[split.train].T @ Yc[split.train]
                 # (Xt - o)^T (Yt - c) = Xt^T Yt - n_train o c^T (o, c are the training means, or 0)
                 Z.addr_(split.offset.float(), intercept.float(), alpha=-n_train)
@@ -270,7 +284,7 @@ class _Design:
                 Z = Yc[split.train] - intercept.float()
                 W = Yv0
             out.append(_Targets(Z, W, sst, y_mean_val - intercept, n_val))
-        return out
+        return out, XtY
 
     def refit(self, basis: _Basis, gamma: torch.Tensor, Yc: torch.Tensor, XtY: torch.Tensor | None, alphas):
         """Coefficients (p, vb) on all rows, one alpha per voxel, float32."""
@@ -478,8 +492,7 @@ def _search(
         )
         Yc = Yb - y_mean.float() if fit_intercept else Yb
         del Yb
-        XtY = design.Xc.T @ Yc if design.primal else None
-        targets = design.targets(Yc, XtY)
+        targets, XtY = design.targets(Yc)
         top = torch.full((Yc.shape[1],), -torch.inf, dtype=torch.float64, device=device)
         top_gamma = torch.zeros(Yc.shape[1], dtype=torch.long, device=device)
         top_alpha = torch.zeros(Yc.shape[1], dtype=torch.long, device=device)
