@@ -104,7 +104,7 @@ def test_encoder_recovers_a_linear_map_on_normalised_embeddings(tmp_path, method
     true = rng.standard_normal((3, 6))
     y = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ true.T + 0.01 * rng.standard_normal((400, 3))
     voxels = pd.DataFrame({"hemisphere": "lh", "vertex": range(3)})
-    quick = TrainConfig(lr=3e-2, weight_decay=0.0, batch_size=32, max_epochs=30, patience=30, grad_clip=None)
+    quick = TrainConfig(lr=5e-2, weight_decay=0.0, batch_size=64, max_epochs=10, patience=10, grad_clip=None)
     encoder = fit_encoder(x, y, voxels, method=method, model_id="m", alphas=[1e-4, 1e-2, 1.0], train_config=quick,
                           device="cpu")
     corr = [np.corrcoef(encoder.coef[i], true[i])[0, 1] for i in range(3)]
