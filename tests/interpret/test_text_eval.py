@@ -13,6 +13,9 @@ from scipy.stats import spearmanr
 from braincode.commands import caption as caption_command
 from braincode.data.synthetic import make_synthetic
 from braincode.errors import ConfigError, DataFormatError, ModelError
+from braincode.interpret.bank import load_bank
+from braincode.interpret.decoders import RetrievalDecoder
+from braincode.interpret.scuba import caption_voxels, load_encoder, project
 from braincode.interpret.text_eval import (
     caption_scores,
     default_sentence_model_path,
@@ -143,3 +146,17 @@ def test_caption_command_bad_input(synthetic, tmp_path):
     with pytest.raises(ConfigError, match="no ROI or ROI family named 'FFA-9'.*check --roi"):
         _caption(synthetic, "scuba", "--roi", "FFA-9")
     assert not (synthetic / "scuba---roi-FFA-9.csv").exists()
+
+
+def test_the_face_check_fails_for_weights_that_ignore_the_voxel(synthetic):
+    """Control for the test above: with the encoder's weight rows permuted across voxels, face-ROI voxels no
+    longer get face captions more often than the others, so that test can fail."""
+    _caption(synthetic, "scuba", "--roi", "OFA")  # fits the encoder if needed
+    encoder = load_encoder(synthetic / "fit")
+    bank = load_bank(synthetic / "bank")
+    permuted = encoder.coef[np.random.default_rng(0).permutation(len(encoder.coef))]
+    captions = pd.Series(caption_voxels(project(permuted, bank, device="cpu"), RetrievalDecoder.from_bank(bank)))
+    face = (encoder.voxels["floc-faces"] != "").to_numpy()
+    other = (encoder.voxels[list(FAMILIES[1:])] != "").any(axis=1).to_numpy()
+    mentions = captions.str.contains(r"\bfaces?\b").to_numpy()
+    assert mentions[face].mean() < mentions[other].mean() + 0.3
