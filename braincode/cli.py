@@ -48,6 +48,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
+    if args.readout != "ridge":
+        from braincode.commands.readout import fit_tokens
+
+        return fit_tokens(args)
     from braincode.data import load_algonauts
     from braincode.features import FeatureStore
     from braincode.features.design import FeatureSpec, extract_design
@@ -124,6 +128,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``braincode`` command."""
+    from braincode.commands.readout import READOUTS
+    from braincode.commands.readout import add_arguments as add_readout_arguments
+
     parser = argparse.ArgumentParser(prog="braincode", description=__doc__.splitlines()[0])
     parser.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subject", required=True)
     p.add_argument("--model", required=True, help="model id, e.g. open_clip:ViT-B-32@openai")
     p.add_argument("--layer", action="append", help="layer name (repeatable); default: pooled")
+    p.add_argument("--readout", choices=READOUTS, default="ridge",
+                   help="ridge on pooled features, or a token readout (factorized, attention routing)")
     p.add_argument("--pool", default="grid", choices=["grid", "mean", "cls"], help="how token maps become vectors")
     p.add_argument("--grid", type=int, default=4, help="pooled patch-grid side for --pool grid")
     p.add_argument("--text-features", action="store_true", help="add text features of the captions")
@@ -148,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", type=Path, required=True)
+    add_readout_arguments(p)
     p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("demo", help="synthetic data end to end: features, ridge, scores against the ground truth")

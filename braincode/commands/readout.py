@@ -1,13 +1,13 @@
-"""``braincode fit-readout``: fit a ridge, factorized or attention-routing readout and write the ``fit`` outputs.
+"""The token readouts of ``braincode fit --readout factorized|routing``.
 
 ::
 
-    braincode fit-readout --data ROOT --subject subj01 --model open_clip:tiny-vit@random --layer blocks.2 \\
+    braincode fit --data ROOT --subject subj01 --model open_clip:tiny-vit@random --layer blocks.2 \\
         --readout routing --out OUT [--queries roi|voxel|N] [--d-model 256] [--epochs 15]
 
-Writes ``scores.csv``, ``summary.json`` and ``{lh,rh}_pred_test.npy`` as ``braincode fit`` does; the token readouts
-also write ``OUT/readout/`` (``weights.safetensors`` + ``config.json``) and, for routing, ``OUT/routing_maps.png``.
-For the token readouts the ``r``/``r2`` columns are scored on the validation split held out for early stopping.
+Writes ``scores.csv``, ``summary.json`` and ``{lh,rh}_pred_test.npy`` as the ridge ``fit`` does, plus
+``OUT/readout/`` (``weights.safetensors`` + ``config.json``) and, for routing, ``OUT/routing_maps.png``.
+The ``r``/``r2`` columns are scored on the validation split held out for early stopping.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def fit_readout(
     scores = dataset.voxels.copy()
     scores["r"] = pearson_r(Y[val], pred_val)
     scores["r2"] = r2_score(Y[val], pred_val)
-    return FitResult(scores=scores, test_predictions=readout.predict(tokens["test"]).astype(np.float32))
+    return FitResult(scores=scores, test_predictions=readout.predict(tokens["test"]).astype(np.float32), model=readout)
 
 
 def _queries(text: str) -> str | int:
@@ -87,62 +87,47 @@ def _build(args: argparse.Namespace, num_prefix_tokens: int) -> FactorizedReadou
                           **common)
 
 
-def _cmd_fit_readout(args: argparse.Namespace) -> int:
+def fit_tokens(args: argparse.Namespace) -> int:
+    """Run ``braincode fit`` with a token readout (``args.readout`` is ``factorized`` or ``routing``)."""
     from braincode.data import load_algonauts
     from braincode.encoding.routing_maps import routing_maps, save_overlays
     from braincode.features import FeatureStore, get_extractor
-    from braincode.pipeline.steps import FeatureSpec, extract_design, fit_and_score, write_fit_outputs
+    from braincode.pipeline.steps import write_fit_outputs
 
+    layers = args.layer or []
+    if len(layers) != 1 or not layers[0].startswith("blocks."):
+        raise ConfigError(f"--readout {args.readout} reads the tokens of one block", expected="one --layer blocks.N",
+                          found=str(layers or "none"), fix="pass e.g. --layer blocks.6")
     start = time.perf_counter()
     ds = load_algonauts(args.data, args.subject)
     store = FeatureStore(args.cache)
     stimuli = {split: ds[split].stimuli for split in ("train", "test")}
     out = Path(args.out)
-    if args.readout == "ridge":
-        spec = FeatureSpec(args.model, (args.layer,), "grid", args.grid)
-        design = extract_design(stimuli, spec, store=store, device=args.device)
-        result = fit_and_score(design["train"], ds["train"].responses.data, design["test"], ds.voxels,
-                               random_state=args.seed, device=args.device)
-    else:
-        extractor = get_extractor(args.model, layers=[args.layer], device=args.device)
-        tokens = {split: extractor.extract(s, store=store)[args.layer] for split, s in stimuli.items()}
-        readout = _build(args, extractor.num_prefix_tokens)
-        result = fit_readout(readout, ds, tokens)
-        readout.save(out / "readout")
-        if isinstance(readout, RoutingReadout) and readout.queries != "voxel":
-            maps = routing_maps(readout, tokens["test"][:8])
-            face = [q for q in maps.labels if "FFA" in q or "faces" in q] or maps.labels[:4]
-            save_overlays(maps, stimuli["test"], out / "routing_maps.png", queries=face[:4])
-    info = {"model": args.model, "layers": [args.layer], "readout": args.readout,
-            "score_split": "cross-validated" if args.readout == "ridge" else "validation (early stopping)",
-            "seconds": round(time.perf_counter() - start, 1)}
+    extractor = get_extractor(args.model, layers=layers, device=args.device)
+    tokens = {split: extractor.extract(s, store=store)[layers[0]] for split, s in stimuli.items()}
+    readout = _build(args, extractor.num_prefix_tokens)
+    result = fit_readout(readout, ds, tokens)
+    readout.save(out / "readout")
+    if isinstance(readout, RoutingReadout) and readout.queries != "voxel":
+        maps = routing_maps(readout, tokens["test"][:8])
+        face = [q for q in maps.labels if "FFA" in q or "faces" in q] or maps.labels[:4]
+        save_overlays(maps, stimuli["test"], out / "routing_maps.png", queries=face[:4])
+    info = {"model": args.model, "layers": layers, "readout": args.readout,
+            "score_split": "validation (early stopping)", "seconds": round(time.perf_counter() - start, 1)}
     write_fit_outputs(result, ds, out, info)
-    print(f"wrote {out}: scores.csv, summary.json, lh_pred_test.npy, rh_pred_test.npy"
-          + ("" if args.readout == "ridge" else ", readout/"))
-    print(f"mean {info['score_split']} r over {len(result.scores)} vertices: {result.scores['r'].mean():.3f}")
+    print(f"wrote {out}: scores.csv, summary.json, lh_pred_test.npy, rh_pred_test.npy, readout/")
+    print(f"mean validation r over {len(result.scores)} vertices: {result.scores['r'].mean():.3f}")
     return 0
 
 
-def register(subparsers) -> None:
-    """Add ``fit-readout`` to the ``braincode`` CLI."""
-    from braincode.cli import DEFAULT_CACHE
-
-    p = subparsers.add_parser("fit-readout", help="fit a ridge, factorized or attention-routing readout on tokens")
-    p.add_argument("--data", type=Path, required=True, help="root folder holding subjNN/ (Algonauts 2023 layout)")
-    p.add_argument("--subject", required=True)
-    p.add_argument("--model", required=True, help="vision model id, e.g. open_clip:ViT-B-32@openai")
-    p.add_argument("--layer", required=True, help='token layer, e.g. "blocks.6"')
-    p.add_argument("--readout", choices=READOUTS, default="routing")
-    p.add_argument("--queries", default="roi", help='routing queries: "roi", "voxel" or a number')
-    p.add_argument("--d-model", type=int, default=256, help="routing width (published: 768)")
-    p.add_argument("--heads", type=int, default=8, help="routing heads (published: 16)")
-    p.add_argument("--d-ff", type=int, default=512, help="routing feed-forward width (published: 1024)")
-    p.add_argument("--epochs", type=int, default=15, help="maximum epochs (early stopping on validation r)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the readout's)")
-    p.add_argument("--grid", type=int, default=4, help="pooled grid side for the ridge readout")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=_cmd_fit_readout)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the token-readout options to ``braincode fit``'s parser."""
+    g = parser.add_argument_group("token readouts (--readout factorized|routing)")
+    g.add_argument("--queries", default="roi", help='routing queries: "roi", "voxel" or a number')
+    g.add_argument("--d-model", type=int, default=256, help="routing width (published: 768)")
+    g.add_argument("--heads", type=int, default=8, help="routing heads (published: 16)")
+    g.add_argument("--d-ff", type=int, default=512, help="routing feed-forward width (published: 1024)")
+    g.add_argument("--epochs", type=int, default=15, help="maximum epochs (early stopping on validation r)")
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--lr", type=float, default=None, help="learning rate (default: the readout's)")
+    g.add_argument("--seed", type=int, default=0)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -38,13 +39,13 @@ class FitResult:
         The voxel table plus ``r`` and ``r2`` (cross-validated on the training split) and ``alpha``.
     test_predictions : ndarray of shape (n_test, n_voxels)
         Predictions of the model refit on all training data, float32.
-    model : sklearn Pipeline
-        That refit model (``StandardScaler`` then :class:`RidgeEncoder`).
+    model : estimator
+        The fitted model that made them: a ``StandardScaler`` -> :class:`RidgeEncoder` pipeline, or a token readout.
     """
 
     scores: pd.DataFrame
     test_predictions: np.ndarray
-    model: Pipeline
+    model: BaseEstimator
 
 
 def make_encoder(alphas: Sequence[float] | None = None, cv: int = 5, device: str = "auto") -> Pipeline:

@@ -214,17 +214,14 @@ def test_bad_input_is_explained(tmp_path):
         load_readout(tmp_path)
 
 
-def test_fit_readout_command_writes_the_fit_outputs(tmp_path):
-    import argparse
-
-    from braincode.commands import readout as command
+def test_fit_command_with_token_readout_writes_the_fit_outputs(tmp_path):
+    from braincode.cli import build_parser
     from braincode.data.synthetic import make_synthetic
 
     root = make_synthetic(tmp_path / "data", n_train=30, n_test=6, image_size=32, seed=0)
-    parser = argparse.ArgumentParser()
-    command.register(parser.add_subparsers(dest="command"))
-    base = ["fit-readout", "--data", str(root), "--subject", "subj01", "--model", "open_clip:tiny-vit@random",
-            "--layer", "blocks.0", "--cache", str(tmp_path / "cache"), "--device", "cpu"]
+    parser = build_parser()
+    base = ["fit", "--readout", "routing", "--data", str(root), "--subject", "subj01", "--model",
+            "open_clip:tiny-vit@random", "--layer", "blocks.0", "--cache", str(tmp_path / "cache"), "--device", "cpu"]
     args = parser.parse_args([*base, "--d-model", "16", "--heads", "2", "--d-ff", "16", "--epochs", "2",
                               "--out", str(tmp_path / "out")])
     assert args.func(args) == 0
@@ -240,3 +237,6 @@ def test_fit_readout_command_writes_the_fit_outputs(tmp_path):
     with pytest.raises(ConfigError, match="unknown --queries"):
         bad.func(bad)
     assert not (tmp_path / "bad" / "scores.csv").exists()
+    pooled = parser.parse_args([*base[:-4], "--layer", "pooled", "--device", "cpu", "--out", str(tmp_path / "p")])
+    with pytest.raises(ConfigError, match="reads the tokens of one block"):
+        pooled.func(pooled)
