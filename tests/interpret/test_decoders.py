@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 import torch
 
+from braincode.commands import train_decoder
 from braincode.errors import DataFormatError, MissingFileError, ModelError
 from braincode.interpret.bank import bank_from_arrays
 from braincode.interpret.decoders import CaptionDecoder, PrefixDecoder, RetrievalDecoder, word_tokenizer
@@ -106,3 +109,29 @@ def test_prefix_decoder_bad_input(tmp_path):
         PrefixDecoder.load(tmp_path)
     with pytest.raises(ModelError, match="not a GPT-2 model folder"):
         PrefixDecoder.from_gpt2(tmp_path, 16)
+
+
+def test_train_decoder_command_and_a_local_gpt2(tmp_path):
+    """`braincode train-decoder` trains on a captioned bank; a GPT-2 folder on disk can be the language model."""
+    emb, captions, centres = _pairs()
+    bank_from_arrays([f"i{i}" for i in range(len(captions))], emb, captions=captions).save(tmp_path / "bank")
+    parser = argparse.ArgumentParser(prog="braincode")
+    train_decoder.register(parser.add_subparsers(dest="command", required=True))
+    base = ["train-decoder", "--bank", str(tmp_path / "bank"), "--prefix-length", "4", "--n-embd", "32",
+            "--epochs", "40", "--batch-size", "8", "--lr", "3e-3", "--device", "cpu"]
+    args = parser.parse_args([*base, "--out", str(tmp_path / "decoder")])
+    assert args.func(args) == 0
+    trained = PrefixDecoder.load(tmp_path / "decoder", device="cpu")
+    assert trained.decode(centres) == CAPTIONS
+    # the trained language model, saved as a plain GPT-2 folder, loads through --gpt2 with a fresh prefix MLP
+    args = parser.parse_args([*base, "--epochs", "1", "--gpt2", str(tmp_path / "decoder" / "lm"),
+                              "--out", str(tmp_path / "again")])
+    assert args.func(args) == 0
+    again = PrefixDecoder.load(tmp_path / "again", device="cpu")
+    assert again.lm.config.n_embd == 32 and len(again.tokenizer) == len(trained.tokenizer)
+    assert not torch.equal(again.mlp[0].weight, trained.mlp[0].weight)
+    bank_from_arrays(["a"], np.ones((1, 16))).save(tmp_path / "nocap")
+    args = parser.parse_args(["train-decoder", "--bank", str(tmp_path / "nocap"), "--out", str(tmp_path / "x")])
+    with pytest.raises(DataFormatError, match="no captions to train on.*captions.csv"):
+        args.func(args)
+    assert not (tmp_path / "x").exists()
