@@ -22,7 +22,7 @@ from braincode.errors import BraincodeError
 log = logging.getLogger("braincode")
 
 #: Modules of :mod:`braincode.commands` whose ``register(subparsers)`` adds further sub-commands.
-COMMAND_MODULES: tuple[str, ...] = ("synthesize",)
+COMMAND_MODULES: tuple[str, ...] = ("caption", "train_decoder", "synthesize")
 
 DEFAULT_CACHE = Path(os.environ.get("BRAINCODE_CACHE", Path.home() / ".cache" / "braincode" / "features"))
 
@@ -83,7 +83,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         from braincode.encoding.torch_encoder import TorchEncoder
 
         TorchEncoder.from_estimator(vision, result.model, voxels=ds.voxels, device=args.device).save(out)
-        written += ", the encoder (encoder.safetensors, encoder.json)"
+        written += ", the encoder (encoder.safetensors, encoder.json, voxels.csv)"
     print(f"wrote {out}: {written}")
     print(f"mean cross-validated r over {len(result.scores)} vertices: {result.scores['r'].mean():.3f}")
     return 0

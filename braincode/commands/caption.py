@@ -6,7 +6,7 @@
     braincode caption --fit OUT --method scuba --bank BANK --roi floc-faces --out captions.csv \\
         [--data ROOT --subject subj01]   # fits the encoder into OUT when OUT has none; with --evaluate, scores
 
-The encoder (``OUT/encoder.safetensors``) is BrainSCUBA's linear map on normalised embeddings of the bank's model.
+The encoder (``OUT/scuba_encoder.safetensors``) is BrainSCUBA's linear map on normalised embeddings of the bank's model.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ def _units(voxels: pd.DataFrame, names: list[str] | None) -> list[tuple[str, str
 
 def _encoder(args: argparse.Namespace, bank):
     """The encoder in ``--fit``, fitted there first from ``--data``/``--subject`` when missing."""
-    from braincode.interpret.scuba import fit_encoder, load_encoder
+    from braincode.interpret.scuba import WEIGHTS, fit_encoder, load_encoder
 
-    if (args.fit / "encoder.safetensors").is_file():
+    if (args.fit / WEIGHTS).is_file():
         encoder = load_encoder(args.fit)
         if bank.model_id and encoder.model_id and encoder.model_id != bank.model_id:
             raise ConfigError("the encoder and the bank use different models", path=args.fit,
@@ -57,7 +57,7 @@ def _encoder(args: argparse.Namespace, bank):
                               found=encoder.model_id, fix="fit the encoder again with this bank (new --fit folder)")
         return encoder
     if args.data is None or args.subject is None:
-        raise ConfigError("no encoder in the --fit folder", path=args.fit, expected="encoder.safetensors",
+        raise ConfigError("no encoder in the --fit folder", path=args.fit, expected="scuba_encoder.safetensors",
                           fix="pass --data ROOT --subject S to fit one into that folder")
     from braincode.data import load_algonauts
     from braincode.features import FeatureStore
@@ -179,7 +179,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("caption", help="voxel or ROI captions by BrainSCUBA or LaVCa")
     p.add_argument("--fit", type=Path, required=True,
-                   help="folder holding the encoder (encoder.safetensors); fitted there if missing (needs --data)")
+                   help="folder holding the encoder (scuba_encoder.*); fitted there if missing (needs --data)")
     p.add_argument("--method", required=True, choices=["scuba", "lavca"])
     p.add_argument("--bank", type=Path, required=True, help="bank folder written by `braincode bank`")
     p.add_argument("--roi", action="append",

@@ -6,8 +6,8 @@
         [--diffusion stabilityai/stable-diffusion-2-1-base] [--data ROOT --subject subj01]
 
 The encoder is read from ``OUT`` (``encoder.safetensors`` + ``encoder.json``, see
-:class:`braincode.encoding.torch_encoder.TorchEncoder`; a BrainSCUBA encoder saved by ``braincode caption`` works
-too). When ``OUT`` has none, it is fitted there from ``--data``/``--subject`` with the model and layers of
+:class:`braincode.encoding.torch_encoder.TorchEncoder`; a BrainSCUBA encoder saved there by ``braincode caption``,
+``scuba_encoder.*``, works too). When ``OUT`` has none, it is fitted there from ``--data``/``--subject`` with the model and layers of
 ``OUT/summary.json`` (written by ``braincode fit``) or of ``--model``/``--layer``. Images go to
 ``DIR/<objective>/seed-XXXXXXXX.png`` with a JSON sidecar each; re-running resumes.
 """

@@ -7,9 +7,9 @@ to the image is what BrainDiVE (:mod:`braincode.interpret.dive`) follows. Other 
 the design vector to voxels) plug in the same way.
 
 Saved as ``encoder.safetensors`` (readout tensors) + ``encoder.json`` (model id, layers, pooling; the backbone is
-rebuilt from its model id) + ``voxels.csv`` (the voxel table, when known). No pickle. :meth:`TorchEncoder.load`
-also reads the BrainSCUBA encoder that ``braincode caption`` saves under the same names (coef and intercept on
-L2-normalised pooled embeddings).
+rebuilt from its model id) + ``voxels.csv`` (the voxel table, when known). No pickle. Where a folder holds no such
+encoder, :meth:`TorchEncoder.load` reads the BrainSCUBA encoder that ``braincode caption`` saves
+(``scuba_encoder.*``: coef and intercept on L2-normalised pooled embeddings).
 """
 
 from __future__ import annotations
@@ -261,29 +261,32 @@ class TorchEncoder(nn.Module):
     @classmethod
     def load(cls, folder: str | Path, *, device: str = "auto") -> TorchEncoder:
         """Rebuild a saved encoder (the backbone from its model id, offline)."""
+        from braincode.interpret import scuba
+
         folder = Path(folder)
+        if not (folder / CONFIG).is_file() and (folder / scuba.CONFIG).is_file():
+            encoder = scuba.load_encoder(folder)
+            readout = LinearReadout(encoder.coef, encoder.intercept, l2_normalize=True)
+            extractor = get_extractor(encoder.model_id, layers=["pooled"], device=device)
+            return cls(extractor, FeatureSpec(encoder.model_id, ("pooled",)), readout, voxels=encoder.voxels)
         for name in (CONFIG, WEIGHTS):
             if not (folder / name).is_file():
                 raise MissingFileError(
                     f"no saved encoder ({name} missing)",
                     path=folder,
-                    expected=f"{CONFIG} and {WEIGHTS}, as written by TorchEncoder.save",
+                    expected=f"{CONFIG} and {WEIGHTS} (TorchEncoder.save), or a BrainSCUBA {scuba.CONFIG}",
                     found=", ".join(sorted(p.name for p in folder.iterdir())) if folder.is_dir() else "no folder",
                     fix="save the fitted encoder with TorchEncoder.from_estimator(...).save(folder)",
                 )
         meta = json.loads((folder / CONFIG).read_text())
         tensors = {k: v.numpy() for k, v in load_file(str(folder / WEIGHTS)).items()}
-        if meta.get("format") == FORMAT_VERSION and meta.get("readout") == "linear":
-            config = FeatureSpec(meta["model_id"], tuple(meta["layers"]), meta["pool"], int(meta["out_grid"]))
-            readout = LinearReadout(tensors["weight"], tensors["bias"], mean=tensors["mean"], scale=tensors["scale"],
-                                    l2_normalize=meta.get("l2_normalize", False))
-        elif meta.get("input") == "L2-normalised embeddings" and {"coef", "intercept"} <= set(tensors):
-            config = FeatureSpec(meta["model_id"], ("pooled",))
-            readout = LinearReadout(tensors["coef"], tensors["intercept"], l2_normalize=True)
-        else:
+        if meta.get("format") != FORMAT_VERSION or meta.get("readout") != "linear":
             raise DataFormatError("unsupported saved encoder", path=folder / CONFIG,
-                                  expected=f"format {FORMAT_VERSION} with a linear readout, or a BrainSCUBA encoder",
-                                  found=f"keys {sorted(meta)}")
+                                  expected=f"format {FORMAT_VERSION} with a linear readout",
+                                  found=f"format {meta.get('format')!r}, readout {meta.get('readout')!r}")
+        config = FeatureSpec(meta["model_id"], tuple(meta["layers"]), meta["pool"], int(meta["out_grid"]))
+        readout = LinearReadout(tensors["weight"], tensors["bias"], mean=tensors["mean"], scale=tensors["scale"],
+                                l2_normalize=meta.get("l2_normalize", False))
         voxels = pd.read_csv(folder / VOXELS, keep_default_na=False) if (folder / VOXELS).is_file() else None
         extractor = get_extractor(config.model_id, layers=list(config.layers), device=device)
         return cls(extractor, config, readout, voxels=voxels)

@@ -186,11 +186,16 @@ def caption_rois(
 # ------------------------------------------------------------------------------------------ the encoder
 
 
+#: Files of a saved BrainSCUBA encoder; named apart from ``braincode fit``'s encoder so both can share a folder.
+WEIGHTS, CONFIG, VOXELS = "scuba_encoder.safetensors", "scuba_encoder.json", "scuba_voxels.csv"
+
+
 @dataclass(frozen=True)
 class LinearEncoder:
     """Voxel-wise linear map from L2-normalised embeddings: ``y = normalise(x) @ coef.T + intercept``.
 
-    Saved as ``encoder.safetensors`` (coef, intercept) + ``encoder.json`` (model id, method) + ``voxels.csv``.
+    Saved as ``scuba_encoder.safetensors`` (coef, intercept) + ``scuba_encoder.json`` (model id, method) +
+    ``scuba_voxels.csv``.
     """
 
     coef: np.ndarray
@@ -210,11 +215,11 @@ class LinearEncoder:
         folder = Path(folder)
         tensors = {"coef": np.ascontiguousarray(self.coef, np.float32),
                    "intercept": np.ascontiguousarray(self.intercept, np.float32)}
-        atomic_write(folder / "encoder.safetensors", lambda p: save_file(tensors, str(p)))
-        atomic_write(folder / "voxels.csv", lambda p: self.voxels.to_csv(p, index=False))
+        atomic_write(folder / WEIGHTS, lambda p: save_file(tensors, str(p)))
+        atomic_write(folder / VOXELS, lambda p: self.voxels.to_csv(p, index=False))
         info = {"model_id": self.model_id, "method": self.method, "n_voxels": int(self.coef.shape[0]),
                 "dim": int(self.coef.shape[1]), "input": "L2-normalised embeddings"}
-        atomic_write(folder / "encoder.json", lambda p: p.write_text(json.dumps(info, indent=2)))
+        atomic_write(folder / CONFIG, lambda p: p.write_text(json.dumps(info, indent=2)))
         return folder
 
 
@@ -223,14 +228,14 @@ def load_encoder(folder: str | Path) -> LinearEncoder:
     from safetensors.numpy import load_file
 
     folder = Path(folder)
-    missing = [n for n in ("encoder.safetensors", "encoder.json", "voxels.csv") if not (folder / n).is_file()]
+    missing = [n for n in (WEIGHTS, CONFIG, VOXELS) if not (folder / n).is_file()]
     if missing:
         raise MissingFileError("no BrainSCUBA encoder in the folder", path=folder,
-                               expected="encoder.safetensors, encoder.json, voxels.csv", found=f"missing {missing}",
+                               expected=f"{WEIGHTS}, {CONFIG}, {VOXELS}", found=f"missing {missing}",
                                fix="fit one with `braincode caption --fit FOLDER --data ROOT --subject S ...`")
-    tensors = load_file(str(folder / "encoder.safetensors"))
-    info = json.loads((folder / "encoder.json").read_text())
-    voxels = pd.read_csv(folder / "voxels.csv", keep_default_na=False)
+    tensors = load_file(str(folder / WEIGHTS))
+    info = json.loads((folder / CONFIG).read_text())
+    voxels = pd.read_csv(folder / VOXELS, keep_default_na=False)
     return LinearEncoder(tensors["coef"], tensors["intercept"], voxels, info.get("model_id", ""),
                          info.get("method", "ridge"))
 

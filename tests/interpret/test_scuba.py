@@ -121,7 +121,7 @@ def test_encoder_bad_input(tmp_path):
         fit_encoder(np.ones((10, 4)), np.ones((9, 3)), voxels)
     with pytest.raises(ConfigError, match="unknown encoder method"):
         fit_encoder(np.ones((10, 4)), np.ones((10, 3)), voxels, method="sgd")
-    with pytest.raises(MissingFileError, match="no BrainSCUBA encoder.*encoder.safetensors"):
+    with pytest.raises(MissingFileError, match="no BrainSCUBA encoder.*scuba_encoder.safetensors"):
         load_encoder(tmp_path)
 
 
