@@ -43,15 +43,21 @@ def fused_tiles(shape: AttentionShape, device: torch.device, dtype: torch.dtype)
 
 
 def default_chunk_size(shape: AttentionShape, device: torch.device, dtype: torch.dtype = torch.float32) -> int:
-    """Query rows per tile: ~16 MiB of tile (fused CPU), ~4 MiB of scores (plain CPU), ~256 MiB (CUDA).
+    """Query rows per tile.
+
+    Fused CPU tiles: the flash kernel already works in cache-sized blocks, so a tile only costs the copies of its
+    slices: one tile for per-item queries, ~16 MiB of expanded rows for shared queries. Plain tiles: ~4 MiB of
+    scores on CPU (one batch item, cache-sized), ~256 MiB on CUDA.
 
     Examples
     --------
-    >>> s = AttentionShape(batch=4, bq=4, heads=8, lq=32768, lk=257, d=64, dv=64)
+    >>> s = AttentionShape(batch=4, bq=1, heads=8, lq=32768, lk=257, d=64, dv=64)
     >>> default_chunk_size(s, torch.device("cpu")), default_chunk_size(s, torch.device("cpu"), torch.float64)
     (2048, 510)
     """
-    if fused_tiles(shape, device, dtype):  # the kernel bounds its own score blocks; a tile holds q and O rows
+    if fused_tiles(shape, device, dtype):  # the kernel bounds its own score blocks; tiles only cost copies
+        if not shape.shared_queries:
+            return shape.lq
         per_row, budget = shape.batch * shape.heads * shape.d * 4, _FUSED_TILE_BYTES
     else:
         per_row = _batch_step(shape, device) * shape.heads * shape.lk * 4
