@@ -26,7 +26,9 @@ import yaml
 from braincode.errors import ConfigError, MissingFileError
 
 #: Every step a pipeline can run, in the order they run.
-ALL_STEPS = ("validate", "extract", "fit", "evaluate", "report")
+ALL_STEPS = ("validate", "extract", "fit", "evaluate", "caption", "synthesize", "report")
+#: Steps that run only when their config section is given.
+OPTIONAL_STEPS = ("caption", "synthesize")
 DATA_FORMATS = ("algonauts", "synthetic", "nsd")
 READOUTS = ("ridge",)
 
@@ -71,6 +73,30 @@ class EncodingConfig:
 
 
 @dataclass(frozen=True)
+class CaptionConfig:
+    """BrainSCUBA captions per ROI: an embedding ``model`` (of the captions with ``text``, else of the images),
+    a linear encoder on its normalised embeddings, projection onto the subject's training stimuli as the bank,
+    nearest-caption decoding; plus the ``top`` bank images of each ROI."""
+
+    model: str = "minilm"
+    text: bool = True
+    temperature: float = 150.0
+    top: int = 6
+
+
+@dataclass(frozen=True)
+class SynthesizeConfig:
+    """BrainDiVE images per ROI of ``rois``: ``n`` seeds each, guided by the first image feature source's encoder
+    through ``diffusion`` (``tiny@random``, ``sd21-base@random``, or a local diffusers folder)."""
+
+    rois: tuple[str, ...] = ()
+    diffusion: str = "tiny@random"
+    n: int = 2
+    steps: int = 10
+    scale: float = 130.0
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """A whole pipeline run: data, subjects, features, encoding, steps and where outputs go."""
 
@@ -80,6 +106,8 @@ class PipelineConfig:
     subjects: tuple[str, ...]
     features: tuple[FeatureConfig, ...]
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
+    caption: CaptionConfig | None = None
+    synthesize: SynthesizeConfig | None = None
     steps: tuple[str, ...] = ALL_STEPS
     cache: Path | None = None
     device: str = "auto"
@@ -142,9 +170,29 @@ def parse_config(raw: Any, path: Path) -> PipelineConfig:
     enc["readout"] = _choice(str(enc.get("readout", "ridge")), READOUTS, "encoding.readout", path)
     if enc.get("alphas") is not None:
         enc["alphas"] = tuple(float(a) for a in enc["alphas"])
-    steps = tuple(top.pop("steps", ALL_STEPS))
+    sections = {"caption": CaptionConfig, "synthesize": SynthesizeConfig}
+    optional = {}
+    for key, cls in sections.items():
+        raw_section = top.pop(key, None)
+        if raw_section is not None:
+            values = _section(cls, raw_section, key, path)
+            if "rois" in values:
+                values["rois"] = tuple(values["rois"])
+            optional[key] = cls(**values)
+    given = top.pop("steps", None)
+    steps = tuple(given) if given is not None else tuple(s for s in ALL_STEPS if s not in sections or s in optional)
     for s in steps:
         _choice(s, ALL_STEPS, "steps", path)
+        if s in sections and s not in optional:
+            raise ConfigError(f"step `{s}` needs a `{s}:` section", path=path, expected=f"a `{s}:` mapping",
+                              found="none", fix=f"add `{s}: {{}}` for the defaults, or drop `{s}` from steps")
+    if "synthesize" in optional and not optional["synthesize"].rois:
+        raise ConfigError("`synthesize.rois` is empty", path=path, expected="ROI names, e.g. [FFA-1, PPA]",
+                          found="[]", fix="list the ROIs to synthesise images for")
+    if "synthesize" in steps and all(f.text for f in feats):
+        raise ConfigError("`synthesize` needs an image feature source", path=path,
+                          expected="a features entry without text: true", found="text features only",
+                          fix="add an image model to features")
     subjects = top.pop("subjects")
     if isinstance(subjects, str) or not subjects:
         raise ConfigError("`subjects` must be a non-empty list", path=path, expected="e.g. [subj01, subj02]",
@@ -152,11 +200,12 @@ def parse_config(raw: Any, path: Path) -> PipelineConfig:
     cache = top.pop("cache", None)
     return PipelineConfig(
         name=str(top.pop("name")),
-        output=base / str(top.pop("output")),
+        output=(base / str(top.pop("output"))).resolve(),
         data=DataConfig(**data),
         subjects=tuple(str(s) for s in subjects),
         features=tuple(feats),
         encoding=EncodingConfig(**enc),
+        **optional,
         steps=tuple(s for s in ALL_STEPS if s in steps),
         cache=None if cache is None else base / str(cache),
         device=_choice(str(top.pop("device", "auto")), ("auto", "cpu", "cuda"), "device", path),

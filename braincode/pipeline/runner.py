@@ -208,9 +208,8 @@ def run_pipeline(
     config.output.mkdir(parents=True, exist_ok=True)
     workers = min(n_workers, len(config.subjects))
     if scheduler is None:
-        cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-        )
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR)
     elif scheduler == "slurm":
         cluster = _slurm_cluster(workers)
     else:

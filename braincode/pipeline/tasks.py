@@ -131,13 +131,78 @@ def evaluate(ctx: StepContext, out: Path) -> None:
     roi_table(scores, columns).to_csv(out / "roi_table.csv", index=False)
 
 
+def _roi_families(ds: Dataset) -> list[str]:
+    """The ROI families to describe: all but ``streams`` (whose labels are coarse groupings of the others)."""
+    return [f for f in ds.roi_families if f != "streams"]
+
+
+def caption(ctx: StepContext, out: Path) -> None:
+    """BrainSCUBA captions and top images per ROI (``captions.csv``), on the subject's training stimuli as bank."""
+    from braincode.interpret.bank import bank_from_arrays
+    from braincode.interpret.decoders import RetrievalDecoder
+    from braincode.interpret.scuba import caption_rois, fit_encoder, project
+
+    cfg, enc = ctx.config.caption, ctx.config.encoding
+    ds = _dataset(ctx)
+    train = ds["train"]
+    store = FeatureStore(ctx.config.cache_dir)
+    emb = extract_design({"train": train.stimuli}, FeatureSpec(cfg.model), store=store, device=ctx.config.device,
+                         text=cfg.text)["train"]
+    bank = bank_from_arrays(train.stimuli.ids, emb, captions=train.stimuli.captions, paths=train.stimuli.paths,
+                            model_id=cfg.model, source="captions" if cfg.text else "images")
+    encoder = fit_encoder(emb, train.responses.data, ds.voxels, model_id=cfg.model, alphas=enc.alphas, cv=enc.cv,
+                          random_state=enc.random_state, device=ctx.config.device)
+    decoder = RetrievalDecoder.from_bank(bank, encode_text=None if cfg.text else bank.text_encoder())
+    proj = project(encoder.coef, bank, temperature=cfg.temperature, device=ctx.config.device)
+    predicted = encoder.predict(emb)
+    tables = []
+    for family in _roi_families(ds):
+        table = caption_rois(proj, ds.voxels, family, decoder)
+        labels = ds.voxels[family].to_numpy()
+        table["top_images"] = [
+            ";".join(train.stimuli.ids[i] for i in np.argsort(-predicted[:, labels == roi].mean(1))[: cfg.top])
+            for roi in table["roi"]
+        ]
+        tables.append(table)
+    pd.concat(tables, ignore_index=True).to_csv(out / "captions.csv", index=False)
+
+
+def synthesize(ctx: StepContext, out: Path) -> None:
+    """BrainDiVE images for each configured ROI, guided by an image-only encoder fitted here (``<roi>/``)."""
+    from braincode.encoding.torch_encoder import TorchEncoder
+    from braincode.interpret._dive_models import load_diffusion
+    from braincode.interpret.dive import BrainDiVEPipeline, SampleSettings, roi_objective
+    from braincode.interpret.dive import synthesize as synthesize_images
+    from braincode.pipeline.steps import make_encoder
+
+    cfg, enc = ctx.config.synthesize, ctx.config.encoding
+    ds = _dataset(ctx)
+    spec = _feature_spec(next(f for f in ctx.config.features if not f.text))
+    store = FeatureStore(ctx.config.cache_dir)
+    X = extract_design({"train": ds["train"].stimuli}, spec, store=store, device=ctx.config.device)["train"]
+    model = make_encoder(enc.alphas, enc.cv, ctx.config.device).fit(X, ds["train"].responses.data)
+    encoder = TorchEncoder.from_estimator(spec, model, voxels=ds.voxels, device=ctx.config.device)
+    parts = load_diffusion(cfg.diffusion)
+    pipe = BrainDiVEPipeline(parts.unet, parts.vae, parts.scheduler, encoder, parts.text_encoder, parts.tokenizer)
+    pipe.to(encoder.device)
+    settings = SampleSettings(cfg.steps, cfg.scale)
+    for roi in cfg.rois:
+        objective = roi_objective(ds.voxels, roi)
+        synthesize_images(pipe, objective, list(range(cfg.n)), out / objective.name, ds.voxels, settings=settings,
+                          progress=False)
+
+
 def report(ctx: StepContext, out: Path) -> None:
     """Write the subject's HTML report (``report.html``) with its figures."""
     from braincode.report.subject import write_subject_report
 
     volume = ctx.step_dir("fit") / "r.nii.gz"
+    captions = ctx.step_dir("caption") / "captions.csv" if "caption" in ctx.config.steps else None
+    synthesized = ctx.step_dir("synthesize") if "synthesize" in ctx.config.steps else None
     write_subject_report(ctx.step_dir("evaluate") / "scores.csv", out / "report.html", subject=ctx.subject,
-                         title=f"{ctx.config.name}: {ctx.subject}", volume=volume if volume.exists() else None)
+                         title=f"{ctx.config.name}: {ctx.subject}", volume=volume if volume.exists() else None,
+                         captions=captions, images=_dataset(ctx)["train"].stimuli if captions else None,
+                         synthesized=synthesized)
 
 
 STEP_FUNCTIONS: dict[str, StepFn] = {
@@ -145,5 +210,7 @@ STEP_FUNCTIONS: dict[str, StepFn] = {
     "extract": extract,
     "fit": fit,
     "evaluate": evaluate,
+    "caption": caption,
+    "synthesize": synthesize,
     "report": report,
 }

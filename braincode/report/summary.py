@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 import pandas as pd
 from matplotlib.figure import Figure
+from PIL import Image
 
 import braincode
 from braincode.atomic import atomic_write
@@ -34,13 +36,33 @@ def figure_png(fig: Figure) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+@dataclass
+class Gallery:
+    """One ROI's section of a report: a caption and rows of images (PIL images or PNG files)."""
+
+    title: str
+    caption: str = ""
+    rows: dict[str, list] = field(default_factory=dict)
+
+
+def image_png(image: Image.Image | str | Path, size: int = 192) -> str:
+    """An image (PIL or a file) as a base64 PNG thumbnail at most ``size`` pixels on a side."""
+    img = Image.open(image) if isinstance(image, (str, Path)) else image
+    img = img.convert("RGB")
+    img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def render_summary(
     title: str,
     tables: dict[str, pd.DataFrame],
     figures: dict[str, Figure] | None = None,
     notes: Sequence[str] = (),
+    galleries: Sequence[Gallery] = (),
 ) -> str:
-    """Render the summary page as an HTML string.
+    """Render the summary page as an HTML string (galleries: one section per ROI, after the tables).
 
     Examples
     --------
@@ -50,8 +72,12 @@ def render_summary(
     True
     """
     figs = {name: figure_png(fig) for name, fig in (figures or {}).items()}
+    sections = [
+        {"title": g.title, "caption": g.caption, "rows": {k: [image_png(i) for i in v] for k, v in g.rows.items()}}
+        for g in galleries
+    ]
     return _env().get_template("summary.html").render(
-        title=title, tables=tables, figures=figs, notes=list(notes), version=braincode.__version__
+        title=title, tables=tables, figures=figs, notes=list(notes), galleries=sections, version=braincode.__version__
     )
 
 

@@ -33,7 +33,9 @@ def test_paths_resolve_against_config_folder_and_defaults(tmp_path):
     cfg = load_config(write(tmp_path, GOOD))
     assert cfg.output == tmp_path / "out"
     assert cfg.data.root == tmp_path / "data"
-    assert cfg.steps == ALL_STEPS
+    assert cfg.steps == tuple(s for s in ALL_STEPS if s not in ("caption", "synthesize"))
+    with_interpret = load_config(write(tmp_path, {**GOOD, "caption": {}, "synthesize": {"rois": ["FFA-1"]}}))
+    assert with_interpret.steps == ALL_STEPS and with_interpret.caption.model == "minilm"
     assert cfg.features[0].layers == ("blocks.1",)
     assert cfg.cache_dir == tmp_path / "out" / "cache"
 
@@ -55,6 +57,11 @@ def test_digest_changes_with_content_only(tmp_path):
         ({"steps": ["fit", "plot"]}, "invalid `steps`"),
         ({"subjects": "subj01"}, "`subjects` must be a non-empty list"),
         ({"encoding": {"readout": "mlp"}}, "invalid `encoding.readout`"),
+        ({"steps": ["validate", "caption"]}, "step `caption` needs a `caption:` section"),
+        ({"synthesize": {"rois": []}}, "`synthesize.rois` is empty"),
+        ({"synthesize": {"rois": ["FFA-1"]}, "features": [{"model": "minilm", "text": True}]},
+         "`synthesize` needs an image feature source"),
+        ({"caption": {"modle": "minilm"}}, "unknown key(s) ['modle'] in `caption`"),
     ],
 )
 def test_bad_configs_name_file_and_problem(tmp_path, change, message):
