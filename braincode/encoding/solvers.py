@@ -33,7 +33,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from braincode.encoding._memory import resolve_device, voxel_batch_size
+from braincode.encoding._memory import free_memory, resolve_device, voxel_batch_size
 from braincode.errors import ConfigError, DataFormatError
 from braincode.progress import progress
 
@@ -175,10 +175,11 @@ class _Design:
     def __init__(
         self, Xs: Sequence[torch.Tensor], splits: Splits, center: bool, device: torch.device
     ) -> None:
-        X = torch.cat([x.to(device, torch.float32) for x in Xs], 1)
-        self.n, self.p = X.shape
-        self.sizes = [x.shape[1] for x in Xs]
+        self.n, self.sizes = Xs[0].shape[0], [x.shape[1] for x in Xs]
+        self.p = sum(self.sizes)
         self.primal = self.n >= self.p
+        _check_fits(self.n, self.p, len(Xs), len(splits), self.primal, device)
+        X = torch.cat([x.to(device, torch.float32) for x in Xs], 1)
         self.center = center
         self.mean = X.mean(0, dtype=torch.float64) if center else X.new_zeros(self.p, dtype=torch.float64)
         self.Xc = X - self.mean.float() if center else X
@@ -206,17 +207,20 @@ class _Design:
         x_mean_val = Xv.mean(0)
         offset = X64[train_t].mean(0) if self.center else torch.zeros_like(x_mean_val)
         split = _Split(train_t, val_t, complement, offset, x_mean_val)
-        Xv = Xv - offset
         if self.primal:
+            raw = Xv.T @ Xv
+            # (Xv - o)^T (Xv - o) = Xv^T Xv - n_val (m o^T + o m^T - o o^T), m the validation mean
+            g_val = (
+                raw.clone().addr_(x_mean_val, offset, alpha=-n_val).addr_(offset, x_mean_val, alpha=-n_val)
+            )
+            split.gram_val = g_val.addr_(offset, offset, alpha=n_val)
             if complement:  # (Xt - o)^T (Xt - o) = G - Xv^T Xv - n_train o o^T  (Xc is centred, or o = 0)
-                g = self.gram - X64[val_t].T @ X64[val_t]
-                split.gram_train = g.addr_(offset, offset, alpha=-n_train)
+                split.gram_train = (self.gram - raw).addr_(offset, offset, alpha=-n_train)
             else:
                 Xt = X64[train_t] - offset
                 split.gram_train = Xt.T @ Xt
-            split.gram_val = Xv.T @ Xv
         else:
-            Xt = X64[train_t] - offset
+            Xt, Xv = X64[train_t] - offset, Xv - offset
             xts, xvs = torch.split(Xt, self.sizes, 1), torch.split(Xv, self.sizes, 1)
             split.kernels_train = [a @ a.T for a in xts]
             split.kernels_val = [b @ a.T for a, b in zip(xts, xvs)]
@@ -293,6 +297,19 @@ class _Design:
             return basis.left @ (scale * (basis.left.T @ XtY))
         dual = basis.left @ (scale * (basis.left.T @ Yc))  # (K_gamma + a)^-1 Y on the kernel's range
         return (self.Xc * self.feature_scale(gamma).square().float()).T @ dual
+
+
+def _check_fits(n: int, p: int, n_spaces: int, n_splits: int, primal: bool, device: torch.device) -> None:
+    """Raise a clear error when the per-split Grams (primal) or kernels (dual) cannot fit in memory."""
+    blocks = (2 * n_splits + 1) * p * p if primal else (n_splits + 1) * n_spaces * n * n
+    need = 8 * blocks + 12 * n * p
+    if need > free_memory(device):
+        raise ConfigError(
+            "the design is too large for the memory of the device",
+            expected=f"about {need / 2**30:.1f} GiB free on {device} for {n} samples x {p} features",
+            found=f"{free_memory(device) / 2**30:.1f} GiB free",
+            fix="reduce the features (e.g. PCA) or samples, use fewer folds, or use a device with more memory",
+        )
 
 
 def _rows(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -455,13 +472,14 @@ def _search(
     v = Y.shape[1]
     alphas_dev = alphas.to(device)
     gammas_dev = gammas.to(device, torch.float64)
+    n_candidates = len(gammas)
     # the fold bases of the first gamma are kept; the others are recomputed per voxel batch, so with several
     # gammas the batches are as large as memory allows
     first = _fold_bases(design, gammas_dev[0], alphas_dev)
     rank = max(int(b.lam.numel()) for b in first)
     within = max(int(b.quad.within_idx.numel()) for b in first)
     per_voxel = _bytes_per_voxel(design, len(alphas), rank, within, len(design.splits))
-    batch = voxel_batch_size(v, per_voxel, 0, device, voxel_batch, cap=len(gammas) == 1)
+    batch = voxel_batch_size(v, per_voxel, 0, device, voxel_batch, cap=n_candidates == 1)
     logger.info(
         "ridge: %s form, n=%d p=%d v=%d, %d spaces, %d gammas, %d alphas, %d splits, rank %d, batch %d",
         "primal" if design.primal else "dual",
@@ -469,13 +487,15 @@ def _search(
         design.p,
         v,
         len(design.sizes),
-        len(gammas),
+        n_candidates,
         len(alphas),
         len(design.splits),
         rank,
         batch,
     )
-    full_basis = lru_cache(maxsize=FULL_BASIS_CACHE)(lambda g: design.full_basis(gammas_dev[g]))
+    full_basis = lru_cache(maxsize=FULL_BASIS_CACHE)(
+        lambda g: design.full_basis(torch.tensor(g, device=device))
+    )
     coef = torch.empty(design.p, v, dtype=torch.float32)
     intercept = torch.empty(v, dtype=torch.float32)
     best_alpha = torch.empty(v, dtype=torch.float64)
@@ -496,16 +516,10 @@ def _search(
         top = torch.full((Yc.shape[1],), -torch.inf, dtype=torch.float64, device=device)
         top_gamma = torch.zeros(Yc.shape[1], dtype=torch.long, device=device)
         top_alpha = torch.zeros(Yc.shape[1], dtype=torch.long, device=device)
-        candidates = progress(
-            range(len(gammas)),
-            desc="feature-space weights",
-            total=len(gammas),
-            enabled=show_progress and len(gammas) > 1,
-        )
-        for g in candidates:
-            bases = (
-                first if g == 0 else [design.fold_basis(s, gammas_dev[g], alphas_dev) for s in design.splits]
-            )
+        for g in progress(
+            range(n_candidates), desc="feature-space weights", enabled=show_progress and n_candidates > 1
+        ):
+            bases = first if g == 0 else _fold_bases(design, gammas_dev[g], alphas_dev)
             mean = sum(_fold_scores(b, t, score) for b, t in zip(bases, targets)) / len(targets)
             a_idx = select_alphas(mean)
             chosen = mean.gather(0, a_idx[None]).squeeze(0)
@@ -513,26 +527,26 @@ def _search(
             top = torch.where(better, chosen, top)
             top_gamma = torch.where(better, g, top_gamma)
             top_alpha = torch.where(better, a_idx, top_alpha)
-        W = _refit_batch(design, full_basis, gammas_dev, alphas_dev, top_gamma, top_alpha, Yc, XtY)
+        winners = gammas_dev[top_gamma]  # (vb, n_spaces)
+        W = _refit_batch(design, full_basis, winners, alphas_dev[top_alpha], Yc, XtY)
         coef[:, cols] = W.cpu()
         intercept[cols] = (y_mean - design.mean @ W.double()).float().cpu()
         best_alpha[cols] = alphas_dev[top_alpha].cpu()
-        best_gamma[:, cols] = gammas_dev[top_gamma].T.cpu()
+        best_gamma[:, cols] = winners.T.cpu()
         cv_scores[cols] = top.cpu()
     return BandedRidgeCVResult(coef, intercept, best_alpha, best_gamma, cv_scores)
 
 
-def _refit_batch(design, full_basis, gammas, alphas, top_gamma, top_alpha, Yc, XtY) -> torch.Tensor:
-    """Coefficients (p, vb) of a voxel batch: one refit per distinct winning gamma."""
-    winners = torch.unique(top_gamma).tolist()
-    if len(winners) == 1:
-        g = winners[0]
-        return design.refit(full_basis(g), gammas[g], Yc, XtY, alphas[top_alpha])
+def _refit_batch(design, full_basis, winners, alphas, Yc, XtY) -> torch.Tensor:
+    """Coefficients (p, vb) of a voxel batch: one refit per distinct winning gamma (rows of ``winners``)."""
+    distinct, which = torch.unique(winners, dim=0, return_inverse=True)
+    if len(distinct) == 1:
+        return design.refit(full_basis(tuple(distinct[0].tolist())), distinct[0], Yc, XtY, alphas)
     W = torch.empty(design.p, Yc.shape[1], dtype=torch.float32, device=Yc.device)
-    for g in winners:
-        sel = torch.nonzero(top_gamma == g).flatten()
+    for k, gamma in enumerate(distinct):
+        sel = torch.nonzero(which == k).flatten()
         part_XtY = None if XtY is None else XtY[:, sel]
-        W[:, sel] = design.refit(full_basis(g), gammas[g], Yc[:, sel], part_XtY, alphas[top_alpha[sel]])
+        W[:, sel] = design.refit(full_basis(tuple(gamma.tolist())), gamma, Yc[:, sel], part_XtY, alphas[sel])
     return W
 
 

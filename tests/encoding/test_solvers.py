@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.model_selection import KFold, ShuffleSplit
 
-from braincode.encoding import _memory
+from braincode.encoding import _memory, solvers
 from braincode.encoding.solvers import banded_ridge_cv, ridge_cv, simplex_candidates
 from braincode.errors import ConfigError, DataFormatError
 
@@ -198,4 +198,7 @@ def test_bad_inputs_raise_clear_errors(monkeypatch):
         ridge_cv(X, Y, ALPHAS, kf, device="tpu")
     monkeypatch.setattr(_memory, "free_memory", lambda device: 1000)
     with pytest.raises(ConfigError, match="not enough memory"):
+        ridge_cv(X, Y, ALPHAS, kf, device="cpu")
+    monkeypatch.setattr(solvers, "free_memory", lambda device: 1000)
+    with pytest.raises(ConfigError, match="too large"):
         ridge_cv(X, Y, ALPHAS, kf, device="cpu")
