@@ -112,19 +112,21 @@ class _Quadratic:
         ``sst`` is each voxel's validation sum of squares about its validation mean, ``delta`` the validation mean
         minus the fold's intercept.
         """
-        cov = self.D @ (F * E).double()  # <Yv, P_a>
-        E = E.double()
-        pbar = self.D_abar @ E  # mean of P_a
-        sq = self.D_sq_hdiag @ (E * E) + self.D @ (self.cross @ E).mul_(E)  # ||P_a||^2
+        E64 = E.double()
+        pbar = self.D_abar @ E64  # mean of P_a
+        ME = self.cross @ E64
+        diag = self.D_sq_hdiag @ (E64 * E64)
         if self.within_idx.numel():
-            Ew = E[self.within_idx]
+            Ew = E64[self.within_idx]
             for a in range(self.D.shape[0]):
                 scaled = self.D[a, self.within_idx, None] * Ew
-                sq[a] += (scaled * (self.within @ scaled)).sum(0)
-        if score == "r2":
-            sse = sq.add_(sst + n_val * delta * delta).sub_(2.0 * cov).sub_((2.0 * n_val) * delta * pbar)
+                diag[a] += (scaled * (self.within @ scaled)).sum(0)
+        if score == "r2":  # ||P_a||^2 - 2 <Yv, P_a> = diag + sum_j d_j E_j ((M E)_j - 2 F_j): one product
+            sq_minus_2cov = self.D @ ME.sub_(F.double(), alpha=2.0).mul_(E64) + diag
+            sse = sq_minus_2cov.add_(sst + n_val * delta * delta).sub_((2.0 * n_val) * delta * pbar)
             return torch.where(sst > 0, 1.0 - sse / torch.where(sst > 0, sst, 1.0), 0.0)
-        var = sq.sub_(n_val * pbar * pbar).clamp_min_(0.0)
+        cov = self.D @ (F * E).double()  # <Yv, P_a>
+        var = (self.D @ ME.mul_(E64) + diag).sub_(n_val * pbar * pbar).clamp_min_(0.0)  # ||P_a - mean||^2
         denom = torch.sqrt(sst * var)
         return torch.where(denom > 0, cov / torch.where(denom > 0, denom, 1.0), 0.0)
 
