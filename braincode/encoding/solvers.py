@@ -16,8 +16,9 @@ the quadratic form ``sum_jk H_jk E_j E_k d_j d_k`` with ``H = A^T A``; with the 
 so one ``r x r`` product per fold (float64) replaces the ``n_alphas`` validation predictions. Eigenvalues
 closer than ``CLUSTER_TOL * (lam_max + alpha_max)`` are grouped, and pairs inside a group are summed directly
 (with a fully degenerate spectrum this falls back to the direct ``r^2`` cost per alpha).
-``X_tr^T Y_tr`` is ``X^T Y - Xv^T Yv`` when the training set is the complement of the validation set, so the
-``n x p x n_voxels`` product is done once, not once per fold.
+``X_tr^T Y_tr`` is ``X^T Y - Xv^T Yv`` when the training set is the complement of the validation set, and
+``X^T Y`` is the sum of the folds' ``Xv^T Yv`` when the validation sets partition the samples (K-fold), so the
+``n x p x n_voxels`` products cost one pass over the data in all. Banded ridge reuses them for every candidate.
 """
 
 from __future__ import annotations
@@ -496,7 +497,7 @@ def _search(
         batch,
     )
     full_basis = lru_cache(maxsize=FULL_BASIS_CACHE)(
-        lambda g: design.full_basis(torch.tensor(g, device=device))
+        lambda g: design.full_basis(torch.tensor(g, dtype=torch.float64, device=device))
     )
     coef = torch.empty(design.p, v, dtype=torch.float32)
     intercept = torch.empty(v, dtype=torch.float32)
@@ -504,6 +505,7 @@ def _search(
     best_gamma = torch.empty(len(design.sizes), v, dtype=torch.float64)
     cv_scores = torch.empty(v, dtype=torch.float64)
     starts = range(0, v, batch)
+    bar = show_progress and n_candidates > 1
     for start in progress(starts, desc="ridge voxel batches", total=len(starts), enabled=show_progress):
         cols = slice(start, min(start + batch, v))
         Yb = Y[:, cols].to(device, torch.float32)
@@ -515,20 +517,9 @@ def _search(
         Yc = Yb - y_mean.float() if fit_intercept else Yb
         del Yb
         targets, XtY = design.targets(Yc)
-        top = torch.full((Yc.shape[1],), -torch.inf, dtype=torch.float64, device=device)
-        top_gamma = torch.zeros(Yc.shape[1], dtype=torch.long, device=device)
-        top_alpha = torch.zeros(Yc.shape[1], dtype=torch.long, device=device)
-        for g in progress(
-            range(n_candidates), desc="feature-space weights", enabled=show_progress and n_candidates > 1
-        ):
-            bases = first if g == 0 else _fold_bases(design, gammas_dev[g], alphas_dev)
-            mean = sum(_fold_scores(b, t, score) for b, t in zip(bases, targets)) / len(targets)
-            a_idx = select_alphas(mean)
-            chosen = mean.gather(0, a_idx[None]).squeeze(0)
-            better = chosen > top + TIE_TOL  # ties keep the earlier gamma (the uniform one comes first)
-            top = torch.where(better, chosen, top)
-            top_gamma = torch.where(better, g, top_gamma)
-            top_alpha = torch.where(better, a_idx, top_alpha)
+        top, top_gamma, top_alpha = _best_per_voxel(
+            design, first, gammas_dev, alphas_dev, targets, score, bar
+        )
         winners = gammas_dev[top_gamma]  # (vb, n_spaces)
         W = _refit_batch(design, full_basis, winners, alphas_dev[top_alpha], Yc, XtY)
         coef[:, cols] = W.cpu()
@@ -537,6 +528,32 @@ def _search(
         best_gamma[:, cols] = winners.T.cpu()
         cv_scores[cols] = top.cpu()
     return BandedRidgeCVResult(coef, intercept, best_alpha, best_gamma, cv_scores)
+
+
+def _best_per_voxel(
+    design: _Design,
+    first: list[_Basis],
+    gammas: torch.Tensor,
+    alphas: torch.Tensor,
+    targets: list[_Targets],
+    score: str,
+    show_progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Best mean CV score of each voxel of a batch, and the indices of its gamma and alpha."""
+    vb = targets[0].sst.shape[0]
+    top = torch.full((vb,), -torch.inf, dtype=torch.float64, device=alphas.device)
+    top_gamma = torch.zeros(vb, dtype=torch.long, device=alphas.device)
+    top_alpha = torch.zeros(vb, dtype=torch.long, device=alphas.device)
+    for g in progress(range(len(gammas)), desc="feature-space weights", enabled=show_progress):
+        bases = first if g == 0 else _fold_bases(design, gammas[g], alphas)
+        mean = sum(_fold_scores(b, t, score) for b, t in zip(bases, targets)) / len(targets)
+        a_idx = select_alphas(mean)
+        chosen = mean.gather(0, a_idx[None]).squeeze(0)
+        better = chosen > top + TIE_TOL  # ties keep the earlier gamma (the uniform one comes first)
+        top = torch.where(better, chosen, top)
+        top_gamma = torch.where(better, g, top_gamma)
+        top_alpha = torch.where(better, a_idx, top_alpha)
+    return top, top_gamma, top_alpha
 
 
 def _refit_batch(design, full_basis, winners, alphas, Yc, XtY) -> torch.Tensor:
