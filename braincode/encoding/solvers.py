@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -349,12 +348,9 @@ def _eigh_truncated(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _fold_bases(design: _Design, gamma: torch.Tensor, alphas: torch.Tensor) -> list[_Basis]:
-    """The fold bases of one gamma; on CPU the folds' one-thread eigen-problems run side by side."""
-    threads = torch.get_num_threads()
-    if design.Xc.device.type != "cpu" or threads == 1:
-        return [design.fold_basis(s, gamma, alphas) for s in design.splits]
-    with _one_cpu_thread(design.Xc.device), ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(lambda s: design.fold_basis(s, gamma, alphas), design.splits))
+    """The fold bases of one gamma (run one after the other: side by side in threads, the folds' eigen-problems
+    fight over OpenMP's thread pool and can take 10x longer)."""
+    return [design.fold_basis(s, gamma, alphas) for s in design.splits]
 
 
 def _fold_scores(basis: _Basis, t: _Targets, score: str) -> torch.Tensor:
@@ -508,14 +504,14 @@ def _search(
     bar = show_progress and n_candidates > 1
     for start in progress(starts, desc="ridge voxel batches", total=len(starts), enabled=show_progress):
         cols = slice(start, min(start + batch, v))
-        Yb = Y[:, cols].to(device, torch.float32)
+        Yc = Y[:, cols].to(device, torch.float32, copy=True)  # the only copy of the batch: centred in place
         y_mean = (
-            Yb.mean(0, dtype=torch.float64)
+            Yc.mean(0, dtype=torch.float64)
             if fit_intercept
-            else Yb.new_zeros(Yb.shape[1], dtype=torch.float64)
+            else Yc.new_zeros(Yc.shape[1], dtype=torch.float64)
         )
-        Yc = Yb - y_mean.float() if fit_intercept else Yb
-        del Yb
+        if fit_intercept:
+            Yc.sub_(y_mean.float())
         targets, XtY = design.targets(Yc)
         top, top_gamma, top_alpha = _best_per_voxel(
             design, first, gammas_dev, alphas_dev, targets, score, bar
