@@ -23,13 +23,7 @@ from braincode.errors import ConfigError, DataFormatError, MissingFileError, Not
 GRID = (4, 4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster and immune to the other processes' load; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SMALL = {"d_model": 16, "n_heads": 2, "d_ff": 32, "device": "cpu"}
 
 

@@ -17,13 +17,7 @@ from braincode.pipeline.steps import make_encoder
 SPEC = FeatureSpec("open_clip:tiny-vit@random", ("blocks.1", "pooled"), pool="grid", out_grid=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: one intra-op thread is faster, and far faster on a busy machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+from threads import single_thread
 
 from braincode.data.core import Stimuli
 from braincode.features import get_extractor
@@ -22,21 +20,9 @@ CAPTIONS = (
 )
 
 
-@contextmanager
-def single_thread():
-    """Tiny models run fastest on one thread, and on a busy shared machine spinning thread pools crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    with single_thread():
-        yield
+def _one_thread_per_module(one_torch_thread):
+    """Every features test module runs on one torch thread."""
 
 
 @pytest.fixture(scope="session")

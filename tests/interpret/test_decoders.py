@@ -13,14 +13,7 @@ from braincode.errors import DataFormatError, MissingFileError, ModelError
 from braincode.interpret.bank import bank_from_arrays
 from braincode.interpret.decoders import CaptionDecoder, PrefixDecoder, RetrievalDecoder, word_tokenizer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train 50x faster on one intra-op thread than on two contended ones (shared CI CPUs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CAPTIONS = ["a large face on the left", "a small house at the top", "the word on a grey background",
