@@ -94,7 +94,8 @@ def bwd_dq(Q, K, V, PAD, O, DO, LSE, DLSE, DELTA, DQ, W, R, G, DW,
     dw = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
     if READOUT:
         w = tl.load(W + offs_m[:, None] * swm + h * swh + offs_dv[None, :] * swd, mask=dv_ok, other=0.0)
-    for b in range(B):
+    for b32 in range(B):
+        b = h * 0 + b32  # int64, so b * stride cannot overflow 32 bits
         row = (b * H + h) * LQ + offs_m
         q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd, mask=d_ok, other=0.0)
         if READOUT:
