@@ -47,14 +47,14 @@ class _UnitAndNorm:
         self.shape = (len(bank), bank.dim + 1)
 
     def __getitem__(self, rows: slice) -> np.ndarray:
-        from braincode.kernels.streaming import _release
+        from braincode.kernels.streaming import release_rows
 
         start, stop, _ = rows.indices(self.shape[0])
         out = np.empty((stop - start, self.shape[1]), dtype=np.float32)
         out[:, :-1] = self.bank.unit[start:stop]
         out[:, -1] = self.bank.norms[start:stop]
         for array in (self.bank.unit, self.bank.norms):
-            _release(array, start, stop)
+            release_rows(array, start, stop)
         return out
 
 

@@ -56,7 +56,7 @@ def default_key_chunk(n_queries: int) -> int:
     return max(64, _SCORE_TILE_BYTES // (4 * n_queries))
 
 
-def _release(array: Any, start: int, stop: int) -> None:
+def release_rows(array: Any, start: int, stop: int) -> None:
     """Tell the OS that rows [start, stop) of a numpy memmap are not needed any more (drops them from RSS)."""
     handle = getattr(array, "_mmap", None)
     if not isinstance(array, np.memmap) or not isinstance(handle, mmap.mmap) or array.mode == "c":
@@ -79,7 +79,7 @@ def _load(array: Any, start: int, stop: int, like: torch.Tensor) -> torch.Tensor
     if isinstance(rows, torch.Tensor):
         return rows.to(device=like.device, dtype=like.dtype)
     tensor = torch.tensor(np.asarray(rows), dtype=like.dtype, device=like.device)
-    _release(array, start, stop)
+    release_rows(array, start, stop)
     return tensor
 
 
