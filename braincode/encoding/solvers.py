@@ -41,8 +41,9 @@ logger = logging.getLogger(__name__)
 
 #: Scores that can select alphas.
 SCORES = ("r2", "pearson")
-#: Relative eigenvalue gap below which two directions are summed directly instead of by partial fractions.
-CLUSTER_TOL = 1e-6
+#: Relative eigenvalue gap (to lam_max + alpha_max) below which two directions are summed directly instead of by
+#: partial fractions; this bounds the float64 cancellation of the partial fractions by 1 / CLUSTER_TOL.
+CLUSTER_TOL = 1e-8
 #: Mean CV scores within this of the best count as ties; ties go to the larger alpha.
 TIE_TOL = 1e-10
 #: Refit bases (one eigen-decomposition of all rows per feature-space weighting) kept across voxel batches.
@@ -82,7 +83,10 @@ class _Quadratic:
     D_sq_hdiag: torch.Tensor  # (n_alphas, r) D^2 * H_jj
     D_abar: torch.Tensor  # (n_alphas, r) D * mean row of A
     cross: torch.Tensor  # (r, r) 2 H_jk / (lam_k - lam_j) across groups, 0 inside
-    within_idx: torch.Tensor  # (m,) directions that share a group with another one
+    pair_j: torch.Tensor  # (n_pairs,) pairs j < k in the same group, when there are few of them ...
+    pair_k: torch.Tensor
+    pair_coef: torch.Tensor  # (n_alphas, n_pairs) 2 H_jk d_j d_k
+    within_idx: torch.Tensor  # (m,) ... otherwise the directions that share a group with another one
     within: torch.Tensor  # (m, m) H restricted to pairs in the same group, zero diagonal
 
     @classmethod
@@ -98,11 +102,23 @@ class _Quadratic:
         same = group[:, None] == group[None, :]
         gaps = lam[None, :] - lam[:, None]
         cross = torch.where(same, 0.0, 2.0 * H / torch.where(same, 1.0, gaps))
-        idx = torch.nonzero(torch.bincount(group)[group] > 1).flatten()
-        within = (H * same)[idx][:, idx]
-        within.fill_diagonal_(0.0)
         D = 1.0 / (lam[None, :] + alphas[:, None])
-        return cls(D, D * D * torch.diagonal(H), D * A_mean, cross, idx, within)
+        pair_j, pair_k = torch.nonzero(torch.triu(same, diagonal=1), as_tuple=True)
+        none = pair_j[:0]
+        if len(pair_j) <= len(lam):  # few close pairs (the usual case): sum them one by one
+            pair_coef = 2.0 * H[pair_j, pair_k] * D[:, pair_j] * D[:, pair_k]
+            idx, within = none, H.new_zeros(0, 0)
+        else:  # large groups (e.g. whitened features): one product per alpha
+            idx = torch.nonzero(torch.bincount(group)[group] > 1).flatten()
+            within = (H * same)[idx][:, idx]
+            within.fill_diagonal_(0.0)
+            pair_j, pair_k, pair_coef = none, none, D[:, :0]
+        return cls(D, D * D * torch.diagonal(H), D * A_mean, cross, pair_j, pair_k, pair_coef, idx, within)
+
+    @property
+    def within_rows(self) -> int:
+        """Rows of per-voxel float64 work that the within-group terms need."""
+        return max(len(self.pair_j), 2 * len(self.within_idx))
 
     def scores(
         self, E: torch.Tensor, F: torch.Tensor, sst: torch.Tensor, delta: torch.Tensor, n_val: int, score: str
@@ -115,8 +131,10 @@ class _Quadratic:
         E64 = E.double()
         pbar = self.D_abar @ E64  # mean of P_a
         ME = self.cross @ E64
-        diag = self.D_sq_hdiag @ (E64 * E64)
-        if self.within_idx.numel():
+        diag = self.D_sq_hdiag @ (E64 * E64)  # diagonal and within-group terms of ||P_a||^2
+        if len(self.pair_j):
+            diag += self.pair_coef @ (E64[self.pair_j] * E64[self.pair_k])
+        if len(self.within_idx):
             Ew = E64[self.within_idx]
             for a in range(self.D.shape[0]):
                 scaled = self.D[a, self.within_idx, None] * Ew
@@ -427,7 +445,7 @@ def _bytes_per_voxel(design: _Design, n_alphas: int, rank: int, within: int, cac
     """Memory one more voxel in a batch costs: responses, fold targets, float64 scoring temporaries."""
     n, p = design.n, design.p
     target_rows = 2 * p if design.primal else n
-    return 4 * (3 * n + 2 * p + cached_splits * target_rows) + 8 * (6 * rank + 2 * within + 4 * n_alphas)
+    return 4 * (3 * n + 2 * p + cached_splits * target_rows) + 8 * (6 * rank + within + 4 * n_alphas)
 
 
 @dataclass
@@ -476,7 +494,7 @@ def _search(
     # gammas the batches are as large as memory allows
     first = _fold_bases(design, gammas_dev[0], alphas_dev)
     rank = max(int(b.lam.numel()) for b in first)
-    within = max(int(b.quad.within_idx.numel()) for b in first)
+    within = max(b.quad.within_rows for b in first)
     per_voxel = _bytes_per_voxel(design, len(alphas), rank, within, len(design.splits))
     batch = voxel_batch_size(v, per_voxel, 0, device, voxel_batch, cap=n_candidates == 1)
     logger.info(

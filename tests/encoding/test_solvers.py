@@ -202,3 +202,28 @@ def test_bad_inputs_raise_clear_errors(monkeypatch):
     monkeypatch.setattr(solvers, "free_memory", lambda device: 1000)
     with pytest.raises(ConfigError, match="too large"):
         ridge_cv(X, Y, ALPHAS, kf, device="cpu")
+
+
+@pytest.mark.parametrize("spectrum", ["generic", "close_pairs", "degenerate"])
+def test_partial_fraction_scores_match_direct_predictions(spectrum):
+    g = torch.Generator().manual_seed(0)
+    r, n_val, vb = 30, 25, 7
+    lam = torch.linspace(1.0, 50.0, r, dtype=torch.float64)
+    if spectrum == "close_pairs":
+        lam[1::3] = lam[0::3][: len(lam[1::3])] * (1 + 1e-13)  # groups of two (summed pair by pair)
+        lam = torch.sort(lam).values
+    elif spectrum == "degenerate":
+        lam = torch.full((r,), 7.0, dtype=torch.float64)  # one group (summed with dense products)
+    A = torch.randn(n_val, r, generator=g, dtype=torch.float64)
+    E = torch.randn(r, vb, generator=g, dtype=torch.float64)
+    Yv = torch.randn(n_val, vb, generator=g, dtype=torch.float64) + 0.3
+    alphas = torch.logspace(-2, 6, 9, dtype=torch.float64)
+    quad = solvers._Quadratic.build(lam, A.T @ A, A.mean(0), alphas)
+    assert (len(quad.pair_j) > 0) == (spectrum == "close_pairs")
+    assert (len(quad.within_idx) > 0) == (spectrum == "degenerate")
+    Yv0 = Yv - Yv.mean(0)
+    sst = (Yv0**2).sum(0)
+    scores = quad.scores(E, A.T @ Yv0, sst, Yv.mean(0), n_val, "r2")
+    pred = torch.stack([A @ (E / (lam[:, None] + a)) for a in alphas])
+    direct = 1 - ((Yv - pred) ** 2).sum(1) / sst
+    torch.testing.assert_close(scores, direct, rtol=0, atol=1e-10)
