@@ -1,7 +1,7 @@
 """Voxel-wise ridge encoders with the scikit-learn API, thin wrappers around :mod:`braincode.encoding.solvers`.
 
 ``score(X, Y)`` returns one float, the mean over voxels of the per-voxel score (scikit-learn's regressor
-contract; for ``score="r2"`` it equals :meth:`sklearn.base.RegressorMixin.score`); ``score_voxels(X, Y)``
+contract; for ``scoring="r2"`` it equals :meth:`sklearn.base.RegressorMixin.score`); ``score_voxels(X, Y)``
 returns the per-voxel values. ``coef_`` follows scikit-learn: shape (n_voxels, n_features).
 """
 
@@ -88,9 +88,18 @@ class _VoxelEncoder(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 fix="use fewer folds or more samples",
             ) from err
 
-    def _check_params(self) -> None:
+    def _fit_inputs(self, X, y):
+        """Checked ``X``, 2-D ``Y``, and whether ``y`` was 1-D."""
         if self.scoring not in SCORES:
             raise ConfigError("unknown score", expected=f"one of {SCORES}", found=repr(self.scoring))
+        if y is None:
+            raise ConfigError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None",
+                fix="call fit(X, Y) with the responses Y",
+            )
+        X, y = _validated(self, X, y, reset=True)
+        ravel = y.ndim == 1
+        return X, (y[:, None] if ravel else y), ravel
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "coef_")
@@ -204,15 +213,7 @@ class RidgeEncoder(_VoxelEncoder):
 
     def fit(self, X, y) -> RidgeEncoder:
         """Choose each voxel's alpha by cross-validation on ``(X, y)``, then refit on all of it."""
-        self._check_params()
-        if y is None:
-            raise ConfigError(
-                f"{type(self).__name__} requires y to be passed, but the target y is None",
-                fix="call fit(X, Y) with the responses Y",
-            )
-        X, y = _validated(self, X, y, reset=True)
-        ravel = y.ndim == 1
-        Y = y[:, None] if ravel else y
+        X, Y, ravel = self._fit_inputs(X, y)
         res = ridge_cv(
             X,
             Y,
@@ -310,15 +311,7 @@ class BandedRidgeEncoder(_VoxelEncoder):
 
     def fit(self, X, y) -> BandedRidgeEncoder:
         """Choose each voxel's feature-space weights and alpha by cross-validation, then refit."""
-        self._check_params()
-        if y is None:
-            raise ConfigError(
-                f"{type(self).__name__} requires y to be passed, but the target y is None",
-                fix="call fit(X, Y) with the responses Y",
-            )
-        X, y = _validated(self, X, y, reset=True)
-        ravel = y.ndim == 1
-        Y = y[:, None] if ravel else y
+        X, Y, ravel = self._fit_inputs(X, y)
         Xt = as_tensor(X)
         res = banded_ridge_cv(
             list(torch.split(Xt, self._space_sizes(Xt.shape[1]), 1)),
