@@ -24,6 +24,7 @@ closer than ``CLUSTER_TOL * (lam_max + alpha_max)`` are grouped, and pairs insid
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -50,6 +51,7 @@ TIE_TOL = 1e-10
 FULL_BASIS_CACHE = 16
 
 Splits = Sequence[tuple[np.ndarray, np.ndarray]]
+_THREADS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -342,16 +344,20 @@ def _rows(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 @contextmanager
 def _one_cpu_thread(device: torch.device):
-    """Run LAPACK on one thread: eigh gains little from 2 threads and loses up to 4x when cores are busy."""
+    """Run LAPACK on one thread: eigh gains little from 2 threads and loses up to 4x when cores are busy.
+
+    The thread count is process-wide, so concurrent callers take turns (a lock) to always restore it.
+    """
     if device.type != "cpu":
         yield
         return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    with _THREADS_LOCK:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _eigh_truncated(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
