@@ -10,7 +10,7 @@ STAMP   = $(VENV)/.braincode-installed
 export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 
-.PHONY: demo test install clean lint
+.PHONY: demo test install clean
 
 install: $(STAMP)
 
@@ -25,10 +25,8 @@ demo: $(STAMP)
 	$(VENV)/bin/braincode demo --out demo_out
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check braincode tests bench notebooks
 	$(PY) -m pytest tests
-
-lint: $(STAMP)
-	$(VENV)/bin/ruff check braincode tests bench
 
 clean:
 	rm -rf demo_out .pytest_cache
