@@ -82,6 +82,10 @@ def run_demo(out: Path, *, n_train: int = 600, n_test: int = 100, seed: int = 0,
             "r: cross-validated on the training split; r_truth: test predictions against the noiseless truth; "
             "r_test: against the noisy test responses; ceiling: noisy test responses against the truth."
         ),
+        (
+            "The ViT has random weights (offline demo): its features carry little of the images, and most of the "
+            "signal here comes from the caption features. Use pretrained weights for real analyses."
+        ),
     ]
     html = render_summary("braincode demo: synthetic subject", {"Scores per ROI": table},
                           {"Mean test r per ROI, with the ceiling": _bar_figure(table)}, notes)
