@@ -54,7 +54,7 @@ def fsaverage5_values(vertex: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def surface_figure(scores: pd.DataFrame, column: str, *, cmap: str = "hot", symmetric: bool = False,
                    threshold: float | None = None) -> Figure:
-    """Lateral and medial views of ``column`` on the inflated fsaverage5 surfaces of both hemispheres.
+    """Lateral, medial and posterior views of ``column`` on the inflated fsaverage5 surfaces of both hemispheres.
 
     ``scores`` needs ``hemisphere`` (``lh``/``rh``), ``vertex`` (fsaverage index) and ``column``. Uses nilearn's
     offline fsaverage5 meshes and sulcal maps.
@@ -65,8 +65,8 @@ def surface_figure(scores: pd.DataFrame, column: str, *, cmap: str = "hot", symm
     sulc = datasets.load_fsaverage_data(mesh="fsaverage5", mesh_type="inflated", data_type="sulcal").data
     finite = scores[column].replace([np.inf, -np.inf], np.nan).dropna()
     vmax = float(np.nanmax(np.abs(finite))) if len(finite) else 1.0
-    fig = Figure(figsize=(10, 5))
-    views = ("lateral", "medial")
+    views = ("lateral", "medial", "posterior")
+    fig = Figure(figsize=(10, 2.6 * len(views)))
     for row, view in enumerate(views):
         for col, (hemi, side) in enumerate(_HEMIS.items()):
             ax = fig.add_subplot(len(views), 2, 2 * row + col + 1, projection="3d")
@@ -78,6 +78,7 @@ def surface_figure(scores: pd.DataFrame, column: str, *, cmap: str = "hot", symm
             )
             ax.set_title(f"{hemi} {view}", fontsize=9)
     fig.suptitle(column)
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.9, wspace=-0.15, hspace=0.05)
     return fig
 
 
