@@ -57,20 +57,15 @@ def _encoder(args: argparse.Namespace, device: str):
         return TorchEncoder.load(args.fit, device=device)
     from braincode.data import load_algonauts
     from braincode.features import FeatureStore
-    from braincode.features.design import FeatureSpec, extract_design
-    from braincode.pipeline.steps import make_encoder
+    from braincode.pipeline.steps import fit_image_encoder
 
-    config = _encoder_config(args)
+    spec = _encoder_config(args)
     dataset = load_algonauts(args.data, args.subject)
-    train = dataset["train"]
-    spec = FeatureSpec(config.model_id, config.layers, config.pool, config.out_grid)
     store = FeatureStore(args.cache) if args.cache else None
-    design = extract_design({"train": train.stimuli}, spec, store=store, device=device)["train"]
-    model = make_encoder(cv=args.cv, device=device).fit(design, train.responses.data)
-    encoder = TorchEncoder.from_estimator(config, model, voxels=dataset.voxels, device=device)
+    encoder = fit_image_encoder(spec, dataset, store=store, cv=args.cv, device=device)
     encoder.save(args.fit)
-    log.info("fitted the encoder (%s, %s) on %d images into %s", config.model_id, ", ".join(config.layers),
-             len(design), args.fit)
+    log.info("fitted the encoder (%s, %s) on %d images into %s", spec.model_id, ", ".join(spec.layers),
+             len(dataset["train"].stimuli), args.fit)
     return encoder
 
 

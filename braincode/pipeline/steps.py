@@ -7,7 +7,6 @@ them. Nothing here reaches into another stage's internals.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +23,10 @@ from braincode.data.algonauts import write_algonauts_predictions
 from braincode.data.core import Dataset, roi_families
 from braincode.encoding.estimators import RidgeEncoder
 from braincode.encoding.metrics import algonauts_score, pearson_r, roi_bootstrap_ci, score_table
+from braincode.encoding.torch_encoder import TorchEncoder
+from braincode.features import FeatureStore
+from braincode.features.design import FeatureSpec, extract_design
 from braincode.io import write_map
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,6 +54,23 @@ def make_encoder(alphas: Sequence[float] | None = None, cv: int = 5, device: str
     if alphas is not None:
         kwargs["alphas"] = np.asarray(alphas, dtype=float)
     return make_pipeline(StandardScaler(), RidgeEncoder(**kwargs))
+
+
+def fit_image_encoder(
+    spec: FeatureSpec,
+    dataset: Dataset,
+    *,
+    store: FeatureStore | None = None,
+    alphas: Sequence[float] | None = None,
+    cv: int = 5,
+    device: str = "auto",
+) -> TorchEncoder:
+    """Fit :func:`make_encoder` on ``spec``'s features of the training split, as a differentiable
+    :class:`~braincode.encoding.torch_encoder.TorchEncoder` (images -> voxels) for BrainDiVE."""
+    train = dataset["train"]
+    design = extract_design({"train": train.stimuli}, spec, store=store, device=device)["train"]
+    model = make_encoder(alphas, cv, device).fit(design, train.responses.data)
+    return TorchEncoder.from_estimator(spec, model, voxels=dataset.voxels, device=device)
 
 
 def fit_and_score(

@@ -169,19 +169,16 @@ def caption(ctx: StepContext, out: Path) -> None:
 
 def synthesize(ctx: StepContext, out: Path) -> None:
     """BrainDiVE images for each configured ROI, guided by an image-only encoder fitted here (``<roi>/``)."""
-    from braincode.encoding.torch_encoder import TorchEncoder
     from braincode.interpret._dive_models import load_diffusion
     from braincode.interpret.dive import BrainDiVEPipeline, SampleSettings, roi_objective
     from braincode.interpret.dive import synthesize as synthesize_images
-    from braincode.pipeline.steps import make_encoder
+    from braincode.pipeline.steps import fit_image_encoder
 
     cfg, enc = ctx.config.synthesize, ctx.config.encoding
     ds = _dataset(ctx)
     spec = _feature_spec(next(f for f in ctx.config.features if not f.text))
-    store = FeatureStore(ctx.config.cache_dir)
-    X = extract_design({"train": ds["train"].stimuli}, spec, store=store, device=ctx.config.device)["train"]
-    model = make_encoder(enc.alphas, enc.cv, ctx.config.device).fit(X, ds["train"].responses.data)
-    encoder = TorchEncoder.from_estimator(spec, model, voxels=ds.voxels, device=ctx.config.device)
+    encoder = fit_image_encoder(spec, ds, store=FeatureStore(ctx.config.cache_dir), alphas=enc.alphas, cv=enc.cv,
+                                device=ctx.config.device)
     parts = load_diffusion(cfg.diffusion)
     pipe = BrainDiVEPipeline(parts.unet, parts.vae, parts.scheduler, encoder, parts.text_encoder, parts.tokenizer)
     pipe.to(encoder.device)
