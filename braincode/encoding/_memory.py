@@ -17,30 +17,6 @@ MEMORY_SHARE = 0.5
 MAX_VOXEL_BATCH = 16384
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` (or ``"cuda:1"``) into a :class:`torch.device`.
-
-    Examples
-    --------
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
-        raise ConfigError("unknown device", expected='"auto", "cpu" or "cuda[:index]"', found=repr(device))
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            "CUDA was requested but is not available",
-            expected="a CUDA build of torch and a visible GPU",
-            found=f"torch {torch.__version__} without a usable GPU",
-            fix='use device="cpu" or device="auto"',
-        )
-    return torch.device(device)
-
-
 def free_memory(device: torch.device) -> int:
     """Bytes that can still be allocated on ``device`` (GPU: free device memory; CPU: available RAM)."""
     if device.type == "cuda":

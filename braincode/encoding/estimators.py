@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 from sklearn.model_selection import check_cv
 from sklearn.utils.validation import validate_data
 
-from braincode.encoding._memory import resolve_device
+from braincode.devices import resolve_device
 from braincode.encoding.metrics import pearson_r, r2_score
 from braincode.encoding.solvers import SCORES, Splits, as_tensor, banded_ridge_cv, ridge_cv
 from braincode.errors import ConfigError, DataFormatError, NotFittedError

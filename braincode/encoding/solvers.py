@@ -34,7 +34,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from braincode.encoding._memory import free_memory, resolve_device, voxel_batch_size
+from braincode.devices import resolve_device
+from braincode.encoding._memory import free_memory, voxel_batch_size
 from braincode.errors import ConfigError, DataFormatError
 from braincode.progress import progress
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from braincode.encoding._memory import resolve_device
+from braincode.devices import resolve_device
 from braincode.encoding.metrics import pearson_r
 from braincode.errors import ConfigError, DataFormatError
 from braincode.progress import progress

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from braincode.devices import resolve_device
 from braincode.errors import ModelError
 from braincode.features.extractor import Extractor
 from braincode.features.model_id import parse_model_id
 from braincode.features.sources import hf_models, open_clip_models, timm_models
-from braincode.features.weights import resolve_device
 
 #: Source name -> builder ``build(model_id, layers=..., device=...)``.
 SOURCES: dict[str, Callable[..., Extractor]] = {

@@ -12,34 +12,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from braincode.errors import ConfigError, ModelError
+from braincode.errors import ModelError
 
 #: Seed of every ``@random`` model: the same id always gives the same weights.
 RANDOM_SEED = 0
 
 _HASH_CHUNK = 1 << 22
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """Turn ``"auto"``, ``"cpu"`` or ``"cuda"`` into a torch device (``"auto"``: CUDA when available).
-
-    Examples
-    --------
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu" or device.startswith("cuda"):
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(
-                f"device={device!r} was asked for but no CUDA GPU is visible",
-                expected="a machine with a CUDA GPU and a CUDA build of torch",
-                found=f"torch {torch.__version__}, torch.cuda.is_available() = False",
-                fix='use device="auto" or device="cpu"',
-            )
-        return torch.device(device)
-    raise ConfigError(f"unknown device {device!r}", expected='"auto", "cpu" or "cuda"', found=repr(device))
 
 
 @contextmanager

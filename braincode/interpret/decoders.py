@@ -263,7 +263,7 @@ class PrefixDecoder(nn.Module):
 
         ``train_lm=False`` freezes GPT-2 and trains only the prefix MLP (ClipCap's "frozen LM" variant).
         """
-        from braincode.encoding.training import resolve_device
+        from braincode.devices import resolve_device
 
         x = _as_matrix(embeddings, self.config.embed_dim, "PrefixDecoder.fit")
         if len(x) != len(captions) or len(x) == 0:
@@ -348,7 +348,7 @@ class PrefixDecoder(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoTokenizer, GPT2LMHeadModel
 
-        from braincode.encoding.training import resolve_device
+        from braincode.devices import resolve_device
 
         folder = Path(folder)
         missing = [n for n in ("decoder.json", "prefix.safetensors", "lm/config.json") if not (folder / n).is_file()]

@@ -194,7 +194,7 @@ class LocalLM:
     def __init__(self, path: str | Path, *, max_new_tokens: int = 48, device: str = "auto") -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from braincode.encoding.training import resolve_device
+        from braincode.devices import resolve_device
 
         path = Path(path)
         if not (path / "config.json").is_file():
@@ -259,7 +259,7 @@ class HFImageCaptioner:
                  device: str = "auto") -> None:
         from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
-        from braincode.encoding.training import resolve_device
+        from braincode.devices import resolve_device
 
         path = Path(path)
         if not (path / "config.json").is_file():
@@ -304,7 +304,7 @@ def top_images(weights: np.ndarray, bank: EmbeddingBank, n_top: int, *, key_chun
     if not 1 <= n_top <= len(bank):
         raise ConfigError("n_top is out of range", expected=f"1 <= n_top <= {len(bank)} (bank size)",
                           found=str(n_top))
-    from braincode.encoding.training import resolve_device
+    from braincode.devices import resolve_device
     from braincode.kernels import topk
 
     _, index = topk(torch.from_numpy(w).to(resolve_device(device)), bank.unit, n_top, key_chunk=key_chunk)

@@ -101,7 +101,7 @@ def project(
                               found=str(w.shape), fix="fit the encoder on embeddings of the bank's model and layer")
     if not temperature > 0:
         raise ConfigError("the softmax temperature must be positive", found=repr(temperature), fix="e.g. 150")
-    from braincode.encoding.training import resolve_device
+    from braincode.devices import resolve_device
     from braincode.kernels import softmax_project
     from braincode.kernels.streaming import default_key_chunk
 
