@@ -28,7 +28,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
-        raise ConfigError("unknown device", expected='"auto", "cpu" or "cuda[:index]"', found=repr(device))
+        raise ConfigError("unknown device", expected='"auto", "cpu" or "cuda" (or "cuda:<index>")', found=repr(device))
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
             "CUDA was requested but is not available",
