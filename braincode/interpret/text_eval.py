@@ -152,41 +152,59 @@ def evaluate_captions(
     stimulus_captions: Sequence[str],
     responses: np.ndarray,
     *,
+    split: str,
     model=None,
     n_shuffles: int = 20,
     random_state: int = 0,
 ) -> pd.DataFrame:
-    """Per-voxel caption score with its shuffled-caption control.
+    """Per-voxel caption score beside its shuffled-caption control, flagged when it does not beat the control.
 
     The control gives each voxel the caption of another voxel, drawn by a random permutation of the captions
-    (``n_shuffles`` times, averaged): a caption that is specific to its voxel beats it, a generic one does not.
+    (``n_shuffles`` times): a caption specific to its voxel beats it, a generic one does not. Score only stimuli
+    the encoder never saw (:func:`braincode.interpret.evaluation.check_heldout`), with a sentence model that did
+    not choose the captions.
+
+    Parameters
+    ----------
+    split : str
+        What the stimuli are, written beside every score: ``"validation"`` (held out from the encoder's fit),
+        ``"test"``, or ``"training (circular)"``.
 
     Returns
     -------
     DataFrame
-        One row per voxel: ``caption``, ``spearman``, ``spearman_shuffled``.
+        One row per voxel: ``caption``, ``spearman``, ``spearman_shuffled`` (mean over shuffles), ``p_shuffled``
+        (share of shuffles scoring at least as high, with the +1 correction), ``beats_shuffled`` and ``split``.
 
     Examples
     --------
     >>> import numpy as np
     >>> stim = ["a face", "a house", "a smiling face", "a street of houses"]
     >>> y = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.8]])
-    >>> df = evaluate_captions(["a photo of a face", "a photo of a house"], stim, y, n_shuffles=4)
-    >>> bool((df["spearman"] > df["spearman_shuffled"]).all())
-    True
+    >>> df = evaluate_captions(["a photo of a face", "a photo of a house"], stim, y, split="validation", n_shuffles=4)
+    >>> df["beats_shuffled"].tolist(), df["split"].tolist()
+    ([True, True], ['validation', 'validation'])
     """
     captions = [str(c) for c in voxel_captions]
     responses = _check_responses(responses, len(stimulus_captions), len(captions))
     sims = caption_similarities(captions, stimulus_captions, model=model)
     rng = np.random.default_rng(random_state)
-    shuffled = np.zeros(len(captions))
-    for _ in range(n_shuffles):
-        shuffled += spearman_r(responses, sims[:, rng.permutation(len(captions))])
-    return pd.DataFrame({
+    real = spearman_r(responses, sims)
+    shuffled = np.stack([spearman_r(responses, sims[:, rng.permutation(len(captions))])
+                         for _ in range(n_shuffles)]) if n_shuffles else np.zeros((1, len(captions)))
+    table = pd.DataFrame({
         "caption": captions,
-        "spearman": spearman_r(responses, sims),
-        "spearman_shuffled": shuffled / max(n_shuffles, 1),
+        "spearman": real,
+        "spearman_shuffled": shuffled.mean(0),
+        "p_shuffled": (1 + (shuffled >= real).sum(0)) / (1 + len(shuffled)),
+        "beats_shuffled": real > shuffled.mean(0),
+        "split": split,
     })
+    losing = int((~table["beats_shuffled"]).sum())
+    if losing:
+        log.warning("%d of %d captions do not beat their shuffled-caption control (column beats_shuffled)", losing,
+                    len(table))
+    return table
 
 
 def vocabulary_size(captions: Sequence[str]) -> int:

@@ -10,7 +10,8 @@ import torch
 from braincode.errors import ConfigError, DataFormatError, ModelError
 from braincode.interpret.bank import bank_from_arrays
 from braincode.interpret.clipcap import PrefixDecoder
-from braincode.interpret.lavca import (
+from braincode.interpret.lavca import describe, filter_keywords, top_images
+from braincode.interpret.lavca_components import (
     BankCaptions,
     Composer,
     HFImageCaptioner,
@@ -20,10 +21,7 @@ from braincode.interpret.lavca import (
     LocalLM,
     NounPhraseKeywords,
     TemplateComposer,
-    describe,
-    filter_keywords,
     noun_phrases,
-    top_images,
 )
 
 CAPTIONS = ["a large face on the left, on a grey background", "a small house at the top, on a red background",
