@@ -39,10 +39,10 @@ from PIL import Image
 from braincode.atlases import label_names
 from braincode.data._maps import listing, resolve_labels
 from braincode.data.core import Dataset, Responses, Split, Stimuli
+from braincode.data.reliability import noise_ceiling
 from braincode.data.rois import FAMILIES, with_rois
 from braincode.data.surface import HEMISPHERES, _vertex_values, read_surface_data
 from braincode.data.volume import check_grid, mask_voxels, read_image, sample_volume
-from braincode.encoding.metrics import noise_ceiling
 from braincode.errors import ConfigError, DataFormatError, MissingFileError
 from braincode.progress import progress
 

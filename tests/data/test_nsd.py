@@ -12,7 +12,7 @@ from nsd_fixture import AFFINE, N_VERTICES, SHAPE, SUBJECT_ROW, TRIALS, write_ns
 
 from braincode import io
 from braincode.data.nsd import HDF5Stimuli, load_nsd, read_expdesign
-from braincode.encoding.metrics import noise_ceiling
+from braincode.data.reliability import noise_ceiling
 from braincode.errors import ConfigError, DataFormatError, MissingFileError
 
 
