@@ -59,7 +59,8 @@ def _encoder(args: argparse.Namespace, bank):
 
 
 def _scuba(args: argparse.Namespace, bank, weights: np.ndarray, units) -> pd.DataFrame:
-    from braincode.interpret.decoders import PrefixDecoder, RetrievalDecoder
+    from braincode.interpret.clipcap import PrefixDecoder
+    from braincode.interpret.decoders import RetrievalDecoder
     from braincode.interpret.scuba import caption_voxels, project
 
     if args.decoder is not None:
