@@ -101,7 +101,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> tuple[list[dict
             row["epochs"] = fitted[name].history_.summary()["epochs_run"]
             row["stopped_improving"] = fitted[name].stopped_improving_
         for family in FAMILIES[1:]:
-            row[family] = r[(ds.voxels[family] != "").to_numpy()].mean()
+            row[family] = r[(ds.voxels[f"roi:{family}"] != "").to_numpy()].mean()
         rows.append(row)
         log.info("seed %d %s: %s", seed, name, {k: round(float(v), 3) for k, v in row.items() if k != "readout"})
     return rows, face_maps(fitted["routing"], tokens["test"], ds, truth, args.out if seed == args.seeds[0] else None)

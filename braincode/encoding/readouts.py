@@ -86,7 +86,7 @@ class RoutingReadout(TokenReadout):
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(60, 17, 8)).astype(np.float32)       # 1 class token + 4x4 patches
     >>> Y = X[:, 1:, :2].mean(1)                                  # two voxels
-    >>> voxels = pd.DataFrame({"hemisphere": ["lh", "rh"], "floc-faces": ["FFA-1", ""]})
+    >>> voxels = pd.DataFrame({"hemisphere": ["lh", "rh"], "roi:floc-faces": ["FFA-1", ""]})
     >>> model = RoutingReadout(d_model=16, n_heads=2, d_ff=16, num_prefix_tokens=1, max_epochs=2,
     ...                        device="cpu").fit(X, Y, voxels)
     >>> model.predict(X).shape, model.query_labels_

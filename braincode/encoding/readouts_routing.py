@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from braincode.atlases import roi_labels
-from braincode.data.core import roi_families
+from braincode.atlases import roi_labels as atlas_labels
+from braincode.data.rois import roi_families, roi_labels
 from braincode.errors import ConfigError, DataFormatError
 from braincode.kernels import attention, attention_probs
 
@@ -62,9 +62,9 @@ def sine_positions(grid: tuple[int, int], d_model: int, temperature: float = 100
 
 def _ordered_names(voxels: pd.DataFrame, family: str) -> list[str]:
     """A family's ROI names in atlas label order (the authors' query order), then any others as they appear."""
-    present = [n for n in dict.fromkeys(voxels[family].fillna("").astype(str)) if n]
+    present = [n for n in dict.fromkeys(roi_labels(voxels, family)) if n]
     try:
-        known = list(roi_labels(family).values())
+        known = list(atlas_labels(family).values())
     except ConfigError:  # a family the shipped atlas does not describe: keep the order of appearance
         known = []
     return [n for n in known if n in present] + [n for n in present if n not in known]
@@ -80,7 +80,7 @@ def roi_query_masks(voxels: pd.DataFrame, families: list[str] | None = None) -> 
     Parameters
     ----------
     voxels : DataFrame
-        The voxel table (``hemisphere`` plus one column per ROI family, ``""`` outside the family).
+        The voxel table (``hemisphere`` plus the ROI-family columns of :mod:`braincode.data.rois`).
     families : list of str, optional
         ROI families to use (default every family of the table).
 
@@ -93,8 +93,8 @@ def roi_query_masks(voxels: pd.DataFrame, families: list[str] | None = None) -> 
 
     Examples
     --------
-    >>> vox = pd.DataFrame({"hemisphere": ["lh", "lh", "lh", "rh"], "floc-faces": ["FFA-1", "", "OFA", ""],
-    ...                     "floc-bodies": ["EBA", "", "", ""]})
+    >>> vox = pd.DataFrame({"hemisphere": ["lh", "lh", "lh", "rh"], "roi:floc-faces": ["FFA-1", "", "OFA", ""],
+    ...                     "roi:floc-bodies": ["EBA", "", "", ""]})
     >>> masks, labels = roi_query_masks(vox, ["floc-bodies", "floc-faces"])
     >>> labels
     ['lh/EBA', 'lh/OFA', 'lh/FFA-1', 'lh/unknown', 'rh/unknown']
@@ -102,17 +102,16 @@ def roi_query_masks(voxels: pd.DataFrame, families: list[str] | None = None) -> 
     [1, 0, 1, 0, 0]
     """
     families = roi_families(voxels) if families is None else list(families)
-    missing = [f for f in families if f not in voxels.columns]
-    if missing or "hemisphere" not in voxels.columns:
-        raise ConfigError("unknown ROI families", expected=f"columns of the voxel table {roi_families(voxels)}",
-                          found=str(missing or "no hemisphere column"))
+    if "hemisphere" not in voxels.columns:
+        raise ConfigError("ROI queries are per hemisphere", expected="a 'hemisphere' column in the voxel table",
+                          found=str(list(voxels.columns)[:10]))
     hemis = voxels["hemisphere"].astype(str).to_numpy()
     rows, labels = [], []
     for hemi in [h for h in HEMISPHERES if h in hemis] + sorted(set(hemis) - set(HEMISPHERES)):
         inside = hemis == hemi
         any_roi = np.zeros(len(voxels), dtype=bool)
         for family in families:
-            names = voxels[family].fillna("").astype(str).to_numpy()
+            names = roi_labels(voxels, family)
             for name in _ordered_names(voxels[inside], family):
                 member = inside & (names == name)
                 rows.append(member)

@@ -74,7 +74,7 @@ def routing_maps(
     >>> import numpy as np
     >>> import pandas as pd
     >>> X = np.random.default_rng(0).normal(size=(30, 16, 8)).astype(np.float32)
-    >>> voxels = pd.DataFrame({"hemisphere": ["lh", "lh"], "floc-faces": ["FFA-1", ""]})
+    >>> voxels = pd.DataFrame({"hemisphere": ["lh", "lh"], "roi:floc-faces": ["FFA-1", ""]})
     >>> ro = RoutingReadout(d_model=8, n_heads=2, d_ff=8, max_epochs=1, device="cpu")
     >>> ro = ro.fit(X, X[:, :2, 0], voxels)
     >>> rm = routing_maps(ro, X[:3])

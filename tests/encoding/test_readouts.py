@@ -106,8 +106,8 @@ def _prf_data(seed=0, n=320):
     return X, (Y + 0.2 * rng.normal(size=Y.shape)).astype(np.float32), patches
 
 
-VOXELS3 = pd.DataFrame({"hemisphere": ["lh", "lh", "rh"], "floc-faces": ["FFA-1", "", "FFA-1"],
-                        "floc-bodies": ["EBA", "EBA", ""]})
+VOXELS3 = pd.DataFrame({"hemisphere": ["lh", "lh", "rh"], "roi:floc-faces": ["FFA-1", "", "FFA-1"],
+                        "roi:floc-bodies": ["EBA", "EBA", ""]})
 
 
 def test_factorized_finds_the_receptive_field_at_its_defaults():
@@ -136,7 +136,7 @@ def _object_data(seed=0, n=400, d=8):
 
 def test_routing_attends_to_the_object_wherever_it_is():
     X, Y, where = _object_data()
-    voxels = pd.DataFrame({"hemisphere": ["lh", "rh"], "floc-faces": ["FFA-1", "FFA-1"]})
+    voxels = pd.DataFrame({"hemisphere": ["lh", "rh"], "roi:floc-faces": ["FFA-1", "FFA-1"]})
     model = RoutingReadout(lr=3e-3, max_epochs=25, patience=25, dropout=0.0, num_prefix_tokens=1,
                            **SMALL).fit(X[:320], Y[:320], voxels)
     assert model.score_voxels(X[320:], Y[320:]).min() > 0.8

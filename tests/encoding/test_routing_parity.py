@@ -69,7 +69,7 @@ def test_positions_and_masks_rebuilt_from_scratch(ref):
         np.testing.assert_array_equal(masks, inputs[f"{hemi}_roi_masks"].numpy())
     # the same masks from a voxel table with ROI names (our data's form)
     names = config["roi_name_maps"]
-    tables = [pd.DataFrame({"hemisphere": hemi, **{fam: [names[f][str(v)] if v else "" for v in
+    tables = [pd.DataFrame({"hemisphere": hemi, **{f"roi:{fam}": [names[f][str(v)] if v else "" for v in
                                                          inputs[f"{hemi}_roi_labels"][f].tolist()]
                                                    for f, fam in enumerate(config["roi_families"])}})
               for hemi in ("lh", "rh")]
