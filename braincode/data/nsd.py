@@ -638,6 +638,8 @@ def load_nsd(
         "ncsnr": ncsnr,
         "betas": betas,
         "sessions": [n for n, _ in chosen],
+        "source": paths["betas"],
+        "captions_path": None,
         "trials_per_session": per_session,
         **reader.meta(),
     }
