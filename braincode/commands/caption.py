@@ -128,16 +128,16 @@ def _lavca(args, bank, encoder, voxel_index: np.ndarray, units) -> tuple[pd.Data
 
 
 def _units(args, encoder, top: np.ndarray | None):
-    from braincode.interpret._rois import Unit, select
+    from braincode.data.rois import Roi, select_rois
 
     if not args.roi:
         return None
-    units = select(encoder.voxels, args.roi)
+    units = select_rois(encoder.voxels, args.roi)
     if top is not None:
         keep = np.zeros(len(encoder.voxels), dtype=bool)
         keep[top] = True
-        units = [Unit(u.family, u.roi, u.mask & keep) for u in units]
-        dropped = [u.roi for u in units if not u.mask.any()]
+        units = [Roi(u.family, u.name, u.mask & keep) for u in units]
+        dropped = [u.name for u in units if not u.mask.any()]
         if dropped:
             log.warning("ROIs without any of the top %d voxels are left out: %s", len(top), dropped)
         units = [u for u in units if u.mask.any()]
@@ -146,7 +146,7 @@ def _units(args, encoder, top: np.ndarray | None):
 
 def _evaluate(args, table: pd.DataFrame, train, encoder, voxel_index, units) -> tuple[pd.DataFrame, dict]:
     from braincode.interpret.evaluation import check_scorer, heldout_stimuli
-    from braincode.interpret.text_eval import evaluate_captions, load_sentence_model
+    from braincode.interpret.text_eval import TfidfSentences, evaluate_captions, load_sentence_model
 
     if train is None:
         raise ConfigError("--evaluate needs the measured responses", fix="pass --data ROOT --subject S")
@@ -160,8 +160,8 @@ def _evaluate(args, table: pd.DataFrame, train, encoder, voxel_index, units) -> 
     held = heldout_stimuli(train, encoder, allow_training=args.allow_training_eval)
     y = held.responses[:, voxel_index] if units is None else np.stack([held.responses[:, u.mask].mean(1)
                                                                        for u in units], axis=1)
-    scores = evaluate_captions(table["caption"], held.captions, y, split=held.split,
-                               model=load_sentence_model(args.score_model), random_state=0)
+    model = TfidfSentences(held.captions) if scorer == "tfidf" else load_sentence_model(args.score_model)
+    scores = evaluate_captions(table["caption"], held.captions, y, split=held.split, model=model, random_state=0)
     table = table.assign(**{c: scores[c].to_numpy() for c in ("spearman", "spearman_shuffled", "p_shuffled",
                                                               "beats_shuffled", "split")})
     return table, {"split": held.split, "n_stimuli": len(held.ids), "scorer": scorer,
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         if encoder.val_r is not None:
             head = head.assign(val_r=np.asarray(encoder.val_r)[voxel_index])
     else:
-        head = pd.DataFrame({"family": [u.family for u in units], "roi": [u.roi for u in units],
+        head = pd.DataFrame({"family": [u.family for u in units], "roi": [u.name for u in units],
                              "voxels": [int(u.mask.sum()) for u in units]})
     table = pd.concat([head, table.reset_index(drop=True)], axis=1)
     record = {"method": args.method, "components": components, "bank": {
@@ -256,7 +256,8 @@ def register(subparsers) -> None:
     p.add_argument("--top-voxels", type=int, help="only the N best-predicted voxels on held-out images (papers: 5000)")
     p.add_argument("--evaluate", action="store_true",
                    help="LaVCa sentence metric (Spearman) on held-out images, beside a shuffled-caption control")
-    p.add_argument("--score-model", type=Path, help="sentence-transformers folder that scores (default: MiniLM)")
+    p.add_argument("--score-model", type=Path,
+                   help="sentence-transformers folder that scores (default: MiniLM), or 'tfidf' (word TF-IDF)")
     p.add_argument("--allow-same-scorer", action="store_true",
                    help="let the captions' own text model score them (optimistic)")
     p.add_argument("--allow-training-eval", action="store_true",

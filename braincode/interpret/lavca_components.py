@@ -200,8 +200,15 @@ class LocalLM:
     @torch.no_grad()
     def generate(self, prompt: str, n: int = 1) -> str | list[str]:
         """The model's greedy continuation of ``prompt`` (prompt not included); with ``n > 1``, the ``n`` best
-        beam-search continuations."""
+        beam-search continuations. A prompt longer than the model's context keeps its end."""
         batch = self.tokenizer(prompt, return_tensors="pt").to(self.device)
+        context = getattr(self.model.config, "max_position_embeddings", None) or getattr(
+            self.model.config, "n_positions", None)
+        if context and batch["input_ids"].shape[1] + self.max_new_tokens > context:
+            keep = max(context - self.max_new_tokens, 1)
+            log.warning("prompt of %d tokens cut to its last %d (context %d)", batch["input_ids"].shape[1], keep,
+                        context)
+            batch = {k: v[:, -keep:] for k, v in batch.items()}
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         ids = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad,
                                   num_beams=n, num_return_sequences=n)

@@ -22,14 +22,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from braincode.data.rois import Roi, select_rois
 from braincode.errors import ConfigError, DataFormatError
-from braincode.interpret._rois import Unit, select
 from braincode.interpret.bank import EmbeddingBank
 from braincode.interpret.scuba_encoder import LinearEncoder, fit_encoder, load_encoder, unit_rows
-from braincode.persist import CONFIG_FILE as CONFIG
 
-#: Names callers outside this package use (``TorchEncoder.load`` reads a saved BrainSCUBA encoder).
-__all__ = ["CONFIG", "LinearEncoder", "caption_rois", "caption_voxels", "fit_encoder", "load_encoder", "project",
+#: The encoder's names are re-exported: callers (the pipeline, TorchEncoder's tests) import them from here.
+__all__ = ["LinearEncoder", "caption_rois", "caption_voxels", "fit_encoder", "load_encoder", "project",
            "roi_summaries", "summarise"]
 
 log = logging.getLogger(__name__)
@@ -157,8 +156,8 @@ def summarise(captions: Sequence[str], *, n_words: int = 5) -> dict:
             "top_words": "; ".join(f"{w} ({c})" for w, c in ranked)}
 
 
-def roi_summaries(voxel_captions: Sequence[str], units: Sequence[Unit], *, n_words: int = 5) -> pd.DataFrame:
-    """One row per ROI unit, built from its voxels' captions (:func:`summarise`).
+def roi_summaries(voxel_captions: Sequence[str], units: Sequence[Roi], *, n_words: int = 5) -> pd.DataFrame:
+    """One row per ROI (:func:`braincode.data.rois.select_rois`), built from its voxels' captions (:func:`summarise`).
 
     Returns
     -------
@@ -168,12 +167,12 @@ def roi_summaries(voxel_captions: Sequence[str], units: Sequence[Unit], *, n_wor
 
     Examples
     --------
-    >>> v = pd.DataFrame({"floc-faces": ["FFA-1", "FFA-1", "OFA"]})
-    >>> roi_summaries(["a face", "a face", "a house"], select(v, ["floc-faces"]))["caption"].tolist()
+    >>> v = pd.DataFrame({"roi:floc-faces": ["FFA-1", "FFA-1", "OFA"]})
+    >>> roi_summaries(["a face", "a face", "a house"], select_rois(v, "floc-faces"))["caption"].tolist()
     ['a face', 'a house']
     """
     captions = np.asarray([str(c) for c in voxel_captions], dtype=object)
-    rows = [{"family": u.family, "roi": u.roi, "voxels": int(u.mask.sum()),
+    rows = [{"family": u.family, "roi": u.name, "voxels": int(u.mask.sum()),
              **summarise(captions[u.mask].tolist(), n_words=n_words)} for u in units]
     return pd.DataFrame(rows)
 
@@ -192,12 +191,12 @@ def caption_rois(
     Examples
     --------
     >>> from braincode.interpret.decoders import RetrievalDecoder
-    >>> vox = pd.DataFrame({"floc-faces": ["FFA-1", "FFA-1", "OFA"]})
+    >>> vox = pd.DataFrame({"roi:floc-faces": ["FFA-1", "FFA-1", "OFA"]})
     >>> proj = np.array([[1.0, 0.0], [0.6, 0.5], [0.0, 1.0]])
     >>> caption_rois(proj, vox, "floc-faces", RetrievalDecoder(["a face", "a house"], np.eye(2)))["caption"].tolist()
     ['a face', 'a house']
     """
-    units = select(voxels, list(rois) if rois is not None else [family])
+    units = select_rois(voxels, [f"{family}:{r}" for r in rois] if rois is not None else family)
     needed = np.any([u.mask for u in units], axis=0)
     captions = np.full(len(voxels), "", dtype=object)
     captions[needed] = caption_voxels(np.asarray(projections)[needed], decoder)

@@ -69,6 +69,29 @@ def load_sentence_model(path: str | Path | None = None, device: str = "auto"):
     return SentenceTransformer(str(path), device=device)
 
 
+class TfidfSentences:
+    """A bag-of-words sentence "model": TF-IDF word vectors fitted on ``corpus`` (sklearn), L2-normalised. An
+    independent scorer for captions chosen in a neural text space (e.g. MiniLM), with the ``encode`` call of
+    sentence-transformers.
+
+    Examples
+    --------
+    >>> model = TfidfSentences(["a face", "a house", "a red house"])
+    >>> e = embed_sentences(["a house", "the house", "a face"], model=model)
+    >>> round(float(e[0] @ e[1]), 3), round(float(e[0] @ e[2]), 3)
+    (1.0, 0.0)
+    """
+
+    def __init__(self, corpus: Sequence[str]) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.vectorizer = TfidfVectorizer().fit([str(c) for c in corpus])
+
+    def encode(self, sentences: Sequence[str], **_) -> np.ndarray:
+        x = self.vectorizer.transform([str(c) for c in sentences]).toarray().astype(np.float32)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def embed_sentences(sentences: Sequence[str], *, model=None, batch_size: int = 64) -> np.ndarray:
     """L2-normalised sentence embeddings (n, D) float32 with ``model`` (default: offline MiniLM).
 

@@ -67,8 +67,8 @@ FAMILIES = ("floc-faces", "floc-bodies", "floc-places", "floc-words")
 def test_face_voxels_get_face_captions_scored_on_heldout_images(synthetic, method):
     mode = ("--retrieval",) if method == "scuba" else ("--simplified",)
     voxels = _caption(synthetic, method, *mode)  # one caption per voxel (the encoder is fitted on first use)
-    face = (voxels["floc-faces"] != "").to_numpy()
-    other = (voxels[list(FAMILIES[1:])] != "").any(axis=1).to_numpy()
+    face = (voxels["roi:floc-faces"] != "").to_numpy()
+    other = (voxels[[f"roi:{f}" for f in FAMILIES[1:]]] != "").any(axis=1).to_numpy()
     # LaVCa's sentence lists 5 keywords, best first: its first keyword is the voxel's main concept
     text = voxels["caption"] if method == "scuba" else voxels["keywords"].str.split(";").str[0]
     mentions = text.str.contains(r"\bfaces?\b").to_numpy()
@@ -149,7 +149,7 @@ def test_the_face_check_fails_for_weights_that_ignore_the_voxel(synthetic):
     bank = load_bank(synthetic / "bank")
     permuted = encoder.coef[np.random.default_rng(0).permutation(len(encoder.coef))]
     captions = pd.Series(caption_voxels(project(permuted, bank, device="cpu"), RetrievalDecoder.from_bank(bank)))
-    face = (encoder.voxels["floc-faces"] != "").to_numpy()
-    other = (encoder.voxels[list(FAMILIES[1:])] != "").any(axis=1).to_numpy()
+    face = (encoder.voxels["roi:floc-faces"] != "").to_numpy()
+    other = (encoder.voxels[[f"roi:{f}" for f in FAMILIES[1:]]] != "").any(axis=1).to_numpy()
     mentions = captions.str.contains(r"\bfaces?\b").to_numpy()
     assert mentions[face].mean() < mentions[other].mean() + 0.3

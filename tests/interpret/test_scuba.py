@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from braincode.data.core import Stimuli
+from braincode.data.rois import select_rois
 from braincode.errors import ConfigError, DataFormatError, MissingFileError
 from braincode.features import get_extractor
-from braincode.interpret._rois import select
 from braincode.interpret.bank import (
     EmbeddingBank,
     bank_from_arrays,
@@ -102,7 +102,7 @@ def test_projection_bad_input(tmp_path):
 
 def test_roi_summaries_come_from_the_voxels_captions():
     """Every voxel is captioned; an ROI's caption is its most frequent voxel caption (not the decoded mean)."""
-    voxels = pd.DataFrame({"hemisphere": "lh", "vertex": range(5), "floc-faces": ["FFA-1", "FFA-1", "FFA-1", "", "OFA"]})
+    voxels = pd.DataFrame({"hemisphere": "lh", "vertex": range(5), "roi:floc-faces": ["FFA-1", "FFA-1", "FFA-1", "", "OFA"]})
     proj = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 3.0], [0.0, 5.0], [-0.1, 1.0]])  # mean of FFA-1 is house-like
     dec = RetrievalDecoder(["a face", "a house"], np.eye(2))
     assert caption_voxels(proj, dec) == ["a face", "a face", "a house", "a house", "a house"]
@@ -110,9 +110,9 @@ def test_roi_summaries_come_from_the_voxels_captions():
     assert table[["roi", "voxels", "caption"]].values.tolist() == [["FFA-1", 3, "a face"], ["OFA", 1, "a house"]]
     assert table["caption_share"].tolist() == [0.667, 1.0]
     assert table["top_words"][0] == "face (2); house (1)"
-    units = select(voxels, ["FFA", "floc-faces:OFA"])
+    units = select_rois(voxels, ["FFA", "floc-faces:OFA"])
     assert roi_summaries(caption_voxels(proj, dec), units)["voxels"].tolist() == [3, 1]
-    with pytest.raises(ConfigError, match="no ROI named 'PPA'"):
+    with pytest.raises(ConfigError, match="no ROI 'PPA' in floc-faces"):
         caption_rois(proj, voxels, "floc-faces", dec, rois=["PPA"])
 
 
@@ -125,7 +125,7 @@ def test_encoder_recovers_a_linear_map_on_normalised_embeddings(tmp_path, method
     x = rng.standard_normal((400, 6)) * rng.uniform(0.5, 3.0, (400, 1))  # norms vary: only directions count
     true = rng.standard_normal((3, 6))
     y = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ true.T + 0.01 * rng.standard_normal((400, 3))
-    voxels = pd.DataFrame({"hemisphere": "lh", "vertex": range(3), "floc-faces": ["FFA-1", "", "OFA"]})
+    voxels = pd.DataFrame({"hemisphere": "lh", "vertex": range(3), "roi:floc-faces": ["FFA-1", "", "OFA"]})
     encoder = fit_encoder(x, y, voxels, method=method, model_id="m", alphas=[1e-4, 1e-2, 1.0], recipe=QUICK,
                           holdout=0.1, device="cpu")
     corr = [np.corrcoef(encoder.coef[i], true[i])[0, 1] for i in range(3)]
