@@ -147,7 +147,7 @@ def scale_bench(args: argparse.Namespace, work: Path) -> dict:
     family_of = rng.integers(0, len(names), n_vox)
     for f, (family, rois) in enumerate(names.items()):  # each vertex in one family's ROI, 20% in none
         inside = (family_of == f) & (rng.random(n_vox) > 0.2)
-        voxels[family] = np.where(inside, np.array(rois)[rng.integers(0, len(rois), n_vox)], "")
+        voxels[f"roi:{family}"] = np.where(inside, np.array(rois)[rng.integers(0, len(rois), n_vox)], "")
     train, val = np.arange(int(0.9 * n)), np.arange(int(0.9 * n), n)
     steps, batch = args.scale_steps, 16
     sample = np.sort(rng.choice(train, steps * batch, replace=False))  # rows spread over the whole memory map
