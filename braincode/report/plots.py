@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -166,11 +167,13 @@ def surface_figure(scores: pd.DataFrame, column: str, *, label: str, cmap: str =
         ax.set_title(f"{hemi} flat", fontsize=9)
         for row, view in enumerate(views, start=1):
             ax = fig.add_subplot(grid[row, col], projection="3d")
-            plotting.plot_surf_stat_map(
-                meshes["inflated"].parts[side], values[hemi], hemi=side, view=view, bg_map=sulc.parts[side],
-                axes=ax, figure=fig, engine="matplotlib", cmap=colormap, colorbar=False, vmin=low, vmax=high,
-                symmetric_cbar=False, avg_method=_nanmean_corners,
-            )
+            with warnings.catch_warnings():  # a hemisphere without values is drawn grey, without a warning
+                warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+                plotting.plot_surf_stat_map(
+                    meshes["inflated"].parts[side], values[hemi], hemi=side, view=view, bg_map=sulc.parts[side],
+                    axes=ax, figure=fig, engine="matplotlib", cmap=colormap, colorbar=False, vmin=low, vmax=high,
+                    symmetric_cbar=False, avg_method=_nanmean_corners,
+                )
             ax.set_box_aspect(None, zoom=1.55)  # nilearn's 1.3 leaves the brain small in its panel
             ax.set_title(f"{hemi} {view}", fontsize=9)
     bar = fig.colorbar(mpl.cm.ScalarMappable(norm, colormap), cax=fig.add_subplot(grid[-1, :]),
