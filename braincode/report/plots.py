@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from braincode.data.core import roi_families
+from braincode.data.rois import roi_families, roi_labels, roi_names
 from braincode.report.fsaverage import (
     FSAVERAGE5_VERTICES,
     MESH_DIR_ENV,
@@ -27,17 +27,17 @@ def roi_distribution_figure(scores: pd.DataFrame, family: str, column: str = "r"
     Examples
     --------
     >>> import pandas as pd
-    >>> df = pd.DataFrame({"floc-faces": ["FFA-1", "FFA-1", ""], "r": [0.2, 0.4, 0.0]})
+    >>> df = pd.DataFrame({"roi:floc-faces": ["FFA-1", "FFA-1", ""], "r": [0.2, 0.4, 0.0]})
     >>> roi_distribution_figure(df, "floc-faces").axes[0].get_ylabel()
     'r'
     """
-    labelled = scores[scores[family].astype(str) != ""]
-    rois = sorted(labelled[family].unique())
+    labels = roi_labels(scores, family)
+    rois = roi_names(scores, family)
     fig = Figure(figsize=(max(3.0, 0.9 * len(rois) + 1.5), 3.0))
     ax = fig.subplots()
-    ax.boxplot([labelled.loc[labelled[family] == roi, column].to_numpy() for roi in rois], showfliers=False)
-    if ceiling is not None and ceiling in labelled:
-        means = [labelled.loc[labelled[family] == roi, ceiling].mean() for roi in rois]
+    ax.boxplot([scores.loc[labels == roi, column].to_numpy() for roi in rois], showfliers=False)
+    if ceiling is not None and ceiling in scores:
+        means = [scores.loc[labels == roi, ceiling].mean() for roi in rois]
         ax.plot(np.arange(1, len(rois) + 1), means, "v", color="tab:red", label=f"mean {ceiling}")
         ax.legend(fontsize=7, loc="upper right")
     ax.set_xticks(np.arange(1, len(rois) + 1), rois, rotation=45, ha="right", fontsize=8)
@@ -100,17 +100,12 @@ def roi_masks(scores: pd.DataFrame, hemi: str) -> dict[tuple[str, str], np.ndarr
     rows = scores[scores["hemisphere"] == hemi]
     nearest = full_mesh_nearest(hemi)
     masks = {}
-    for family in label_columns(rows):
-        for roi in sorted(set(rows[family].astype(str)) - {""}):
-            share = onto_drawn_mesh(rows["vertex"].to_numpy(), (rows[family] == roi).to_numpy(float), nearest)
+    for family in roi_families(rows):
+        labels = roi_labels(rows, family)
+        for roi in roi_names(rows, family):
+            share = onto_drawn_mesh(rows["vertex"].to_numpy(), (labels == roi).astype(float), nearest)
             masks[family, roi] = np.nan_to_num(share.values) >= 0.5
     return masks
-
-
-def label_columns(scores: pd.DataFrame) -> list[str]:
-    """ROI-family columns of a score table: the string columns of the voxel table (scores are numeric)."""
-    return [c for c in roi_families(scores) if not pd.api.types.is_numeric_dtype(scores[c])
-            and not pd.api.types.is_bool_dtype(scores[c])]
 
 
 def _flat_panel(ax, mesh, sulc: np.ndarray, values: np.ndarray, cmap, norm, outlines: dict) -> None:
@@ -137,8 +132,8 @@ def surface_figure(scores: pd.DataFrame, column: str, *, label: str, cmap: str =
     """``column`` on fsaverage5: flat maps with ROI outlines, then lateral, medial and posterior inflated views
     of both hemispheres, and one colour bar labelled ``label`` (say what the values are and their unit).
 
-    ``scores`` needs ``hemisphere`` (``lh``/``rh``), ``vertex`` (fsaverage index) and ``column``; its string
-    columns are ROI families, outlined on the flat maps (one colour per family). Values are placed with
+    ``scores`` needs ``hemisphere`` (``lh``/``rh``), ``vertex`` (fsaverage index) and ``column``; its ROI
+    families (``roi:`` columns) are outlined on the flat maps (one colour per family). Values are placed with
     :func:`drawn_values`; each face takes the mean of its valued corners, so isolated vertices paint too. The
     range defaults to the values' (0 at the low end for ``hot``). Uses nilearn's offline fsaverage5 meshes.
     """
@@ -153,7 +148,7 @@ def surface_figure(scores: pd.DataFrame, column: str, *, label: str, cmap: str =
     high = vmax if vmax is not None else (float(finite.max()) if len(finite) else 1.0)
     high = high if high > low else low + 1.0
     norm, colormap = mpl.colors.Normalize(low, high), mpl.colormaps[cmap]
-    families = label_columns(scores) if outlines else []
+    families = roi_families(scores) if outlines else []
     family_colour = {f: mpl.colormaps["tab10"](i % 10) for i, f in enumerate(families)}
     views = ("lateral", "medial", "posterior")
     fig = Figure(figsize=(10, 3.0 + 2.6 * len(views) + 0.8))

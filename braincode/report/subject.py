@@ -17,13 +17,8 @@ import pandas as pd
 
 from braincode.data.core import Stimuli
 from braincode.errors import MissingFileError
-from braincode.report.plots import (
-    coverage_note,
-    label_columns,
-    roi_distribution_figure,
-    surface_figure,
-    volume_figure,
-)
+from braincode.data.rois import roi_families, roi_table
+from braincode.report.plots import coverage_note, roi_distribution_figure, surface_figure, volume_figure
 from braincode.report.summary import Gallery, render_summary, write_summary
 
 #: Ceiling columns, in order of preference, drawn beside the scores when present.
@@ -39,16 +34,6 @@ DIAGNOSTICS = {
     "integer_betas": "responses are whole numbers (unscaled betas?)",
 }
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-def roi_means(scores: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Mean of ``columns`` per ROI of every ROI family (string columns), then over all voxels."""
-    rows = []
-    for family in label_columns(scores):
-        for roi, group in scores[scores[family].astype(str) != ""].groupby(family):
-            rows.append({"family": family, "roi": roi, "voxels": len(group), **group[columns].mean().to_dict()})
-    rows.append({"family": "all", "roi": "all", "voxels": len(scores), **scores[columns].mean().to_dict()})
-    return pd.DataFrame(rows)
 
 
 def roi_galleries(captions: pd.DataFrame | None, images: Stimuli | None, synthesized: Path | None) -> list[Gallery]:
@@ -118,7 +103,7 @@ def subject_report_html(scores: pd.DataFrame, *, title: str, subject: str, input
     inputs = inputs or ReportInputs()
     methods = method_labels(scores, inputs.summary)
     ceiling = next((c for c in CEILING_COLUMNS if c in scores), None)
-    families = label_columns(scores)
+    families = roi_families(scores)
     on_surface = set(scores["hemisphere"]) <= {"lh", "rh"}
     r_method = methods.get("r", "")
     figures = {}
@@ -135,7 +120,7 @@ def subject_report_html(scores: pd.DataFrame, *, title: str, subject: str, input
     for family in families:
         figures[f"r per ROI: {family}"] = roi_distribution_figure(scores, family, "r", ceiling)
     columns = [c for c in (*SCORE_COLUMNS, ceiling) if c is not None and c in scores]
-    tables = {"Mean scores per ROI": roi_means(scores, columns),
+    tables = {"Mean scores per ROI": roi_table(scores, columns),
               "How each score was obtained": pd.DataFrame({"score": list(methods), "how": list(methods.values())})}
     diagnostics = diagnostics_table(inputs.summary)
     if diagnostics is not None:

@@ -29,7 +29,7 @@ def write_subject_folder(root, rng) -> None:
     for hemi in ("lh", "rh"):
         vertex = np.sort(rng.choice(40962, 300, replace=False))
         rows.append(pd.DataFrame({
-            "hemisphere": hemi, "vertex": vertex, "floc-faces": np.where(vertex % 4 == 0, "FFA-1", ""),
+            "hemisphere": hemi, "vertex": vertex, "roi:floc-faces": np.where(vertex % 4 == 0, "FFA-1", ""),
             "r": rng.uniform(0.3, 0.9, 300), "test_r": rng.uniform(0, 0.5, 300),
             "alpha": 10.0 ** rng.integers(0, 5, 300), "noise_ceiling": 0.9}))
     (root / "evaluate").mkdir()

@@ -30,7 +30,7 @@ def _render(fig) -> np.ndarray:
 def test_scattered_vertices_paint_and_the_map_has_a_labelled_colour_bar():
     rng = np.random.default_rng(0)
     rows = [pd.DataFrame({"hemisphere": hemi, "vertex": rng.choice(10242, 120, replace=False), "r": 0.8,
-                          "floc-faces": ""}) for hemi in ("lh", "rh")]
+                          "roi:floc-faces": ""}) for hemi in ("lh", "rh")]
     fig = surface_figure(pd.concat(rows), "r", label="r (unitless)", vmax=1.0)
     bars = [ax for ax in fig.axes if ax.get_xlabel() == "r (unitless)"]
     assert len(bars) == 1, "one colour bar, labelled with the values' meaning and unit"
