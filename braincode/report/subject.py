@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from braincode.data.core import Stimuli
-from braincode.errors import MissingFileError
 from braincode.data.rois import roi_families, roi_table
+from braincode.errors import MissingFileError
 from braincode.report.plots import coverage_note, roi_distribution_figure, surface_figure, volume_figure
 from braincode.report.summary import Gallery, render_summary, write_summary
 
