@@ -1,0 +1,128 @@
+"""Writers of a :class:`~braincode.encoding.analysis.VoxelCVResult`: scores table, summary with methods, maps.
+
+``write_result`` writes ``scores.csv`` (one row per voxel), ``summary.json`` (the run's description, how each
+score was obtained, fit diagnostics, mean r per ROI with bootstrap CIs), the cross-validated r as a map in the
+data's own space and the test-split predictions. ROI means skip voxels without a score (NaN).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from braincode.atomic import atomic_write
+from braincode.data.algonauts import write_algonauts_predictions
+from braincode.data.core import Dataset, roi_families
+from braincode.encoding.analysis import VoxelCVResult
+from braincode.encoding.metrics import algonauts_score
+from braincode.encoding.stats import roi_bootstrap_ci
+from braincode.io import write_map
+
+#: Score columns that later steps may add to a scores table (never ROI families).
+EXTRA_SCORE_COLUMNS = ("r_truth", "r_test", "ceiling")
+
+
+def score_families(scores: pd.DataFrame) -> list[str]:
+    """ROI families of a scores table: the voxel table's label columns (text), not its score columns.
+
+    Examples
+    --------
+    >>> score_families(pd.DataFrame({"hemisphere": ["lh"], "vertex": [0], "streams": ["ventral"], "r": [0.2]}))
+    ['streams']
+    """
+    labels = scores.drop(columns=list(EXTRA_SCORE_COLUMNS), errors="ignore")
+    return [c for c in roi_families(labels) if not pd.api.types.is_numeric_dtype(labels[c])
+            and not pd.api.types.is_bool_dtype(labels[c])]
+
+
+def roi_table(scores: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Mean of ``columns`` per ROI of every ROI family, then over all voxels (NaN scores left out).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``family``, ``roi``, ``voxels`` (count) and one mean per entry of ``columns``; voxels outside
+        every ROI of a family are left out of that family; the last row (``family="all"``) covers every voxel.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"hemisphere": ["lh"] * 3, "vertex": [0, 1, 2], "streams": ["v", "v", ""],
+    ...                   "r": [0.2, np.nan, 0.4]})
+    >>> roi_table(t, ["r"])[["roi", "voxels", "r"]].values.tolist()
+    [['v', 2, 0.2], ['all', 3, 0.30000000000000004]]
+    """
+    columns = list(columns)
+    rows = []
+    for family in score_families(scores):
+        labelled = scores[scores[family].astype(str) != ""]
+        for roi, group in labelled.groupby(family):
+            rows.append({"family": family, "roi": roi, "voxels": len(group), **group[columns].mean().to_dict()})
+    rows.append({"family": "all", "roi": "all", "voxels": len(scores), **scores[columns].mean().to_dict()})
+    return pd.DataFrame(rows)
+
+
+def summarize(scores: pd.DataFrame, column: str = "r") -> dict[str, dict[str, float]]:
+    """Mean of ``column`` per ROI, nested as ``{family: {roi: mean}}`` with ``{"all": {"all": mean}}`` (None for an
+    ROI without any scored voxel, so that the summary stays valid JSON)."""
+    out: dict[str, dict[str, float]] = {}
+    for row in roi_table(scores, [column]).itertuples(index=False):
+        value = float(getattr(row, column))
+        out.setdefault(row.family, {})[str(row.roi)] = value if np.isfinite(value) else None
+    return out
+
+
+def result_summary(result: VoxelCVResult, *, random_state: int = 0) -> dict:
+    """What ``summary.json`` holds beside the run's description.
+
+    ``methods`` (how each score was obtained), ``diagnostics``, mean r per ROI with bootstrap 95% CIs (voxels
+    with a score only), the number of FDR-significant voxels and the Algonauts score when the scores allow.
+    """
+    scores = result.scores
+    out: dict = {"methods": result.methods, "diagnostics": result.diagnostics, "mean_r": summarize(scores)}
+    families = score_families(scores)
+    scored = scores[np.isfinite(scores["r"].to_numpy(dtype=float))]
+    if families and len(scored):
+        ci = roi_bootstrap_ci(scored["r"].to_numpy(), scored, families, random_state=random_state)
+        out["r_ci95"] = ci.to_dict(orient="records")
+    if "significant" in scores:
+        out["significant_voxels"] = int(scores["significant"].astype(bool).sum())
+    if "noise_ceiling" in scores and (scores["noise_ceiling"] > 0).any():
+        out["algonauts_score"] = algonauts_score(scores["r"].fillna(0).to_numpy(), scores["noise_ceiling"].to_numpy())
+    return out
+
+
+def write_result(result: VoxelCVResult, dataset: Dataset, out: str | Path, info: dict | None = None) -> list[str]:
+    """Write a result's files into ``out`` and return their names.
+
+    ``scores.csv``, ``summary.json`` (``info`` first, e.g. model and layers, then :func:`result_summary`), the
+    cross-validated r as a map (``{lh,rh}.r.gii`` on surfaces, ``r.nii.gz`` for volumes) and, when there are test
+    predictions, ``{lh,rh}_pred_test.npy`` (Algonauts format) for hemisphere data, else ``pred_test.npy``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    scores = result.scores
+    surface = set(scores["hemisphere"]) <= {"lh", "rh"}
+    written = ["scores.csv", "summary.json"]
+    if result.test_predictions is not None:
+        if surface:
+            write_algonauts_predictions(out, result.test_predictions, scores)
+            written.append("{lh,rh}_pred_test.npy")
+        else:
+            atomic_write(out / "pred_test.npy", lambda p: np.save(p, result.test_predictions))
+            written.append("pred_test.npy")
+    r = scores["r"].to_numpy(dtype=np.float32)
+    write_map(r, dataset, out / ("{hemi}.r.gii" if surface else "r.nii.gz"))
+    written.append("{lh,rh}.r.gii" if surface else "r.nii.gz")
+    atomic_write(out / "scores.csv", lambda p: scores.to_csv(p, index=False))
+    summary = {"subject": dataset.subject, "space": dataset.space, **(info or {}), **result_summary(result)}
+    atomic_write(out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2, default=_json)))
+    return written
+
+
+def _json(value):
+    """numpy scalars in summaries."""
+    return value.item() if hasattr(value, "item") else str(value)
