@@ -30,13 +30,12 @@ from PIL import Image
 
 from braincode.data._npy import read_array, read_label_mapping, save_arrays_atomic
 from braincode.data.core import Dataset, Responses, Split, Stimuli
+from braincode.data.rois import FAMILIES, with_rois
 from braincode.errors import BraincodeError, ConfigError, DataFormatError, MissingFileError
 from braincode.progress import progress
 
 logger = logging.getLogger(__name__)
 
-#: ROI families of the challenge, in the order their columns appear in the voxel table.
-FAMILIES = ("prf-visualrois", "floc-bodies", "floc-faces", "floc-places", "floc-words", "streams")
 HEMISPHERES = ("lh", "rh")
 #: Number of vertices of one fsaverage hemisphere.
 N_FSAVERAGE = 163842
@@ -380,9 +379,9 @@ def _voxel_table(
             "vertex": np.concatenate(list(hemi_vertices.values())).astype(np.int64),
         }
     )
-    for family, per_hemi in families.items():
-        table[family] = np.concatenate([per_hemi[h] for h in hemi_vertices]).astype(str)
-    return table
+    return with_rois(
+        table, {family: np.concatenate([per_hemi[h] for h in hemi_vertices]) for family, per_hemi in families.items()}
+    )
 
 
 # ------------------------------------------------------------------------------------------- captions
@@ -548,7 +547,8 @@ def load_algonauts(root: str | Path, subject: str | int, *, check_images: bool =
         ``subject`` ``"subjNN"``, ``space`` ``"fsaverage"``, splits ``"train"`` (image paths sorted by file
         name, captions if ``captions.csv`` exists, and float32 responses with the left hemisphere's columns
         first) and ``"test"`` (no responses). ``voxels`` has columns ``hemisphere`` (``"lh"``/``"rh"``),
-        ``vertex`` (fsaverage index) and one string column per ROI family present (``""`` outside every ROI).
+        ``vertex`` (fsaverage index) and one string column ``roi:<family>`` per ROI family present (``""``
+        outside every ROI; :mod:`braincode.data.rois`).
         ``meta`` holds ``root``, ``nsd_ids`` (split -> NSD image ids) and ``n_vertices`` (hemisphere -> 163842,
         the fsaverage mesh size).
 
@@ -573,7 +573,7 @@ def load_algonauts(root: str | Path, subject: str | int, *, check_images: bool =
     >>> ds["train"].responses.shape[0], len(ds["test"].stimuli), ds["test"].responses is None
     (20, 5, True)
     >>> list(ds.voxels.columns[:3])
-    ['hemisphere', 'vertex', 'prf-visualrois']
+    ['hemisphere', 'vertex', 'roi:prf-visualrois']
     """
     subj = subject_dir(root, subject)
     parts = _read_subject(subj, _Checks(fail_fast=True), check_images)

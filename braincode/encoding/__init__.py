@@ -1,9 +1,10 @@
 """Encoding: voxel-wise models from features to responses (solvers, estimators, readouts, metrics), and the
 analysis API that cross-validates them over voxels."""
 
+from braincode.data.rois import roi_groups
 from braincode.encoding.analysis import VoxelCVResult, cross_validate_voxels, make_encoder
 from braincode.encoding.estimators import BandedRidgeEncoder, RidgeEncoder
-from braincode.encoding.readouts import FactorizedReadout, RoutingReadout, load_readout, roi_groups
+from braincode.encoding.readouts import FactorizedReadout, RoutingReadout, load_readout
 
 __all__ = [
     "BandedRidgeEncoder",

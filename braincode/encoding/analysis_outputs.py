@@ -2,13 +2,13 @@
 
 ``write_result`` writes ``scores.csv`` (one row per voxel), ``summary.json`` (the run's description, how each
 score was obtained, fit diagnostics, mean r per ROI with bootstrap CIs), the cross-validated r as a map in the
-data's own space and the test-split predictions. ROI means skip voxels without a score (NaN).
+data's own space and the test-split predictions. ROI means (:func:`braincode.data.rois.roi_table`) skip voxels
+without a score (NaN).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,53 +16,12 @@ import pandas as pd
 
 from braincode.atomic import atomic_write
 from braincode.data.algonauts import write_algonauts_predictions
-from braincode.data.core import Dataset, roi_families
+from braincode.data.core import Dataset
+from braincode.data.rois import roi_families, roi_table
 from braincode.encoding.analysis import VoxelCVResult
 from braincode.encoding.metrics import algonauts_score
 from braincode.encoding.stats import roi_bootstrap_ci
 from braincode.io import write_map
-
-#: Score columns that later steps may add to a scores table (never ROI families).
-EXTRA_SCORE_COLUMNS = ("r_truth", "r_test", "ceiling")
-
-
-def score_families(scores: pd.DataFrame) -> list[str]:
-    """ROI families of a scores table: the voxel table's label columns (text), not its score columns.
-
-    Examples
-    --------
-    >>> score_families(pd.DataFrame({"hemisphere": ["lh"], "vertex": [0], "streams": ["ventral"], "r": [0.2]}))
-    ['streams']
-    """
-    labels = scores.drop(columns=list(EXTRA_SCORE_COLUMNS), errors="ignore")
-    return [c for c in roi_families(labels) if not pd.api.types.is_numeric_dtype(labels[c])
-            and not pd.api.types.is_bool_dtype(labels[c])]
-
-
-def roi_table(scores: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Mean of ``columns`` per ROI of every ROI family, then over all voxels (NaN scores left out).
-
-    Returns
-    -------
-    DataFrame
-        Columns ``family``, ``roi``, ``voxels`` (count) and one mean per entry of ``columns``; voxels outside
-        every ROI of a family are left out of that family; the last row (``family="all"``) covers every voxel.
-
-    Examples
-    --------
-    >>> t = pd.DataFrame({"hemisphere": ["lh"] * 3, "vertex": [0, 1, 2], "streams": ["v", "v", ""],
-    ...                   "r": [0.2, np.nan, 0.4]})
-    >>> roi_table(t, ["r"])[["roi", "voxels", "r"]].values.tolist()
-    [['v', 2, 0.2], ['all', 3, 0.30000000000000004]]
-    """
-    columns = list(columns)
-    rows = []
-    for family in score_families(scores):
-        labelled = scores[scores[family].astype(str) != ""]
-        for roi, group in labelled.groupby(family):
-            rows.append({"family": family, "roi": roi, "voxels": len(group), **group[columns].mean().to_dict()})
-    rows.append({"family": "all", "roi": "all", "voxels": len(scores), **scores[columns].mean().to_dict()})
-    return pd.DataFrame(rows)
 
 
 def summarize(scores: pd.DataFrame, column: str = "r") -> dict[str, dict[str, float]]:
@@ -83,7 +42,7 @@ def result_summary(result: VoxelCVResult, *, random_state: int = 0) -> dict:
     """
     scores = result.scores
     out: dict = {"methods": result.methods, "diagnostics": result.diagnostics, "mean_r": summarize(scores)}
-    families = score_families(scores)
+    families = roi_families(scores)
     scored = scores[np.isfinite(scores["r"].to_numpy(dtype=float))]
     if families and len(scored):
         ci = roi_bootstrap_ci(scored["r"].to_numpy(), scored, families, random_state=random_state)

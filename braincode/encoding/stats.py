@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from braincode.data.rois import roi_column, roi_families
 from braincode.encoding.metrics import check_pair, normalized_score, pearson_r, r2_score
 from braincode.errors import ConfigError, DataFormatError
 from braincode.progress import progress
@@ -160,9 +161,10 @@ def roi_bootstrap_ci(
     ----------
     scores : array of shape (n_voxels,)
     voxels : DataFrame
-        Voxel table with one row per voxel and the string column ``family``.
+        Voxel table with one row per voxel and the ROI family (a ``roi:<family>`` column).
     family : str or sequence of str
-        ROI-family column(s), e.g. ``"prf-visualrois"`` or ``Dataset.roi_families``; ``"hemisphere"`` works too.
+        ROI famil(ies), e.g. ``"prf-visualrois"`` or ``Dataset.roi_families``; any other string column of the
+        table (e.g. ``"hemisphere"``) works too.
         Several families give one table with the rows of each in turn.
     n_bootstrap : int
     confidence : float
@@ -177,18 +179,20 @@ def roi_bootstrap_ci(
     Examples
     --------
     >>> import numpy as np, pandas as pd
-    >>> vox = pd.DataFrame({"hemisphere": ["lh"] * 4, "vertex": range(4), "streams": ["early"] * 2 + ["", "ventral"]})
+    >>> vox = pd.DataFrame({"hemisphere": ["lh"] * 4, "vertex": range(4),
+    ...                     "roi:streams": ["early"] * 2 + ["", "ventral"]})
     >>> table = roi_bootstrap_ci(np.array([1.0, 3.0, 9.0, 5.0]), vox, "streams", random_state=0)
     >>> table[["roi", "n_voxels", "mean"]].values.tolist()
     [['early', 2, 2.0], ['ventral', 1, 5.0]]
     """
     scores = np.asarray(scores, dtype=np.float64)
     families = [family] if isinstance(family, str) else list(family)
-    absent = [f for f in families if f not in voxels.columns]
+    columns = {f: roi_column(f) if f in roi_families(voxels) else f for f in families}
+    absent = [f for f, c in columns.items() if c not in voxels.columns]
     if absent:
         raise DataFormatError(
             "the voxel table has no such ROI family",
-            expected=f"one of {list(voxels.columns)}",
+            expected=f"one of {roi_families(voxels)} or a column of {list(voxels.columns)}",
             found=f"{absent}",
         )
     if scores.shape != (len(voxels),):
@@ -203,7 +207,7 @@ def roi_bootstrap_ci(
     tail = 100 * (1 - confidence) / 2
     rows = []
     for fam in families:
-        labels = voxels[fam].astype(str).to_numpy()
+        labels = voxels[columns[fam]].fillna("").astype(str).to_numpy()
         for roi in pd.unique(labels[labels != ""]):
             values = scores[(labels == roi) & np.isfinite(scores)]
             if values.size == 0:
