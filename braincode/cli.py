@@ -110,18 +110,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from braincode.errors import MissingFileError
-    from braincode.report.subject import write_subject_report
+    from braincode.report.subject import write_folder_report
 
-    results = Path(args.results)
-    scores = [p for name in ("evaluate/scores.csv", "scores.csv") if (p := results / name).is_file()]
-    if not scores:
-        raise MissingFileError("no scores found", path=results, expected="scores.csv or evaluate/scores.csv",
-                               found=", ".join(sorted(p.name for p in results.glob("*"))) or "an empty folder",
-                               fix="pass the output folder of `braincode fit` or a subject folder of `braincode run`")
-    subject = args.subject or results.name
-    out = write_subject_report(scores[0], Path(args.out) / "report.html", subject=subject,
-                               title=f"braincode report: {subject}")
+    out = write_folder_report(args.results, Path(args.out) / "report.html", subject=args.subject)
     print(f"wrote {out}")
     return 0
 

@@ -55,7 +55,7 @@ def test_fit_writes_scores_summary_and_algonauts_predictions(root, tmp_path, cap
     ffa = next(row for row in summary["r_ci95"] if row["roi"] == "FFA-1")
     assert ffa["ci_low"] <= summary["mean_r"]["floc-faces"]["FFA-1"] <= ffa["ci_high"]
     assert summary["significant_voxels"] == int(scores["significant"].sum())
-    assert (out / "lh.r.gii").exists() and (out / "encoder.safetensors").exists()
+    assert (out / "lh.r.gii").exists() and (out / "model.safetensors").exists()
     assert summary["pool"] == "grid" and summary["grid"] == 2
     # the report command reads the fit's scores
     assert main(["--quiet", "report", str(out), "--out", str(tmp_path / "report"), "--subject", "subj01"]) == 0

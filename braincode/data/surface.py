@@ -18,13 +18,12 @@ import pandas as pd
 
 from braincode import atlases
 from braincode.data._maps import PathLike, as_stimuli, divisor, listing, resolve_labels
-from braincode.data.core import Dataset, Responses, Split, Stimuli
+from braincode.data.core import HEMISPHERES, Dataset, Responses, Split, Stimuli
 from braincode.data.rois import with_rois
 from braincode.errors import DataFormatError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
-HEMISPHERES = ("lh", "rh")
 SURFACE_SUFFIXES = (".gii", ".mgh", ".mgz")
 
 
@@ -198,6 +197,7 @@ def load_surface(
             found=", ".join(f"{h}: {b.shape[0]}" for h, b in zip(hemis, blocks)),
         )
     responses = np.concatenate(blocks, axis=1)
+    first = data[hemis[0]]
     voxels = pd.concat(tables, ignore_index=True)
     stim = as_stimuli(stimuli, responses.shape[0], next(iter(data.values())))
     logger.info("loaded %d samples x %d vertices (%s)", *responses.shape, ", ".join(hemis))
@@ -206,7 +206,7 @@ def load_surface(
         voxels=voxels,
         subject=subject,
         space=space,
-        meta={"n_vertices": n_vertices},
+        meta={"n_vertices": n_vertices, "source": first if isinstance(first, (str, Path)) else first[0]},
     )
 
 

@@ -227,5 +227,6 @@ def load_nifti(
         voxels=voxels,
         subject=subject,
         space=space,
-        meta={"affine": mask_img.affine.copy(), "shape": tuple(int(s) for s in mask_img.shape)},
+        meta={"affine": mask_img.affine.copy(), "shape": tuple(int(s) for s in mask_img.shape),
+              "source": _name(images[0])},
     )

@@ -1,19 +1,18 @@
 """Encoding: voxel-wise models from features to responses (solvers, estimators, readouts, metrics), and the
 analysis API that cross-validates them over voxels."""
 
-from braincode.data.rois import roi_groups
 from braincode.encoding.analysis import VoxelCVResult, cross_validate_voxels, make_encoder
 from braincode.encoding.estimators import BandedRidgeEncoder, RidgeEncoder
-from braincode.encoding.readouts import FactorizedReadout, RoutingReadout, load_readout
+from braincode.encoding.readouts import (
+    ROUTING_PRESETS,
+    FactorizedReadout,
+    ReadoutEnsemble,
+    RoutingReadout,
+    load_readout,
+    load_reference_checkpoint,
+    roi_query_masks,
+)
 
-__all__ = [
-    "BandedRidgeEncoder",
-    "FactorizedReadout",
-    "RidgeEncoder",
-    "RoutingReadout",
-    "VoxelCVResult",
-    "cross_validate_voxels",
-    "load_readout",
-    "make_encoder",
-    "roi_groups",
-]
+__all__ = ["ROUTING_PRESETS", "BandedRidgeEncoder", "FactorizedReadout", "ReadoutEnsemble", "RidgeEncoder",
+           "RoutingReadout", "VoxelCVResult", "cross_validate_voxels", "load_readout", "load_reference_checkpoint",
+           "make_encoder", "roi_query_masks"]

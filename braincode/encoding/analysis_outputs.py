@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from braincode.atomic import atomic_write
-from braincode.data.algonauts import write_algonauts_predictions
 from braincode.data.core import Dataset
+from braincode.data.predictions import write_algonauts_predictions
 from braincode.data.rois import roi_families, roi_table
 from braincode.encoding.analysis import VoxelCVResult
 from braincode.encoding.metrics import algonauts_score
