@@ -27,9 +27,6 @@ from braincode.pipeline.steps import FitResult
 
 log = logging.getLogger(__name__)
 
-READOUTS = ("ridge", "factorized", "routing")
-
-
 def fit_readout(
     readout: FactorizedReadout | RoutingReadout,
     dataset: Dataset,
@@ -118,16 +115,3 @@ def fit_tokens(args: argparse.Namespace) -> int:
     print(f"wrote {out}: scores.csv, summary.json, lh_pred_test.npy, rh_pred_test.npy, readout/")
     print(f"mean validation r over {len(result.scores)} vertices: {result.scores['r'].mean():.3f}")
     return 0
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the token-readout options to ``braincode fit``'s parser."""
-    g = parser.add_argument_group("token readouts (--readout factorized|routing)")
-    g.add_argument("--queries", default="roi", help='routing queries: "roi", "voxel" or a number')
-    g.add_argument("--d-model", type=int, default=256, help="routing width (published: 768)")
-    g.add_argument("--heads", type=int, default=8, help="routing heads (published: 16)")
-    g.add_argument("--d-ff", type=int, default=512, help="routing feed-forward width (published: 1024)")
-    g.add_argument("--epochs", type=int, default=15, help="maximum epochs (early stopping on validation r)")
-    g.add_argument("--batch-size", type=int, default=16)
-    g.add_argument("--lr", type=float, default=None, help="learning rate (default: the readout's)")
-    g.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,8 @@
-"""The step functions of a subject's pipeline: validate -> extract -> fit -> evaluate -> report.
+"""The steps of a subject's pipeline: validate -> extract -> fit -> evaluate -> caption -> synthesize -> report.
 
-Each takes a :class:`~braincode.pipeline.runner.StepContext` and the folder to write into, and is deterministic:
-the same config and inputs give the same bytes.
+Each takes a :class:`~braincode.pipeline.context.StepContext` and the folder to write into, and is deterministic:
+the same config and inputs give the same bytes. :data:`STEPS` says which config sections and which earlier steps'
+outputs each one reads, so that editing one section re-runs only the steps that depend on it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from braincode.encoding.metrics import pearson_r
 from braincode.features import FeatureStore
 from braincode.features.design import FeatureSpec, extract_design
 from braincode.pipeline.config import FeatureConfig, PipelineConfig
-from braincode.pipeline.runner import StepContext, StepFn
+from braincode.pipeline.context import Step, StepContext
 from braincode.pipeline.steps import fit_and_score, roi_table, write_fit_outputs
 
 SPLITS = ("train", "test")
@@ -71,10 +72,10 @@ def _feature_spec(f: FeatureConfig) -> FeatureSpec:
     return FeatureSpec(f.model, f.layers, f.pool, f.grid)
 
 
-def extract_shared(config: PipelineConfig) -> None:
+def extract_shared(config: PipelineConfig, *after: object) -> None:
     """Fill the feature cache with every subject's stimuli, subject by subject and split by split, in one task.
 
-    Runs between ``validate`` and ``extract``. Stimuli shared between subjects are computed once, and always in
+    Runs between ``validate`` and ``extract`` (``after``: the results of the tasks it waits for, unused). Stimuli shared between subjects are computed once, and always in
     the same batches whatever the order in which subjects are scheduled or whether an earlier run was killed
     (the cache commits each set whole), so every subject's ``extract`` then reads the same bytes.
     """
@@ -202,12 +203,13 @@ def report(ctx: StepContext, out: Path) -> None:
                          synthesized=synthesized)
 
 
-STEP_FUNCTIONS: dict[str, StepFn] = {
-    "validate": validate,
-    "extract": extract,
-    "fit": fit,
-    "evaluate": evaluate,
-    "caption": caption,
-    "synthesize": synthesize,
-    "report": report,
+#: Every step, with the config sections and upstream steps its outputs depend on.
+STEPS: dict[str, Step] = {
+    "validate": Step(validate, ("data",)),
+    "extract": Step(extract, ("data", "features", "device"), ("validate",)),
+    "fit": Step(fit, ("data", "features", "encoding", "device"), ("validate", "extract")),
+    "evaluate": Step(evaluate, ("data",), ("validate", "fit")),
+    "caption": Step(caption, ("data", "caption", "encoding", "device"), ("validate",)),
+    "synthesize": Step(synthesize, ("data", "features", "synthesize", "encoding", "device"), ("validate",)),
+    "report": Step(report, ("name",), ("validate", "fit", "evaluate", "caption", "synthesize")),
 }

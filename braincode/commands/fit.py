@@ -1,0 +1,154 @@
+"""``braincode fit``: extract features, cross-validate a voxel-wise encoder, predict the test split.
+
+::
+
+    braincode fit --data ROOT --subject subj01 --model open_clip:ViT-B-32@openai --layer blocks.6 --layer pooled \\
+        [--text-features] [--banded] [--format auto|algonauts|nsd] --out OUT
+
+Each ``--layer`` (and ``--text-features``) is a named feature space; ridge uses them side by side, ``--banded``
+gives each its own regularisation and writes each space's unique and shared R^2 per voxel to ``scores.csv``.
+``--readout factorized|routing`` fits a token readout on one block's tokens instead. The output folder appears
+as one unit (see :func:`braincode.atomic.output_folder`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from braincode.commands import DEFAULT_CACHE, add_device, run_args
+from braincode.errors import ConfigError
+
+READOUTS = ("ridge", "factorized", "routing")
+FORMATS = ("auto", "algonauts", "nsd")
+#: Token-readout sizes: the published transformer brain encoder, and a smaller one that trains on a CPU.
+PRESETS = {"published": {"d_model": 768, "heads": 16, "d_ff": 1024}, "cpu": {"d_model": 256, "heads": 8, "d_ff": 512}}
+
+
+def check_folds(cv: int, n_samples: int | None = None, *, where: str = "--cv") -> None:
+    """Refuse fewer than 2 folds, or more folds than training samples allow (two per fold).
+
+    Examples
+    --------
+    >>> check_folds(5, 100)
+    >>> check_folds(1)
+    Traceback (most recent call last):
+    braincode.errors.ConfigError: cross-validation needs at least 2 folds; expected --cv >= 2; found 1; ...
+    """
+    if cv < 2:
+        raise ConfigError("cross-validation needs at least 2 folds", expected=f"{where} >= 2", found=str(cv),
+                          fix=f"set {where} to 2 or more (5 is usual)")
+    if n_samples is not None and n_samples < 2 * cv:
+        raise ConfigError("too few training samples for cross-validation", expected=f"at least {2 * cv} "
+                          f"(two per fold of {where} {cv})", found=f"{n_samples} training sample(s)",
+                          fix="add training images, or lower the number of folds")
+
+
+def load_dataset(root: Path, subject: str, fmt: str = "auto"):
+    """Load a subject with the loader of its layout (``auto``: NSD when ``root/nsddata`` exists, else Algonauts)."""
+    from braincode.data import load_algonauts, load_nsd
+
+    if fmt == "nsd" or (fmt == "auto" and (Path(root) / "nsddata").is_dir()):
+        return load_nsd(root, subject)
+    return load_algonauts(root, subject)
+
+
+def feature_spaces(args: argparse.Namespace, stimuli: dict) -> tuple[dict[str, dict], dict]:
+    """Named feature spaces ``{split: {name: X}}`` (one per ``--layer``, plus ``text`` for ``--text-features``)
+    and the description of how they were made (for ``summary.json``)."""
+    from braincode.features import FeatureStore
+    from braincode.features.design import FeatureSpec, extract_spaces
+
+    store = FeatureStore(args.cache)
+    vision = FeatureSpec(args.model, tuple(dict.fromkeys(args.layer or ["pooled"])), args.pool, args.grid)
+    spaces = extract_spaces(stimuli, vision, store=store, device=args.device)
+    if args.text_features:
+        text = extract_spaces(stimuli, FeatureSpec(args.text_model), store=store, device=args.device, text=True)
+        for split in spaces:
+            spaces[split]["text"] = text[split]["pooled"]
+    info = {"model": args.model, "layers": list(vision.layers), "pool": vision.pool, "grid": vision.out_grid,
+            "text_model": args.text_model if args.text_features else None}
+    return spaces, info
+
+
+def _fit_ridge(args: argparse.Namespace, ds, out: Path) -> str:
+    import numpy as np
+
+    from braincode.pipeline.steps import fit_and_score, write_fit_outputs
+
+    stimuli = {split: ds[split].stimuli for split in ("train", "test")}
+    spaces, info = feature_spaces(args, stimuli)
+    designs = {split: np.concatenate(list(x.values()), axis=1) for split, x in spaces.items()}
+    result = fit_and_score(designs["train"], ds["train"].responses.data, designs["test"], ds.voxels, cv=args.cv,
+                           n_permutations=args.permutations, device=args.device)
+    write_fit_outputs(result, ds, out, {**info, "n_features": int(designs["train"].shape[1])})
+    if not args.text_features:  # an image-only encoder is differentiable: keep it for `braincode synthesize`
+        from braincode.encoding.torch_encoder import TorchEncoder
+        from braincode.features.design import FeatureSpec
+
+        spec = FeatureSpec(args.model, tuple(info["layers"]), args.pool, args.grid)
+        TorchEncoder.from_estimator(spec, result.model, voxels=ds.voxels, device=args.device).save(out)
+    return f"mean cross-validated r {result.scores['r'].mean():.3f} over {len(result.scores)} voxels"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``braincode fit``; returns the exit status."""
+    from braincode.atomic import output_folder
+
+    check_folds(args.cv)
+    if args.permutations < 0:
+        raise ConfigError("--permutations must be 0 or more", found=str(args.permutations))
+    start = time.perf_counter()
+    with output_folder(args.out, command="braincode fit", args=run_args(args)) as tmp:
+        if args.readout != "ridge":
+            from braincode.commands.readout import fit_tokens
+
+            for key, value in PRESETS[args.preset].items():
+                if getattr(args, key) is None:
+                    setattr(args, key, value)
+            fit_tokens(argparse.Namespace(**{**vars(args), "out": tmp}))
+            line = f"{args.readout} readout"
+        else:
+            ds = load_dataset(args.data, args.subject, args.format)
+            check_folds(args.cv, len(ds["train"].stimuli))
+            line = _fit_ridge(args, ds, tmp)
+    print(f"fit {args.subject}: {line}; wrote {args.out} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``fit`` to the ``braincode`` sub-commands."""
+    p = subparsers.add_parser("fit", help="extract features, fit a voxel-wise encoder, score it, predict the test split",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="dataset root (Algonauts 2023 layout, or NSD's)")
+    p.add_argument("--subject", required=True, help="e.g. subj01")
+    p.add_argument("--format", default="auto", choices=FORMATS, help="data layout (auto: NSD when ROOT/nsddata exists)")
+    p.add_argument("--model", required=True, help="model id, e.g. open_clip:ViT-B-32@openai")
+    p.add_argument("--layer", action="append", help="layer name, one feature space each (repeatable); default: pooled")
+    p.add_argument("--pool", default="grid", choices=["grid", "mean", "cls"], help="how token maps become vectors")
+    p.add_argument("--grid", type=int, default=4, help="pooled patch-grid side for --pool grid")
+    p.add_argument("--text-features", action="store_true", help="add a feature space of the captions' text features")
+    p.add_argument("--text-model", default="minilm", help="text model id for --text-features")
+    p.add_argument("--readout", choices=READOUTS, default="ridge",
+                   help="ridge on pooled features, or a token readout (factorized, attention routing)")
+    p.add_argument("--banded", action="store_true",
+                   help="banded ridge: one regularisation per feature space, with per-space unique R^2 in scores.csv")
+    p.add_argument("--cv", type=int, default=5, help="cross-validation folds")
+    p.add_argument("--permutations", type=int, default=0,
+                   help="permutations for per-voxel p-values of r, FDR-corrected (0: none)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")
+    add_device(p)
+    p.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole)")
+    g = p.add_argument_group("token readouts (--readout factorized|routing)")
+    g.add_argument("--preset", default="published", choices=sorted(PRESETS),
+                   help="routing sizes: published 768/16/1024 (d_model/heads/d_ff), or cpu 256/8/512")
+    g.add_argument("--queries", default="roi", help='routing queries: "roi", "voxel" or a number')
+    g.add_argument("--d-model", type=int, help="routing width (default: the preset's)")
+    g.add_argument("--heads", type=int, help="routing heads (default: the preset's)")
+    g.add_argument("--d-ff", type=int, help="routing feed-forward width (default: the preset's)")
+    g.add_argument("--epochs", type=int, default=15, help="maximum epochs (early stopping on validation r)")
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--lr", type=float, default=None, help="learning rate (default: the readout's)")
+    g.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
