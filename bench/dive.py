@@ -57,7 +57,7 @@ def build(config: str, device: torch.device, dtype: torch.dtype, cls=BrainDiVEPi
     n_features = int(extractor.model.visual.output_dim)
     weights = np.random.default_rng(0).normal(size=(preset["voxels"], n_features)) / np.sqrt(n_features)
     voxels = pd.DataFrame({"hemisphere": "lh", "vertex": np.arange(preset["voxels"]),
-                           "floc-faces": np.where(np.arange(preset["voxels"]) < 500, "FFA-1", "")})
+                           "roi:floc-faces": np.where(np.arange(preset["voxels"]) < 500, "FFA-1", "")})
     encoder = TorchEncoder(extractor, FeatureSpec(preset["encoder"]), LinearReadout(weights, np.zeros(len(weights))),
                            voxels=voxels)
     parts = random_diffusion(config)

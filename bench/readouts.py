@@ -93,7 +93,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> tuple[list[dict
         row = {"seed": seed, "readout": name, "fit_s": seconds,
                "prf": r[truth.voxels["kind"] == "prf"].mean(), "category": r[truth.voxels["kind"] == "category"].mean()}
         for family in FAMILIES[1:]:
-            row[family] = r[(ds.voxels[family] != "").to_numpy()].mean()
+            row[family] = r[(ds.voxels[f"roi:{family}"] != "").to_numpy()].mean()
         rows.append(row)
         log.info("seed %d %s: %s", seed, name, {k: round(float(v), 3) for k, v in row.items() if k != "readout"})
     return rows, face_maps(fitted["routing"], tokens["test"], ds, truth, args.out if seed == args.seeds[0] else None)

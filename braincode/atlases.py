@@ -67,12 +67,12 @@ def _load(atlas: str) -> dict:
     return json.loads(path.read_text())
 
 
-def roi_table(atlas: str = "nsd") -> pd.DataFrame:
+def atlas_labels(atlas: str = "nsd") -> pd.DataFrame:
     """Every label of an atlas as a table with columns ``family, value, name, color``.
 
     Examples
     --------
-    >>> t = roi_table()
+    >>> t = atlas_labels()
     >>> t[t.family == "floc-places"].name.tolist()
     ['OPA', 'PPA', 'RSC']
     """
@@ -85,12 +85,12 @@ def roi_table(atlas: str = "nsd") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["family", "value", "name", "color"])
 
 
-def roi_families(atlas: str = "nsd") -> list[str]:
+def atlas_families(atlas: str = "nsd") -> list[str]:
     """ROI-family names of an atlas, in file order.
 
     Examples
     --------
-    >>> roi_families()[:2]
+    >>> atlas_families()[:2]
     ['nsdgeneral', 'prf-visualrois']
     """
     return list(_load(atlas)["families"])

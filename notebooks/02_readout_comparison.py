@@ -51,9 +51,9 @@ tokens["train"].shape, extractor.grid
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from braincode.data.rois import roi_groups
 from braincode.encoding import FactorizedReadout, RidgeEncoder, RoutingReadout
 from braincode.encoding.metrics import pearson_r
-from braincode.encoding.readouts import roi_groups
 
 prefix = extractor.num_prefix_tokens
 pooled = {s: pool_tokens(t, num_prefix_tokens=prefix, grid=extractor.grid, mode="grid", out_grid=4) for s, t in tokens.items()}

@@ -64,7 +64,7 @@ assert scuba.loc[scuba["roi"] == "FFA-1", "caption"].str.contains("face").all()
 # %%
 from braincode.interpret.lavca import describe
 
-face_voxels = np.flatnonzero(ds.voxels["floc-faces"].to_numpy() == "FFA-1")[:3]
+face_voxels = np.flatnonzero(ds.voxels["roi:floc-faces"].to_numpy() == "FFA-1")[:3]
 describe(encoder.coef[face_voxels], bank, encode_text=None, n_top=20, n_keywords=3)
 
 # %% [markdown]

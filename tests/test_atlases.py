@@ -25,15 +25,15 @@ def test_nsd_families_use_nsd_integer_labels(family):
     assert all(c.startswith("#") and len(c) == 7 for c in colors.values())
 
 
-def test_roi_table_and_unknowns():
-    table = atlases.roi_table()
+def test_atlas_labels_and_unknowns():
+    table = atlases.atlas_labels()
     assert set(table.columns) == {"family", "value", "name", "color"}
     assert len(table) == 1 + sum(len(v) for v in EXPECTED.values())
     assert table["color"].is_unique
     with pytest.raises(ConfigError, match="no ROI family"):
         atlases.roi_labels("floc-cars")
     with pytest.raises(ConfigError, match="unknown atlas"):
-        atlases.roi_table("glasser")
+        atlases.atlas_labels("glasser")
 
 
 def test_label_names():

@@ -50,7 +50,7 @@ def test_fit_writes_scores_summary_and_algonauts_predictions(root, tmp_path, cap
     lh, rh = np.load(out / "lh_pred_test.npy"), np.load(out / "rh_pred_test.npy")
     assert lh.shape == (8, n_lh) and rh.shape == (8, n_rh)
     assert lh.dtype == rh.dtype == np.float32
-    assert {"hemisphere", "vertex", "floc-faces", "r", "r2", "alpha", "pvalue", "qvalue"} <= set(scores.columns)
+    assert {"hemisphere", "vertex", "roi:floc-faces", "r", "r2", "alpha", "pvalue", "qvalue"} <= set(scores.columns)
     assert ((scores["pvalue"] > 0) & (scores["pvalue"] <= 1)).all()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["subject"] == "subj01" and "FFA-1" in summary["mean_r"]["floc-faces"]

@@ -18,7 +18,7 @@ FIT = ["fit", "--subject", "subj01", "--model", "open_clip:tiny-vit@random", "--
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "braincode", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **env}, check=False)
 
 
 def _seconds(cmd: list[str]) -> float:
@@ -32,9 +32,9 @@ def test_help_answers_in_under_a_second():
     python = min(_seconds([sys.executable, "-c", "pass"]) for _ in range(3))
     braincode = min(_seconds([sys.executable, "-m", "braincode", "--help"]) for _ in range(3))
     assert braincode - python < 1.0, (braincode, python)  # braincode's own share, whatever the machine's load
-    probe = subprocess.run([sys.executable, "-c", "import sys, braincode.cli; braincode.cli.build_parser(); "
-                            "print(sorted(m for m in ('torch', 'pandas', 'numpy', 'dask') if m in sys.modules))"],
-                           capture_output=True, text=True, check=True)
+    code = ("import sys, braincode.cli; braincode.cli.build_parser(); "
+            "print(sorted(m for m in ('torch', 'pandas', 'numpy', 'dask') if m in sys.modules))")
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "[]", "building the parser imported heavy libraries"
 
 

@@ -25,25 +25,11 @@ if TYPE_CHECKING:  # imported where used, so that `braincode --help` stays fast
 log = logging.getLogger(__name__)
 
 
-def _units(voxels: pd.DataFrame, names: list[str] | None) -> list[tuple[str, str, np.ndarray]]:
-    """(family, roi, voxel mask) for each ROI named (a family name stands for all its ROIs)."""
-    from braincode.data.core import roi_families
+def _units(voxels: pd.DataFrame, names: list[str]) -> list[tuple[str, str, np.ndarray]]:
+    """(family, roi, voxel mask) for each ROI selected (:func:`braincode.data.rois.select_rois`' grammar)."""
+    from braincode.data.rois import select_rois
 
-    families = roi_families(voxels)
-    units = []
-    for name in names:
-        if name in families:
-            labels = voxels[name].astype(str)
-            units += [(name, roi, (labels == roi).to_numpy()) for roi in dict.fromkeys(labels) if roi]
-            continue
-        hits = [(f, (voxels[f].astype(str) == name).to_numpy()) for f in families]
-        hits = [(f, m) for f, m in hits if m.any()]
-        if not hits:
-            known = sorted({r for f in families for r in voxels[f].astype(str) if r})
-            raise ConfigError(f"no ROI or ROI family named {name!r}", expected=f"one of {families} or {known}",
-                              found=repr(name), fix="check --roi against the dataset's ROI names")
-        units += [(f, name, m) for f, m in hits]
-    return units
+    return select_rois(voxels, names)
 
 
 def _encoder(args: argparse.Namespace, bank):
@@ -77,7 +63,8 @@ def _scuba(args: argparse.Namespace, bank, weights: np.ndarray, units) -> pd.Dat
     import numpy as np
     import pandas as pd
 
-    from braincode.interpret.decoders import PrefixDecoder, RetrievalDecoder
+    from braincode.interpret.clipcap import PrefixDecoder
+    from braincode.interpret.decoders import RetrievalDecoder
     from braincode.interpret.scuba import caption_voxels, project
 
     if args.decoder is not None:

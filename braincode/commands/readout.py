@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from braincode.data.core import Dataset
+from braincode.data.rois import roi_groups
 from braincode.encoding.metrics import pearson_r, r2_score
-from braincode.encoding.readouts import FactorizedReadout, RoutingReadout, roi_groups
+from braincode.encoding.readouts import FactorizedReadout, RoutingReadout
 from braincode.errors import ConfigError
 from braincode.pipeline.steps import FitResult
 

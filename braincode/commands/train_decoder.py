@@ -18,7 +18,7 @@ from braincode.errors import DataFormatError
 
 def _cmd_train_decoder(args: argparse.Namespace) -> int:
     from braincode.interpret.bank import load_bank
-    from braincode.interpret.decoders import PrefixDecoder
+    from braincode.interpret.clipcap import PrefixDecoder
 
     bank = load_bank(args.bank)
     if bank.captions is None:

@@ -1,4 +1,8 @@
-"""Data: stimuli, responses and datasets, with loaders for real layouts and a synthetic ground truth."""
+"""Data: stimuli, responses and datasets, with loaders for real layouts and a synthetic ground truth.
+
+:func:`load_subject` loads one subject from any supported layout (Algonauts 2023, NSD, a NIfTI folder, a surface
+folder); ROI families and selections live in :mod:`braincode.data.rois`.
+"""
 
 from braincode.data.algonauts import (
     hemisphere_slices,
@@ -6,7 +10,9 @@ from braincode.data.algonauts import (
     validate_algonauts,
     write_algonauts_predictions,
 )
+from braincode.data.checks import check_fittable, integer_valued, require_captions
 from braincode.data.core import Dataset, Responses, Split, Stimuli
+from braincode.data.layouts import detect_format, load_subject, validate_subject
 from braincode.data.nsd import HDF5Stimuli, load_nsd
 from braincode.data.surface import load_surface
 from braincode.data.synthetic import SyntheticTruth, load_truth, make_synthetic
@@ -19,13 +25,19 @@ __all__ = [
     "Split",
     "Stimuli",
     "SyntheticTruth",
+    "check_fittable",
+    "detect_format",
     "hemisphere_slices",
+    "integer_valued",
     "load_algonauts",
     "load_nifti",
     "load_nsd",
+    "load_subject",
     "load_surface",
     "load_truth",
     "make_synthetic",
+    "require_captions",
     "validate_algonauts",
+    "validate_subject",
     "write_algonauts_predictions",
 ]

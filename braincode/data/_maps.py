@@ -66,12 +66,12 @@ def resolve_labels(
         return {int(k): str(v) for k, v in labels.items()}
     if labels is not None:
         return atlases.read_ctab(labels)
-    if family in atlases.roi_families():
+    if family in atlases.atlas_families():
         return atlases.roi_labels(family)
     raise ConfigError(
         f"no label names for ROI family {family!r}",
         path=source,
-        expected=f"one of braincode's NSD families {atlases.roi_families()} or a label table",
+        expected=f"one of braincode's NSD families {atlases.atlas_families()} or a label table",
         fix="pass roi_labels={family: 'path/to/family.ctab'} or a dict of value -> name",
     )
 

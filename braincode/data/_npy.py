@@ -2,7 +2,9 @@
 
 Numeric arrays are read with ``allow_pickle=False``. The only pickled content braincode reads is an Algonauts
 ROI mapping (``mapping_<family>.npy``: a dict of int label -> str name saved with ``numpy.save``); it is read with
-:class:`RestrictedUnpickler`, which refuses every global except the few numpy constructors that such a file needs.
+:class:`RestrictedUnpickler`, which refuses every global except the few numpy constructors that such a file needs,
+and rebuilds no numpy array at all: the one array such a file holds (the 0-d object array wrapping the dict) is
+unwrapped without allocating, and any other array is refused before memory is reserved for it.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import numpy as np
 from braincode.errors import DataFormatError, MissingFileError
 
 try:  # numpy >= 2
-    from numpy._core.multiarray import _reconstruct, scalar
+    from numpy._core.multiarray import scalar
 except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
+    from numpy.core.multiarray import scalar  # type: ignore[no-redef]
 
 
 def _integer_scalar(dtype: np.dtype, data: bytes = b"") -> int:
@@ -41,10 +43,33 @@ def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
-def _ndarray_reconstruct(subtype: type, shape: Any, dtype: Any) -> np.ndarray:
+class _WrappedObject:
+    """Stands in for the one array a mapping file may hold: the 0-d object array that ``numpy.save`` wraps a dict in.
+
+    ``numpy``'s own reconstructor would allocate an array of whatever shape the pickle names (gigabytes for a few
+    bytes of pickle); this placeholder allocates nothing and accepts, through the pickle's BUILD step, only the
+    state of a 0-d object array, whose single item it keeps.
+    """
+
+    def __init__(self) -> None:
+        self.item: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        ok = isinstance(state, tuple) and len(state) == 5
+        shape, dtype, data = (state[1], state[2], state[4]) if ok else (None, None, None)
+        if not (ok and shape == () and isinstance(dtype, np.dtype) and dtype.hasobject
+                and isinstance(data, list) and len(data) == 1):
+            raise pickle.UnpicklingError(
+                f"refusing a numpy array of shape {shape} and dtype {dtype}: a mapping file holds only a dict"
+            )
+        self.item = data[0]
+
+
+def _ndarray_reconstruct(subtype: type, shape: Any, dtype: Any) -> _WrappedObject:
+    """Allow ``numpy``'s array reconstructor only as the placeholder :class:`_WrappedObject` (never allocates)."""
     if subtype is not np.ndarray:
         raise pickle.UnpicklingError(f"refusing to rebuild an array of class {subtype!r}")
-    return _reconstruct(subtype, shape, dtype)
+    return _WrappedObject()
 
 
 #: The globals a ``numpy.save``-d dict may reference (numpy 1.x and 2.x module names, pickle protocols 2-5), and
@@ -61,11 +86,13 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that builds only plain containers and numpy arrays; it never imports or calls anything else.
+    """An unpickler that builds only plain containers; it never imports, calls or allocates anything else.
 
-    ``find_class`` accepts only numpy's array/dtype reconstructors, integer numpy scalars (dicts whose keys were
-    numpy integers) and latin-1 ``_codecs.encode`` (how protocol 2 stores bytes), each checked before it runs; any
-    other global - ``os.system``, ``builtins.eval``, a class of any module - is refused.
+    ``find_class`` accepts only numpy's array reconstructor (as a placeholder that unwraps a 0-d object array and
+    refuses any other array, whatever its size, without allocating it), ``numpy.dtype``, integer numpy scalars
+    (dicts whose keys were numpy integers) and latin-1 ``_codecs.encode`` (how protocol 2 stores bytes), each
+    checked before it runs; any other global - ``os.system``, ``builtins.eval``, a class of any module - is
+    refused.
 
     Examples
     --------
@@ -239,8 +266,8 @@ def read_label_mapping(path: str | Path, *, fix: str = "re-download the ROI mask
                 found=f"{type(exc).__name__}: {exc}",
                 fix="re-download the file; never load it with allow_pickle=True if it came from elsewhere",
             ) from exc
-    if isinstance(obj, np.ndarray) and obj.shape == () and obj.dtype.hasobject:
-        obj = obj.item()
+    if isinstance(obj, _WrappedObject):
+        obj = obj.item
     bad = [(k, v) for k, v in obj.items() if not _is_label(k, v)] if isinstance(obj, dict) else None
     if bad is None or bad:
         found = type(obj).__name__ if bad is None else f"a dict with entry {bad[0]!r}"

@@ -29,14 +29,14 @@ import pandas as pd
 from PIL import Image
 
 from braincode.data._npy import read_array, read_label_mapping, save_arrays_atomic
+from braincode.data.checks import check_samples
 from braincode.data.core import Dataset, Responses, Split, Stimuli
+from braincode.data.rois import FAMILIES, with_rois
 from braincode.errors import BraincodeError, ConfigError, DataFormatError, MissingFileError
 from braincode.progress import progress
 
 logger = logging.getLogger(__name__)
 
-#: ROI families of the challenge, in the order their columns appear in the voxel table.
-FAMILIES = ("prf-visualrois", "floc-bodies", "floc-faces", "floc-places", "floc-words", "streams")
 HEMISPHERES = ("lh", "rh")
 #: Number of vertices of one fsaverage hemisphere.
 N_FSAVERAGE = 163842
@@ -380,17 +380,20 @@ def _voxel_table(
             "vertex": np.concatenate(list(hemi_vertices.values())).astype(np.int64),
         }
     )
-    for family, per_hemi in families.items():
-        table[family] = np.concatenate([per_hemi[h] for h in hemi_vertices]).astype(str)
-    return table
+    return with_rois(
+        table, {family: np.concatenate([per_hemi[h] for h in hemi_vertices]) for family, per_hemi in families.items()}
+    )
 
 
 # ------------------------------------------------------------------------------------------- captions
 
 
-def _read_captions(subj: Path, names: Sequence[str]) -> dict[str, str] | None:
-    """Captions from the optional ``captions.csv`` (columns image, caption), which must cover every image."""
-    path = subj / "captions.csv"
+def read_captions(path: Path, names: Sequence[str]) -> dict[str, str] | None:
+    """Image file name -> caption from an optional ``captions.csv`` (columns image, caption) covering ``names``.
+
+    Returns None when the file does not exist; raises :class:`DataFormatError` naming the file when it cannot
+    be read, lacks a column, or does not give exactly one caption per image of ``names``.
+    """
     if not path.is_file():
         return None
     try:
@@ -484,7 +487,7 @@ def _read_subject(subj: Path, check: _Checks, check_images: bool) -> dict:
         }
     captions = None
     if all(paths is not None for paths in images.values()):
-        captions = check(_read_captions, subj, [p.name for paths in images.values() for p in paths])
+        captions = check(read_captions, subj / "captions.csv", [p.name for paths in images.values() for p in paths])
     return {
         "images": images,
         "responses": responses,
@@ -494,11 +497,13 @@ def _read_subject(subj: Path, check: _Checks, check_images: bool) -> dict:
     }
 
 
-def validate_algonauts(root: str | Path, subject: str | int) -> list[str]:
+def validate_algonauts(root: str | Path, subject: str | int, *, n_folds: int = 5) -> list[str]:
     """Check one subject's Algonauts 2023 folder completely and return every problem found.
 
     Runs every check of :func:`load_algonauts` - and also decodes every image with PIL - without stopping at
-    the first problem. Each message names the file, what was expected, what was found and how to fix it.
+    the first problem, and checks that there are enough training images for ``n_folds``-fold cross-validation
+    (:func:`~braincode.data.checks.min_samples`). Each message names the file, what was expected, what was found
+    and how to fix it.
 
     Parameters
     ----------
@@ -506,6 +511,8 @@ def validate_algonauts(root: str | Path, subject: str | int) -> list[str]:
         The folder holding ``subj01/``, ``subj02/``, ...
     subject : str or int
         ``"subj01"``, ``"1"`` or ``1``.
+    n_folds : int, default 5
+        Cross-validation folds the fit will use.
 
     Returns
     -------
@@ -525,7 +532,9 @@ def validate_algonauts(root: str | Path, subject: str | int) -> list[str]:
     except BraincodeError as exc:
         return [str(exc)]
     check = _Checks(fail_fast=False)
-    _read_subject(subj, check, check_images=True)
+    parts = _read_subject(subj, check, check_images=True)
+    if parts["images"]["train"] is not None:
+        check(check_samples, len(parts["images"]["train"]), n_folds, _image_dir(subj, "train"))
     return check.problems
 
 
@@ -548,9 +557,11 @@ def load_algonauts(root: str | Path, subject: str | int, *, check_images: bool =
         ``subject`` ``"subjNN"``, ``space`` ``"fsaverage"``, splits ``"train"`` (image paths sorted by file
         name, captions if ``captions.csv`` exists, and float32 responses with the left hemisphere's columns
         first) and ``"test"`` (no responses). ``voxels`` has columns ``hemisphere`` (``"lh"``/``"rh"``),
-        ``vertex`` (fsaverage index) and one string column per ROI family present (``""`` outside every ROI).
-        ``meta`` holds ``root``, ``nsd_ids`` (split -> NSD image ids) and ``n_vertices`` (hemisphere -> 163842,
-        the fsaverage mesh size).
+        ``vertex`` (fsaverage index) and one string column ``roi:<family>`` per ROI family present (``""``
+        outside every ROI; :mod:`braincode.data.rois`).
+        ``meta`` holds ``root``, ``nsd_ids`` (split -> NSD image ids), ``n_vertices`` (hemisphere -> 163842,
+        the fsaverage mesh size), ``source`` (the training image folder) and ``captions_path``
+        (``subjNN/captions.csv``, read when it exists).
 
     Raises
     ------
@@ -573,7 +584,7 @@ def load_algonauts(root: str | Path, subject: str | int, *, check_images: bool =
     >>> ds["train"].responses.shape[0], len(ds["test"].stimuli), ds["test"].responses is None
     (20, 5, True)
     >>> list(ds.voxels.columns[:3])
-    ['hemisphere', 'vertex', 'prf-visualrois']
+    ['hemisphere', 'vertex', 'roi:prf-visualrois']
     """
     subj = subject_dir(root, subject)
     parts = _read_subject(subj, _Checks(fail_fast=True), check_images)
@@ -608,7 +619,8 @@ def load_algonauts(root: str | Path, subject: str | int, *, check_images: bool =
         voxels=voxels,
         subject=subj.name,
         space="fsaverage",
-        meta={"root": Path(root), "nsd_ids": nsd_ids, "n_vertices": dict.fromkeys(HEMISPHERES, N_FSAVERAGE)},
+        meta={"root": Path(root), "nsd_ids": nsd_ids, "n_vertices": dict.fromkeys(HEMISPHERES, N_FSAVERAGE),
+              "source": _image_dir(subj, "train"), "captions_path": subj / "captions.csv"},
     )
 
 

@@ -12,17 +12,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from braincode.data.rois import roi_families
 from braincode.errors import DataFormatError
 
-#: Columns every voxel table has; ROI families are added as further string columns ("" = not in any ROI).
+#: Columns every voxel table has; ROI families are ``roi:<family>`` string columns (see :mod:`braincode.data.rois`).
 VOXEL_COLUMNS = ("hemisphere", "vertex")
-#: Optional per-voxel numeric columns that are not ROI families.
-VOXEL_EXTRA_COLUMNS = ("noise_ceiling", "x", "y", "z", "i", "j", "k")
-
-
-def roi_families(voxels: pd.DataFrame) -> list[str]:
-    """Names of the ROI-family columns of a voxel table (every column but the fixed and numeric ones)."""
-    return [c for c in voxels.columns if c not in (*VOXEL_COLUMNS, *VOXEL_EXTRA_COLUMNS)]
 
 
 @dataclass(frozen=True)
@@ -118,8 +112,9 @@ class Responses:
     data : ndarray of shape (n_stimuli, n_voxels)
         Stored as float32.
     voxels : DataFrame
-        One row per voxel with at least ``hemisphere`` and ``vertex``; one string column per ROI family
-        (empty string = outside every ROI of that family); optionally ``noise_ceiling``.
+        One row per voxel with at least ``hemisphere`` and ``vertex``; one string column ``roi:<family>`` per ROI
+        family (empty string = outside every ROI of that family, see :mod:`braincode.data.rois`); optionally
+        ``noise_ceiling``.
     """
 
     data: np.ndarray
@@ -150,7 +145,7 @@ class Responses:
 
     @property
     def roi_families(self) -> list[str]:
-        """Names of the ROI-family columns of the voxel table."""
+        """Names of the ROI families of the voxel table (its ``roi:<family>`` columns)."""
         return roi_families(self.voxels)
 
     def subset(self, index: Sequence[int] | np.ndarray) -> Responses:
@@ -204,5 +199,5 @@ class Dataset:
 
     @property
     def roi_families(self) -> list[str]:
-        """Names of the ROI-family columns of the voxel table."""
+        """Names of the ROI families of the voxel table (its ``roi:<family>`` columns)."""
         return roi_families(self.voxels)

@@ -39,9 +39,10 @@ from PIL import Image
 from braincode.atlases import label_names
 from braincode.data._maps import listing, resolve_labels
 from braincode.data.core import Dataset, Responses, Split, Stimuli
+from braincode.data.reliability import noise_ceiling
+from braincode.data.rois import FAMILIES, with_rois
 from braincode.data.surface import HEMISPHERES, _vertex_values, read_surface_data
 from braincode.data.volume import check_grid, mask_voxels, read_image, sample_volume
-from braincode.encoding.metrics import noise_ceiling
 from braincode.errors import ConfigError, DataFormatError, MissingFileError
 from braincode.progress import progress
 
@@ -50,7 +51,6 @@ logger = logging.getLogger(__name__)
 BETA_VERSIONS = ("betas_fithrf_GLMdenoise_RR", "betas_fithrf", "betas_assumehrf")
 VOLUME_SPACES = ("func1pt8mm", "func1mm")
 SURFACE_SPACES = ("fsaverage",)
-ROI_FAMILIES = ("prf-visualrois", "floc-bodies", "floc-faces", "floc-places", "floc-words", "streams")
 #: NSD stores volume betas as int16 x 300 (percent signal change x 300).
 NSD_INT16_SCALE = 300.0
 
@@ -530,7 +530,7 @@ def load_nsd(
     betas: str = "betas_fithrf_GLMdenoise_RR",
     sessions: Sequence[int] | None = None,
     mask: str | Path | None = "nsdgeneral",
-    rois: Sequence[str] = ROI_FAMILIES,
+    rois: Sequence[str] = FAMILIES,
     roi_dir: str | Path | None = None,
     scale: float | str = "auto",
     zscore: bool = True,
@@ -616,7 +616,7 @@ def load_nsd(
     if images:
         _check_brick(paths["stimuli"], "imgBrick", int(trial_ids.max()))
     trials = _trial_betas(reader, chosen, per_session, scale, zscore)
-    voxels = reader.voxels.assign(**reader.rois(list(rois), paths["ctab"]))
+    voxels = with_rois(reader.voxels, reader.rois(list(rois), paths["ctab"]))
     shared = np.isin(trial_ids, design.shared(row))
     splits, nsd_ids, repeats = {}, {}, {}
     for name, in_split in (("train", ~shared), ("test", shared)):
@@ -638,6 +638,8 @@ def load_nsd(
         "ncsnr": ncsnr,
         "betas": betas,
         "sessions": [n for n, _ in chosen],
+        "source": paths["betas"],
+        "captions_path": None,
         "trials_per_session": per_session,
         **reader.meta(),
     }

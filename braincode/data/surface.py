@@ -19,6 +19,7 @@ import pandas as pd
 from braincode import atlases
 from braincode.data._maps import PathLike, as_stimuli, divisor, listing, resolve_labels
 from braincode.data.core import Dataset, Responses, Split, Stimuli
+from braincode.data.rois import with_rois
 from braincode.errors import DataFormatError, MissingFileError
 
 logger = logging.getLogger(__name__)
@@ -175,14 +176,16 @@ def load_surface(
             keep = _vertex_values(mask[hemi], n_vertices[hemi], f"{hemi} mask") > 0
         vertex = np.flatnonzero(keep)
         blocks.append(np.concatenate([a[keep] for a in arrays], axis=1).T.astype(np.float32))
-        table = pd.DataFrame({"hemisphere": hemi, "vertex": vertex})
-        for family, per_hemi in (rois or {}).items():
-            values = _vertex_values(
-                _hemi(per_hemi, hemi, f"{family} ROI"), n_vertices[hemi], f"{hemi} {family} ROI map"
-            )[keep]
-            table[family] = atlases.label_names(
-                values, resolve_labels(family, (roi_labels or {}).get(family))
+        names = {
+            family: atlases.label_names(
+                _vertex_values(
+                    _hemi(per_hemi, hemi, f"{family} ROI"), n_vertices[hemi], f"{hemi} {family} ROI map"
+                )[keep],
+                resolve_labels(family, (roi_labels or {}).get(family)),
             )
+            for family, per_hemi in (rois or {}).items()
+        }
+        table = with_rois(pd.DataFrame({"hemisphere": hemi, "vertex": vertex}), names)
         if noise_ceiling is not None:
             table["noise_ceiling"] = _vertex_values(
                 _hemi(noise_ceiling, hemi, "noise ceiling"), n_vertices[hemi], "noise ceiling"
@@ -195,9 +198,8 @@ def load_surface(
             found=", ".join(f"{h}: {b.shape[0]}" for h, b in zip(hemis, blocks)),
         )
     responses = np.concatenate(blocks, axis=1)
+    first = data[hemis[0]]
     voxels = pd.concat(tables, ignore_index=True)
-    for family in rois or {}:
-        voxels[family] = voxels[family].astype(str)
     stim = as_stimuli(stimuli, responses.shape[0], next(iter(data.values())))
     logger.info("loaded %d samples x %d vertices (%s)", *responses.shape, ", ".join(hemis))
     return Dataset(
@@ -205,7 +207,7 @@ def load_surface(
         voxels=voxels,
         subject=subject,
         space=space,
-        meta={"n_vertices": n_vertices},
+        meta={"n_vertices": n_vertices, "source": first if isinstance(first, (str, Path)) else first[0]},
     )
 
 

@@ -23,6 +23,7 @@ from nibabel.affines import apply_affine
 from braincode import atlases
 from braincode.data._maps import PathLike, as_stimuli, divisor, listing, resolve_labels
 from braincode.data.core import Dataset, Responses, Split, Stimuli
+from braincode.data.rois import with_rois
 from braincode.errors import DataFormatError, MissingFileError
 
 logger = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ def load_nifti(
             path=", ".join(_name(i) for i in images),
             fix="shrink the mask to voxels with valid data",
         )
-    voxels = voxels.assign(**roi_columns(rois or {}, voxels, mask_src, roi_labels))
+    voxels = with_rois(voxels, roi_columns(rois or {}, voxels, mask_src, roi_labels))
     if noise_ceiling is not None:
         voxels["noise_ceiling"] = sample_volume(
             noise_ceiling, voxels, mask_src, "noise-ceiling volume"
@@ -226,5 +227,6 @@ def load_nifti(
         voxels=voxels,
         subject=subject,
         space=space,
-        meta={"affine": mask_img.affine.copy(), "shape": tuple(int(s) for s in mask_img.shape)},
+        meta={"affine": mask_img.affine.copy(), "shape": tuple(int(s) for s in mask_img.shape),
+              "source": _name(images[0])},
     )

@@ -1,8 +1,8 @@
 """Per-voxel scores and their statistics, computed in float64 and vectorised over voxels.
 
 - scores: :func:`pearson_r`, :func:`r2_score`;
-- noise ceilings: :func:`noise_ceiling` (NSD's ncsnr formula, mixed repeat counts as Algonauts),
-  :func:`ncsnr_from_repeats`, :func:`repeat_noise_ceiling`, :func:`split_half_reliability`;
+- noise ceilings: :func:`~braincode.data.reliability.noise_ceiling` (NSD's ncsnr formula, mixed repeat counts as
+  Algonauts; it lives in the data layer and is re-exported here), :func:`ncsnr_from_repeats`, :func:`repeat_noise_ceiling`, :func:`split_half_reliability`;
 - the Algonauts noise-normalised score: :func:`normalized_score` (per voxel), :func:`algonauts_score` (mean);
 - significance: :func:`permutation_test` (optionally block-permuted), :func:`fdr_correct`;
 - uncertainty: :func:`roi_bootstrap_ci` (bootstrap CI of the mean score within each ROI);
@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from braincode.data.reliability import noise_ceiling
+from braincode.data.rois import roi_column, roi_families
 from braincode.errors import ConfigError, DataFormatError
 from braincode.progress import progress
 
@@ -73,46 +75,6 @@ def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- noise ceilings
-
-
-def _inverse_n(n_trials: float | np.ndarray) -> float:
-    """1/n for one repeat count, or the mean of 1/n_i over per-image counts (Algonauts' mixed-repeat rule)."""
-    counts = np.asarray(n_trials, dtype=np.float64).ravel()
-    if counts.size == 0 or not np.all(np.isfinite(counts)) or np.any(counts < 1):
-        raise ConfigError(
-            "n_trials must be a repeat count >= 1 or one count >= 1 per image",
-            expected="a number like 3, or an array like [3, 3, 2, 1, ...]",
-            found=repr(n_trials) if counts.size < 10 else f"{counts.size} counts, min {np.nanmin(counts)}",
-            fix="count how many trials each test image was shown (images never shown do not belong here)",
-        )
-    return float(np.mean(1.0 / counts))
-
-
-def noise_ceiling(ncsnr: np.ndarray, n_trials: float | np.ndarray) -> np.ndarray:
-    """Noise ceiling (fraction of variance, 0..1) from NSD's noise-ceiling SNR: ``ncsnr² / (ncsnr² + 1/n)``.
-
-    Parameters
-    ----------
-    ncsnr : array of shape (n_voxels,)
-        Noise-ceiling signal-to-noise ratio per voxel (NSD's ``ncsnr`` maps). NaN stays NaN.
-    n_trials : int or array of int
-        Trials averaged per image. With per-image counts (mixed repeats), ``1/n`` is
-        ``(A/3 + B/2 + C/1) / (A + B + C)`` where A, B, C images have 3, 2, 1 repeats, i.e. the mean of ``1/n_i``.
-
-    Returns
-    -------
-    ndarray of float64, same shape as ``ncsnr``
-        Multiply by 100 for NSD's "percent of variance explainable".
-
-    Examples
-    --------
-    >>> noise_ceiling([1.0, 0.0], 3).round(4).tolist()
-    [0.75, 0.0]
-    >>> float(noise_ceiling([1.0], [3, 3, 2, 1])[0].round(4))   # 1/n = (2/3 + 1/2 + 1) / 4
-    0.6486
-    """
-    snr2 = np.asarray(ncsnr, dtype=np.float64) ** 2
-    return snr2 / (snr2 + _inverse_n(n_trials))
 
 
 def _check_repeats(repeats: np.ndarray) -> np.ndarray:
@@ -431,9 +393,10 @@ def roi_bootstrap_ci(
     ----------
     scores : array of shape (n_voxels,)
     voxels : DataFrame
-        Voxel table with one row per voxel and the string column ``family``.
+        Voxel table with one row per voxel and the ROI family (a ``roi:<family>`` column).
     family : str or sequence of str
-        ROI-family column(s), e.g. ``"prf-visualrois"`` or ``Dataset.roi_families``; ``"hemisphere"`` works too.
+        ROI famil(ies), e.g. ``"prf-visualrois"`` or ``Dataset.roi_families``; any other string column of the
+        table (e.g. ``"hemisphere"``) works too.
         Several families give one table with the rows of each in turn.
     n_bootstrap : int
     confidence : float
@@ -448,18 +411,20 @@ def roi_bootstrap_ci(
     Examples
     --------
     >>> import numpy as np, pandas as pd
-    >>> vox = pd.DataFrame({"hemisphere": ["lh"] * 4, "vertex": range(4), "streams": ["early"] * 2 + ["", "ventral"]})
+    >>> vox = pd.DataFrame({"hemisphere": ["lh"] * 4, "vertex": range(4),
+    ...                     "roi:streams": ["early"] * 2 + ["", "ventral"]})
     >>> table = roi_bootstrap_ci(np.array([1.0, 3.0, 9.0, 5.0]), vox, "streams", random_state=0)
     >>> table[["roi", "n_voxels", "mean"]].values.tolist()
     [['early', 2, 2.0], ['ventral', 1, 5.0]]
     """
     scores = np.asarray(scores, dtype=np.float64)
     families = [family] if isinstance(family, str) else list(family)
-    absent = [f for f in families if f not in voxels.columns]
+    columns = {f: roi_column(f) if f in roi_families(voxels) else f for f in families}
+    absent = [f for f, c in columns.items() if c not in voxels.columns]
     if absent:
         raise DataFormatError(
             "the voxel table has no such ROI family",
-            expected=f"one of {list(voxels.columns)}",
+            expected=f"one of {roi_families(voxels)} or a column of {list(voxels.columns)}",
             found=f"{absent}",
         )
     if scores.shape != (len(voxels),):
@@ -474,7 +439,7 @@ def roi_bootstrap_ci(
     tail = 100 * (1 - confidence) / 2
     rows = []
     for fam in families:
-        labels = voxels[fam].astype(str).to_numpy()
+        labels = voxels[columns[fam]].fillna("").astype(str).to_numpy()
         for roi in pd.unique(labels[labels != ""]):
             values = scores[(labels == roi) & np.isfinite(scores)]
             if values.size == 0:

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -34,7 +33,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from braincode.atomic import atomic_write
-from braincode.data.core import roi_families
 from braincode.encoding.metrics import pearson_r
 from braincode.encoding.training import (
     TrainConfig,
@@ -53,38 +51,6 @@ CONFIG_FILE = "config.json"
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def roi_groups(voxels: pd.DataFrame, families: list[str] | None = None, *, by_hemisphere: bool = True) -> np.ndarray:
-    """One query label per voxel: its first ROI over ``families`` (in order), per hemisphere.
-
-    Voxels outside every ROI of every family get ``"other"``. With the Algonauts families
-    (prf-visualrois, floc-bodies, floc-faces, floc-places, floc-words) this gives the transformer brain encoder's
-    24 ROIs + "other" per hemisphere.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> vox = pd.DataFrame({"hemisphere": ["lh", "lh", "rh"], "vertex": [0, 1, 0],
-    ...                     "floc-faces": ["FFA-1", "", "FFA-1"]})
-    >>> roi_groups(vox).tolist()
-    ['lh/FFA-1', 'lh/other', 'rh/FFA-1']
-    """
-    families = roi_families(voxels) if families is None else list(families)
-    missing = [f for f in families if f not in voxels.columns]
-    if missing:
-        raise ConfigError("unknown ROI families", expected=f"columns of the voxel table {roi_families(voxels)}",
-                          found=str(missing))
-    labels = np.full(len(voxels), "other", dtype=object)
-    unset = np.ones(len(voxels), dtype=bool)
-    for family in families:
-        names = voxels[family].fillna("").astype(str).to_numpy()
-        take = unset & (names != "")
-        labels[take] = names[take]
-        unset &= ~take
-    if by_hemisphere:
-        labels = voxels["hemisphere"].astype(str).to_numpy().astype(object) + "/" + labels
-    return labels.astype(str)
-
-
 def sine_positions(grid: tuple[int, int], d_model: int, temperature: float = 10000.0) -> torch.Tensor:
     """2-D sine positional encoding (DETR style) of a ``grid`` of patches, shape ``(gh * gw, d_model)``.
 
@@ -511,7 +477,7 @@ class RoutingReadout(_TokenReadout):
     Parameters
     ----------
     queries : "roi", "voxel" or int
-        ``"roi"``: one query per group label passed to :meth:`fit` (see :func:`roi_groups`), each voxel reading
+        ``"roi"``: one query per group label passed to :meth:`fit` (see :func:`braincode.data.rois.roi_groups`), each voxel reading
         its own group's query; ``"voxel"``: one query per voxel (decoded ``voxel_chunk`` at a time); an int: that
         many queries, each voxel reading all of them.
     d_model, n_heads, d_ff, dropout

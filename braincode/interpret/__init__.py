@@ -7,7 +7,8 @@ Captions for voxels and ROIs (issue 8): :mod:`~braincode.interpret.bank` (image-
 """
 
 from braincode.interpret.bank import EmbeddingBank, bank_from_arrays, build_bank, load_bank
-from braincode.interpret.decoders import CaptionDecoder, PrefixDecoder, RetrievalDecoder
+from braincode.interpret.clipcap import PrefixDecoder
+from braincode.interpret.decoders import CaptionDecoder, RetrievalDecoder
 from braincode.interpret.lavca import describe
 from braincode.interpret.scuba import LinearEncoder, caption_rois, fit_encoder, load_encoder, project
 from braincode.interpret.text_eval import evaluate_captions, vocabulary_size

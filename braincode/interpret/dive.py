@@ -17,7 +17,7 @@ Examples
 >>> import numpy as np, pandas as pd, torch
 >>> from braincode.interpret._dive_models import random_diffusion
 >>> parts = random_diffusion("tiny")
->>> voxels = pd.DataFrame({"hemisphere": ["lh"] * 4, "vertex": range(4), "floc-faces": ["FFA-1", "FFA-1", "", ""]})
+>>> voxels = pd.DataFrame({"hemisphere": ["lh"] * 4, "vertex": range(4), "roi:floc-faces": ["FFA-1", "FFA-1", "", ""]})
 >>> encoder = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(12, 4))
 >>> pipe = BrainDiVEPipeline(parts.unet, parts.vae, parts.scheduler, encoder)
 >>> out = pipe(roi_objective(voxels, "FFA-1"), seeds=[0, 1], num_inference_steps=3, progress=False)
@@ -43,7 +43,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from braincode.atomic import atomic_write
-from braincode.data.core import roi_families
+from braincode.data.rois import roi_index, roi_mask
 from braincode.errors import ConfigError
 from braincode.progress import progress as progress_bar
 
@@ -116,63 +116,27 @@ class Objective:
         return out
 
 
-def roi_index(voxels: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
-    """Voxel indices of every ROI, as ``{family: {roi: indices}}`` (voxels labelled ``""`` are left out).
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> v = pd.DataFrame({"hemisphere": ["lh"] * 3, "vertex": [0, 1, 2], "floc-faces": ["FFA-1", "", "FFA-1"]})
-    >>> {k: i.tolist() for k, i in roi_index(v)["floc-faces"].items()}
-    {'FFA-1': [0, 2]}
-    """
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for family in roi_families(voxels):
-        labels = voxels[family].fillna("").astype(str).to_numpy()
-        out[family] = {roi: np.flatnonzero(labels == roi) for roi in sorted(set(labels) - {""})}
-    return out
-
-
-def _select_roi(index: dict[str, dict[str, np.ndarray]], name: str) -> np.ndarray:
-    """Indices of ROI ``name``: ``family:roi``, an exact label in any family, or a prefix (``FFA`` = FFA-1 + FFA-2)."""
-    family, _, roi = name.rpartition(":")
-    families = {family: index[family]} if family in index else index
-    hits = [idx for fam in families.values() for label, idx in fam.items() if label == roi]
-    if not hits:
-        hits = [idx for fam in families.values() for label, idx in fam.items() if label.startswith(f"{roi}-")]
-    if not hits:
-        known = sorted({label for fam in index.values() for label in fam})
-        raise ConfigError(
-            f"no ROI named {name!r} in the voxel table",
-            expected=f"one of {known}, a prefix of one (FFA for FFA-1 and FFA-2), or family:roi",
-            found=name,
-            fix="pick an ROI label from the fit's scores.csv",
-        )
-    return np.unique(np.concatenate(hits))
-
-
 def roi_objective(
     voxels: pd.DataFrame, roi: str, *, suppress: str | None = None, suppress_weight: float = 1.0
 ) -> Objective:
     """Maximise the mean predicted activation of ROI ``roi``, optionally minus that of ROI ``suppress``.
 
-    ROI names are labels of any ROI family of ``voxels`` (``"FFA-1"``), a prefix of labels (``"FFA"``), or
-    ``"family:label"``. Voxels in both ROIs count only as targets.
+    ROIs are selected with :func:`braincode.data.rois.select_rois`' grammar: ``"FFA-1"``, ``"FFA"`` (FFA-1 and
+    FFA-2), ``"family:label"`` or a whole family. Voxels in both ROIs count only as targets.
 
     Examples
     --------
     >>> import pandas as pd
     >>> v = pd.DataFrame({"hemisphere": ["lh"] * 3, "vertex": [0, 1, 2],
-    ...                   "floc-faces": ["FFA-1", "FFA-2", ""], "floc-places": ["", "", "PPA"]})
+    ...                   "roi:floc-faces": ["FFA-1", "FFA-2", ""], "roi:floc-places": ["", "", "PPA"]})
     >>> o = roi_objective(v, "FFA", suppress="PPA")
     >>> o.name, o.target, o.suppress
     ('FFA-vs-PPA', (0, 1), (2,))
     """
-    index = roi_index(voxels)
-    target = _select_roi(index, roi)
+    target = np.flatnonzero(roi_mask(voxels, roi))
     if suppress is None:
         return Objective(roi, tuple(target))
-    other = np.setdiff1d(_select_roi(index, suppress), target)
+    other = np.setdiff1d(np.flatnonzero(roi_mask(voxels, suppress)), target)
     if other.size == 0:
         raise ConfigError(f"ROI {suppress!r} has no voxels outside {roi!r}", fix="suppress a different ROI")
     return Objective(f"{roi}-vs-{suppress}", tuple(target), tuple(other), suppress_weight)
@@ -480,7 +444,7 @@ def synthesize(
     >>> import tempfile, pandas as pd, torch
     >>> from braincode.interpret._dive_models import random_diffusion
     >>> parts = random_diffusion("tiny")
-    >>> v = pd.DataFrame({"hemisphere": ["lh"] * 2, "vertex": [0, 1], "floc-faces": ["FFA-1", ""]})
+    >>> v = pd.DataFrame({"hemisphere": ["lh"] * 2, "vertex": [0, 1], "roi:floc-faces": ["FFA-1", ""]})
     >>> enc = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
     >>> pipe = BrainDiVEPipeline(parts.unet, parts.vae, parts.scheduler, enc)
     >>> paths = synthesize(pipe, roi_objective(v, "FFA-1"), [0, 1], tempfile.mkdtemp(), v,

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from braincode.atomic import atomic_write
+from braincode.data.rois import roi_means as voxel_roi_means
 from braincode.errors import ConfigError, DataFormatError, MissingFileError
 from braincode.interpret.bank import EmbeddingBank
 
@@ -122,23 +123,12 @@ def roi_means(values: np.ndarray, voxels: pd.DataFrame, family: str, rois: Seque
     Examples
     --------
     >>> import numpy as np, pandas as pd
-    >>> vox = pd.DataFrame({"floc-faces": ["FFA-1", "", "FFA-1"]})
+    >>> vox = pd.DataFrame({"roi:floc-faces": ["FFA-1", "", "FFA-1"]})
     >>> roi_means(np.array([[1.0], [5.0], [3.0]]), vox, "floc-faces")["mean"].tolist()
     [array([2.])]
     """
-    if family not in voxels.columns:
-        raise ConfigError("unknown ROI family", expected=f"one of {[c for c in voxels.columns if '-' in c]}",
-                          found=repr(family), fix="pass an ROI-family column of the voxel table")
-    labels = voxels[family].astype(str).to_numpy()
-    names = [r for r in dict.fromkeys(labels) if r] if rois is None else list(rois)
-    rows = []
-    for roi in names:
-        mask = labels == roi
-        if not mask.any():
-            raise ConfigError(f"ROI {roi!r} has no voxels in family {family!r}",
-                              expected=f"one of {sorted(set(labels) - {''})}", found=repr(roi))
-        rows.append({"roi": roi, "voxels": int(mask.sum()), "mean": np.asarray(values)[mask].mean(0)})
-    return pd.DataFrame(rows)
+    spec = family if rois is None else [f"{family}:{roi}" for roi in rois]
+    return voxel_roi_means(values, voxels, spec)[["roi", "voxels", "mean"]]
 
 
 def caption_voxels(projections: np.ndarray, decoder) -> list[str]:
@@ -173,7 +163,7 @@ def caption_rois(
     --------
     >>> import numpy as np, pandas as pd
     >>> from braincode.interpret.decoders import RetrievalDecoder
-    >>> vox = pd.DataFrame({"floc-faces": ["FFA-1", "FFA-1", "OFA"]})
+    >>> vox = pd.DataFrame({"roi:floc-faces": ["FFA-1", "FFA-1", "OFA"]})
     >>> proj = np.array([[1.0, 0.0], [0.6, 0.5], [0.0, 1.0]])
     >>> caption_rois(proj, vox, "floc-faces", RetrievalDecoder(["a face", "a house"], np.eye(2)))["caption"].tolist()
     ['a face', 'a house']

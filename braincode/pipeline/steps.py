@@ -20,7 +20,8 @@ from sklearn.preprocessing import StandardScaler
 
 from braincode.atomic import atomic_write
 from braincode.data.algonauts import write_algonauts_predictions
-from braincode.data.core import Dataset, roi_families
+from braincode.data.core import Dataset
+from braincode.data.rois import roi_families, roi_table
 from braincode.encoding.estimators import RidgeEncoder
 from braincode.encoding.metrics import algonauts_score, pearson_r, roi_bootstrap_ci, score_table
 from braincode.encoding.torch_encoder import TorchEncoder
@@ -118,25 +119,6 @@ SCORE_COLUMNS = (
 )
 
 
-def roi_table(scores: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Mean of ``columns`` per ROI of every ROI family, then over all voxels.
-
-    Returns
-    -------
-    DataFrame
-        Columns ``family``, ``roi``, ``voxels`` (count) and one mean per entry of ``columns``; voxels outside
-        every ROI of a family are left out of that family; the last row (``family="all"``) covers every voxel.
-    """
-    columns = list(columns)
-    rows = []
-    for family in roi_families(scores.drop(columns=list(SCORE_COLUMNS), errors="ignore")):
-        labelled = scores[scores[family].astype(str) != ""]
-        for roi, group in labelled.groupby(family):
-            rows.append({"family": family, "roi": roi, "voxels": len(group), **group[columns].mean().to_dict()})
-    rows.append({"family": "all", "roi": "all", "voxels": len(scores), **scores[columns].mean().to_dict()})
-    return pd.DataFrame(rows)
-
-
 def summarize(scores: pd.DataFrame, column: str = "r") -> dict[str, dict[str, float]]:
     """Mean of ``column`` per ROI, nested as ``{family: {roi: mean}}`` with ``{"all": {"all": mean}}``."""
     out: dict[str, dict[str, float]] = {}
@@ -148,7 +130,7 @@ def summarize(scores: pd.DataFrame, column: str = "r") -> dict[str, dict[str, fl
 def fit_summary(scores: pd.DataFrame, *, random_state: int = 0) -> dict:
     """What ``summary.json`` holds beside the run's description: mean r per ROI with bootstrap 95% CIs, the
     number of FDR-significant voxels and the Algonauts score, when the scores carry what they need."""
-    families = roi_families(scores.drop(columns=list(SCORE_COLUMNS), errors="ignore"))
+    families = roi_families(scores)
     out: dict = {"mean_r": summarize(scores)}
     if families:
         ci = roi_bootstrap_ci(scores["r"].to_numpy(), scores, families, random_state=random_state)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from braincode.data import Dataset, load_algonauts
+from braincode.data.rois import roi_labels
 from braincode.encoding.metrics import pearson_r
 from braincode.features import FeatureStore
 from braincode.features.design import FeatureSpec, extract_design
@@ -159,7 +160,7 @@ def caption(ctx: StepContext, out: Path) -> None:
     tables = []
     for family in _roi_families(ds):
         table = caption_rois(proj, ds.voxels, family, decoder)
-        labels = ds.voxels[family].to_numpy()
+        labels = roi_labels(ds.voxels, family)
         table["top_images"] = [
             ";".join(train.stimuli.ids[i] for i in np.argsort(-predicted[:, labels == roi].mean(1))[: cfg.top])
             for roi in table["roi"]

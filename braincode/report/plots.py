@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from braincode.data.rois import roi_labels, roi_names
+
 #: Vertices per hemisphere of fsaverage5; fsaverage's first 10242 vertices are fsaverage5's.
 FSAVERAGE5_VERTICES = 10242
 _HEMIS = {"lh": "left", "rh": "right"}
@@ -20,17 +22,17 @@ def roi_distribution_figure(scores: pd.DataFrame, family: str, column: str = "r"
     Examples
     --------
     >>> import pandas as pd
-    >>> df = pd.DataFrame({"floc-faces": ["FFA-1", "FFA-1", ""], "r": [0.2, 0.4, 0.0]})
+    >>> df = pd.DataFrame({"roi:floc-faces": ["FFA-1", "FFA-1", ""], "r": [0.2, 0.4, 0.0]})
     >>> roi_distribution_figure(df, "floc-faces").axes[0].get_ylabel()
     'r'
     """
-    labelled = scores[scores[family].astype(str) != ""]
-    rois = sorted(labelled[family].unique())
+    labels = roi_labels(scores, family)
+    rois = roi_names(scores, family)
     fig = Figure(figsize=(max(3.0, 0.9 * len(rois) + 1.5), 3.0))
     ax = fig.subplots()
-    ax.boxplot([labelled.loc[labelled[family] == roi, column].to_numpy() for roi in rois], showfliers=False)
-    if ceiling is not None and ceiling in labelled:
-        means = [labelled.loc[labelled[family] == roi, ceiling].mean() for roi in rois]
+    ax.boxplot([scores.loc[labels == roi, column].to_numpy() for roi in rois], showfliers=False)
+    if ceiling is not None and ceiling in scores:
+        means = [scores.loc[labels == roi, ceiling].mean() for roi in rois]
         ax.plot(np.arange(1, len(rois) + 1), means, "v", color="tab:red", label=f"mean {ceiling}")
         ax.legend(fontsize=7, loc="upper right")
     ax.set_xticks(np.arange(1, len(rois) + 1), rois, rotation=45, ha="right", fontsize=8)

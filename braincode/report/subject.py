@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from braincode.data.core import Stimuli, roi_families
-from braincode.pipeline.steps import SCORE_COLUMNS, roi_table
+from braincode.data.core import Stimuli
+from braincode.data.rois import roi_families, roi_table
 from braincode.report.plots import roi_distribution_figure, surface_figure, volume_figure
 from braincode.report.summary import Gallery, render_summary, write_summary
 
@@ -41,7 +41,7 @@ def subject_report_html(scores: pd.DataFrame, *, title: str, subject: str, volum
     NIfTI (``r.nii.gz`` of the fit), drawn as axial slices. ``galleries`` add per-ROI captions and images.
     """
     ceiling = next((c for c in CEILING_COLUMNS if c in scores), None)
-    families = roi_families(scores.drop(columns=list(SCORE_COLUMNS), errors="ignore"))
+    families = roi_families(scores)
     on_surface = set(scores["hemisphere"]) <= {"lh", "rh"}
     if on_surface:
         figures = {"Cross-validated r on the cortical surface (fsaverage5)": surface_figure(scores, "r")}

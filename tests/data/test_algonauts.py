@@ -61,7 +61,7 @@ def test_round_trip(small_root):
     assert ds.meta["nsd_ids"]["test"].tolist() == list(range(21, 26))
 
     voxels = ds.voxels
-    assert list(voxels.columns) == ["hemisphere", "vertex", *FAMILIES]
+    assert list(voxels.columns) == ["hemisphere", "vertex", *(f"roi:{f}" for f in FAMILIES)]
     assert ds.roi_families == list(FAMILIES)
     assert voxels["hemisphere"].tolist() == ["lh"] * lh.shape[1] + ["rh"] * rh.shape[1]
     for hemi in ("lh", "rh"):
@@ -70,16 +70,16 @@ def test_round_trip(small_root):
     # ROI names agree with the generator's truth, column by column
     np.testing.assert_array_equal(voxels["vertex"], truth.voxels["vertex"])
     prf = truth.voxels["kind"] == "prf"
-    assert (voxels.loc[prf, "prf-visualrois"] == truth.voxels.loc[prf, "roi"]).all()
-    assert (voxels.loc[~prf, "prf-visualrois"] == "").all()
+    assert (voxels.loc[prf, "roi:prf-visualrois"] == truth.voxels.loc[prf, "roi"]).all()
+    assert (voxels.loc[~prf, "roi:prf-visualrois"] == "").all()
     for family, category in [("floc-faces", "face"), ("floc-bodies", "body"), ("floc-places", "place"),
                              ("floc-words", "word")]:  # fmt: skip
-        inside = voxels[family] != ""
+        inside = voxels[f"roi:{family}"] != ""
         assert inside.any()
         assert (truth.voxels.loc[inside, "category"] == category).all()
-        assert (voxels.loc[inside, family] == truth.voxels.loc[inside, "roi"]).all()
-    assert set(voxels["streams"]) == {"early", "midventral", "ventral", "lateral", "parietal"}
-    assert (voxels.loc[voxels["prf-visualrois"].str.match(r"V[123]"), "streams"] == "early").all()
+        assert (voxels.loc[inside, f"roi:{family}"] == truth.voxels.loc[inside, "roi"]).all()
+    assert set(voxels["roi:streams"]) == {"early", "midventral", "ventral", "lateral", "parietal"}
+    assert (voxels.loc[voxels["roi:prf-visualrois"].str.match(r"V[123]"), "roi:streams"] == "early").all()
 
 
 @pytest.mark.parametrize("subject", ["subj01", "1", 1, "01"])
@@ -299,7 +299,7 @@ def test_validate_clean_and_float_labels(copy_root):
     mask_path = _roi(copy_root, "rh.all-vertices_fsaverage_space.npy")
     np.save(mask_path, np.load(mask_path).astype(np.float32))
     ds = load_algonauts(copy_root, SUBJ)
-    assert (ds.voxels["streams"] != "").all()
+    assert (ds.voxels["roi:streams"] != "").all()
 
 
 def test_absent_family_and_captions_are_optional(copy_root):
@@ -307,4 +307,4 @@ def test_absent_family_and_captions_are_optional(copy_root):
         _roi(copy_root, f"{hemi}.floc-words_challenge_space.npy").unlink()
     (copy_root / SUBJ / "captions.csv").unlink()
     ds = load_algonauts(copy_root, SUBJ)
-    assert "floc-words" not in ds.voxels.columns and ds["train"].stimuli.captions is None
+    assert "floc-words" not in ds.roi_families and ds["train"].stimuli.captions is None

@@ -143,3 +143,33 @@ def test_mapping_refuses_non_integer_numpy_scalars(tmp_path):
     np.save(path, {np.float64(1.0): "early"})
     with pytest.raises(DataFormatError, match="refusing a numpy scalar of dtype dtype\\('float64'\\)"):
         read_label_mapping(path)
+
+
+class _HugeArray:
+    """Pickles as numpy's reconstructor asked for an array of ``shape`` (a few hundred bytes of pickle)."""
+
+    def __init__(self, shape, dtype="O"):
+        self.shape, self.dtype = shape, np.dtype(dtype)
+
+    def __reduce__(self):
+        return (np.ndarray.__reduce__(np.array(0))[0], (np.ndarray, self.shape, b"b"),
+                (1, self.shape, self.dtype, False, [] if self.dtype.hasobject else b""))
+
+
+@pytest.mark.parametrize(("shape", "dtype"), [((10**12,), "O"), ((2**40,), "f8"), ((3,), "O")])
+def test_mapping_refuses_arrays_without_allocating_them(tmp_path, shape, dtype):
+    """numpy's reconstructor would allocate the named shape (8 TB here) before any check could look at it."""
+    import tracemalloc
+
+    path = tmp_path / "mapping_floc-faces.npy"
+    payload = pickle.dumps({0: _HugeArray(shape, dtype)}, protocol=3)
+    assert len(payload) < 400
+    _npy_with_payload(path, payload)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataFormatError, match=r"refusing a numpy array of shape \(\d+,\)"):
+            read_label_mapping(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20

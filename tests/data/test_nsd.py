@@ -12,7 +12,7 @@ from nsd_fixture import AFFINE, N_VERTICES, SHAPE, SUBJECT_ROW, TRIALS, write_ns
 
 from braincode import io
 from braincode.data.nsd import HDF5Stimuli, load_nsd, read_expdesign
-from braincode.encoding.metrics import noise_ceiling
+from braincode.data.reliability import noise_ceiling
 from braincode.errors import ConfigError, DataFormatError, MissingFileError
 
 
@@ -66,7 +66,7 @@ def test_volume_round_trip_equals_numpy(nsd):
         vox[["x", "y", "z"]].to_numpy(), nib.affines.apply_affine(AFFINE, np.argwhere(inside)), atol=1e-5
     )
     names = np.array(["", "V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4"])
-    assert vox["prf-visualrois"].tolist() == names[truth["prf"][inside]].tolist()
+    assert vox["roi:prf-visualrois"].tolist() == names[truth["prf"][inside]].tolist()
     nc = noise_ceiling(truth["ncsnr"][inside], expected["test"][2])
     np.testing.assert_allclose(vox["noise_ceiling"], nc)
     np.testing.assert_allclose(ds.meta["affine"], AFFINE, atol=1e-6)
@@ -95,7 +95,7 @@ def test_surface_round_trip_and_write_back(nsd, tmp_path):
     for split in ("train", "test"):
         np.testing.assert_allclose(ds[split].responses.data, expected[split][1], atol=1e-5)
     assert ds.voxels["hemisphere"].tolist() == ["lh"] * keep.sum() + ["rh"] * keep.sum()
-    assert "streams" in ds.voxels and "prf-visualrois" not in ds.voxels  # families without files are skipped
+    assert "streams" in ds.roi_families and "prf-visualrois" not in ds.roi_families  # families without files are skipped
     assert ds.meta["n_vertices"] == {"lh": N_VERTICES, "rh": N_VERTICES}
     scores = np.arange(len(ds.voxels), dtype=float)
     written = io.write_map(scores, ds, tmp_path / "{hemi}.scores.mgh")

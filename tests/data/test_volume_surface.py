@@ -42,7 +42,7 @@ def test_load_nifti_matches_numpy(volume):
     np.testing.assert_array_equal(vox["vertex"], np.flatnonzero(inside))
     np.testing.assert_allclose(vox[["x", "y", "z"]], nib.affines.apply_affine(AFFINE, np.argwhere(inside)))
     assert (
-        vox["floc-places"].tolist()
+        vox["roi:floc-places"].tolist()
         == np.array(["", "OPA", "PPA", "RSC"])[np.maximum(rois[inside], 0)].tolist()
     )
     np.testing.assert_allclose(vox["noise_ceiling"], nc[inside])
@@ -120,7 +120,7 @@ def test_load_surface_mixed_formats(surface):
     names = np.array(
         ["", "early", "midventral", "midlateral", "midparietal", "ventral", "lateral", "parietal"]
     )
-    assert ds.voxels["streams"].tolist() == names[np.r_[streams["lh"][::2], streams["rh"][:4]]].tolist()
+    assert ds.voxels["roi:streams"].tolist() == names[np.r_[streams["lh"][::2], streams["rh"][:4]]].tolist()
     assert ds.meta["n_vertices"] == {"lh": 8, "rh": 9}
     assert ds.voxels["noise_ceiling"].tolist() == [1.0] * 4 + [0.0] * 4
 

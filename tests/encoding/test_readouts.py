@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+from braincode.data.rois import roi_groups
 from braincode.encoding.readouts import (
     FactorizedReadout,
     RoutingModule,
     RoutingReadout,
     load_readout,
-    roi_groups,
     sine_positions,
 )
 from braincode.encoding.routing_maps import box_share, routing_maps, save_overlays
@@ -179,7 +179,7 @@ def test_routing_maps_overlays_are_written(tmp_path):
 
 def test_roi_groups_and_positions():
     voxels = pd.DataFrame({"hemisphere": ["lh", "lh", "rh", "rh"], "vertex": [0, 1, 0, 1],
-                           "prf-visualrois": ["V1v", "", "", ""], "floc-faces": ["FFA-1", "FFA-1", "", "OFA"]})
+                           "roi:prf-visualrois": ["V1v", "", "", ""], "roi:floc-faces": ["FFA-1", "FFA-1", "", "OFA"]})
     assert roi_groups(voxels).tolist() == ["lh/V1v", "lh/FFA-1", "rh/other", "rh/OFA"]
     assert roi_groups(voxels, ["floc-faces"], by_hemisphere=False).tolist() == ["FFA-1", "FFA-1", "other", "OFA"]
     pos = sine_positions((3, 5), 16).reshape(3, 5, 16)

@@ -27,8 +27,8 @@ VOXELS = pd.DataFrame(
     {
         "hemisphere": ["lh"] * 6,
         "vertex": range(6),
-        "floc-faces": ["FFA-1", "FFA-1", "FFA-2", "", "", ""],
-        "floc-places": ["", "", "", "PPA", "PPA", ""],
+        "roi:floc-faces": ["FFA-1", "FFA-1", "FFA-2", "", "", ""],
+        "roi:floc-places": ["", "", "", "PPA", "PPA", ""],
     }
 )
 

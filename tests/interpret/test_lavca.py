@@ -9,7 +9,7 @@ import torch
 
 from braincode.errors import ConfigError, DataFormatError, ModelError
 from braincode.interpret.bank import bank_from_arrays
-from braincode.interpret.decoders import PrefixDecoder
+from braincode.interpret.clipcap import PrefixDecoder
 from braincode.interpret.lavca import (
     BankCaptions,
     Composer,

@@ -85,15 +85,15 @@ def test_projection_bad_input(tmp_path):
 
 
 def test_roi_captions_decode_the_mean_projection():
-    voxels = pd.DataFrame({"hemisphere": "lh", "vertex": range(4), "floc-faces": ["FFA-1", "FFA-1", "", "OFA"]})
+    voxels = pd.DataFrame({"hemisphere": "lh", "vertex": range(4), "roi:floc-faces": ["FFA-1", "FFA-1", "", "OFA"]})
     proj = np.array([[1.0, 0.0], [0.8, 0.4], [0.0, 5.0], [-0.1, 1.0]])
     dec = RetrievalDecoder(["a face", "a house"], np.eye(2))
     table = caption_rois(proj, voxels, "floc-faces", dec)
     assert table[["roi", "voxels", "caption"]].values.tolist() == [["FFA-1", 2, "a face"], ["OFA", 1, "a house"]]
     np.testing.assert_allclose(roi_means(proj, voxels, "floc-faces")["mean"][0], [0.9, 0.2])
-    with pytest.raises(ConfigError, match="unknown ROI family"):
+    with pytest.raises(ConfigError, match="no ROI named 'floc-bodies'"):
         roi_means(proj, voxels, "floc-bodies")
-    with pytest.raises(ConfigError, match="ROI 'PPA' has no voxels"):
+    with pytest.raises(ConfigError, match="no ROI 'PPA' in floc-faces"):
         roi_means(proj, voxels, "floc-faces", rois=["PPA"])
 
 

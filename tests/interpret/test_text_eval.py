@@ -124,8 +124,8 @@ FAMILIES = ("floc-faces", "floc-bodies", "floc-places", "floc-words")
 @pytest.mark.parametrize("method", ["scuba", "lavca"])
 def test_face_voxels_get_face_captions_that_beat_the_shuffled_control(synthetic, method):
     voxels = _caption(synthetic, method)  # one caption per voxel (the encoder is fitted on first use)
-    face = (voxels["floc-faces"] != "").to_numpy()
-    other = (voxels[list(FAMILIES[1:])] != "").any(axis=1).to_numpy()
+    face = (voxels["roi:floc-faces"] != "").to_numpy()
+    other = (voxels[[f"roi:{f}" for f in FAMILIES[1:]]] != "").any(axis=1).to_numpy()
     mentions = voxels["caption"].str.contains(r"\bfaces?\b").to_numpy()
     assert mentions[face].mean() > 0.9
     assert mentions[face].mean() > mentions[other].mean() + 0.3
@@ -156,7 +156,7 @@ def test_the_face_check_fails_for_weights_that_ignore_the_voxel(synthetic):
     bank = load_bank(synthetic / "bank")
     permuted = encoder.coef[np.random.default_rng(0).permutation(len(encoder.coef))]
     captions = pd.Series(caption_voxels(project(permuted, bank, device="cpu"), RetrievalDecoder.from_bank(bank)))
-    face = (encoder.voxels["floc-faces"] != "").to_numpy()
-    other = (encoder.voxels[list(FAMILIES[1:])] != "").any(axis=1).to_numpy()
+    face = (encoder.voxels["roi:floc-faces"] != "").to_numpy()
+    other = (encoder.voxels[[f"roi:{f}" for f in FAMILIES[1:]]] != "").any(axis=1).to_numpy()
     mentions = captions.str.contains(r"\bfaces?\b").to_numpy()
     assert mentions[face].mean() < mentions[other].mean() + 0.3

@@ -8,7 +8,6 @@ import yaml
 from braincode.pipeline.config import load_config
 from braincode.pipeline.runner import run_subject
 
-
 CONFIG = {
     "name": "interpret", "output": "out", "subjects": ["subj01"],
     "data": {"format": "synthetic", "root": "data", "n_train": 60, "n_test": 8, "seed": 0},
