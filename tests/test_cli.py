@@ -21,7 +21,7 @@ def root(tmp_path_factory) -> Path:
 def test_validate_ok(root, capsys):
     assert main(["validate", str(root), "--subject", "subj01"]) == 0
     out = capsys.readouterr().out
-    assert "OK" in out and "40 images" in out and "floc-faces" in out
+    assert "OK" in out and "40 stimuli" in out and "floc-faces" in out
 
 
 def test_validate_reports_broken_file_with_status_2(root, tmp_path, capsys):

@@ -21,37 +21,10 @@ from braincode.commands import DEFAULT_CACHE, add_device, run_args
 from braincode.errors import ConfigError
 
 READOUTS = ("ridge", "factorized", "routing")
-FORMATS = ("auto", "algonauts", "nsd")
+#: ``--format`` values (:data:`braincode.data.layouts.FORMATS` and ``auto``).
+FORMATS = ("auto", "algonauts", "nsd", "volume", "surface")
 #: Token-readout sizes: the published transformer brain encoder, and a smaller one that trains on a CPU.
 PRESETS = {"published": {"d_model": 768, "heads": 16, "d_ff": 1024}, "cpu": {"d_model": 256, "heads": 8, "d_ff": 512}}
-
-
-def check_folds(cv: int, n_samples: int | None = None, *, where: str = "--cv") -> None:
-    """Refuse fewer than 2 folds, or more folds than training samples allow (two per fold).
-
-    Examples
-    --------
-    >>> check_folds(5, 100)
-    >>> check_folds(1)
-    Traceback (most recent call last):
-    braincode.errors.ConfigError: cross-validation needs at least 2 folds; expected --cv >= 2; found 1; ...
-    """
-    if cv < 2:
-        raise ConfigError("cross-validation needs at least 2 folds", expected=f"{where} >= 2", found=str(cv),
-                          fix=f"set {where} to 2 or more (5 is usual)")
-    if n_samples is not None and n_samples < 2 * cv:
-        raise ConfigError("too few training samples for cross-validation", expected=f"at least {2 * cv} "
-                          f"(two per fold of {where} {cv})", found=f"{n_samples} training sample(s)",
-                          fix="add training images, or lower the number of folds")
-
-
-def load_dataset(root: Path, subject: str, fmt: str = "auto"):
-    """Load a subject with the loader of its layout (``auto``: NSD when ``root/nsddata`` exists, else Algonauts)."""
-    from braincode.data import load_algonauts, load_nsd
-
-    if fmt == "nsd" or (fmt == "auto" and (Path(root) / "nsddata").is_dir()):
-        return load_nsd(root, subject)
-    return load_algonauts(root, subject)
 
 
 def feature_spaces(args: argparse.Namespace, stimuli: dict) -> tuple[dict[str, dict], dict]:
@@ -73,6 +46,7 @@ def feature_spaces(args: argparse.Namespace, stimuli: dict) -> tuple[dict[str, d
 
 
 def _fit_ridge(args: argparse.Namespace, ds, out: Path) -> str:
+    """Fit ridge (or banded ridge) on the named feature spaces into ``out``; returns the summary line."""
     import numpy as np
 
     from braincode.pipeline.steps import fit_and_score, write_fit_outputs
@@ -89,14 +63,16 @@ def _fit_ridge(args: argparse.Namespace, ds, out: Path) -> str:
 
         spec = FeatureSpec(args.model, tuple(info["layers"]), args.pool, args.grid)
         TorchEncoder.from_estimator(spec, result.model, voxels=ds.voxels, device=args.device).save(out)
-    return f"mean cross-validated r {result.scores['r'].mean():.3f} over {len(result.scores)} voxels"
+    return f"{ds.subject}: mean cross-validated r {result.scores['r'].mean():.3f} over {len(result.scores)} voxels"
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``braincode fit``; returns the exit status."""
     from braincode.atomic import output_folder
+    from braincode.data import check_fittable, load_subject
+    from braincode.data.checks import min_samples
 
-    check_folds(args.cv)
+    min_samples(args.cv)  # refuses fewer than 2 folds before any data is read
     if args.permutations < 0:
         raise ConfigError("--permutations must be 0 or more", found=str(args.permutations))
     start = time.perf_counter()
@@ -108,12 +84,12 @@ def run(args: argparse.Namespace) -> int:
                 if getattr(args, key) is None:
                     setattr(args, key, value)
             fit_tokens(argparse.Namespace(**{**vars(args), "out": tmp}))
-            line = f"{args.readout} readout"
+            line = f"{args.subject}: {args.readout} readout"
         else:
-            ds = load_dataset(args.data, args.subject, args.format)
-            check_folds(args.cv, len(ds["train"].stimuli))
+            ds = load_subject(args.data, args.subject, format=args.format)
+            check_fittable(ds, n_folds=args.cv)
             line = _fit_ridge(args, ds, tmp)
-    print(f"fit {args.subject}: {line}; wrote {args.out} in {time.perf_counter() - start:.0f} s")
+    print(f"fit {line}; wrote {args.out} in {time.perf_counter() - start:.0f} s")
     return 0
 
 
@@ -121,9 +97,10 @@ def register(subparsers) -> None:
     """Add ``fit`` to the ``braincode`` sub-commands."""
     p = subparsers.add_parser("fit", help="extract features, fit a voxel-wise encoder, score it, predict the test split",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, required=True, help="dataset root (Algonauts 2023 layout, or NSD's)")
-    p.add_argument("--subject", required=True, help="e.g. subj01")
-    p.add_argument("--format", default="auto", choices=FORMATS, help="data layout (auto: NSD when ROOT/nsddata exists)")
+    p.add_argument("--data", type=Path, required=True,
+                   help="data folder: Algonauts 2023, NSD root, NIfTI folder (betas + mask) or surface folder (GIFTI)")
+    p.add_argument("--subject", help="e.g. subj01 (optional when the folder holds one subject)")
+    p.add_argument("--format", default="auto", choices=FORMATS, help="data layout (auto: detected from the folder)")
     p.add_argument("--model", required=True, help="model id, e.g. open_clip:ViT-B-32@openai")
     p.add_argument("--layer", action="append", help="layer name, one feature space each (repeatable); default: pooled")
     p.add_argument("--pool", default="grid", choices=["grid", "mean", "cls"], help="how token maps become vectors")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,4 +96,20 @@ def extract_design(
     The layers of :func:`extract_spaces` concatenated in order.
     """
     spaces = extract_spaces(stimuli, spec, store=store, device=device, batch_size=batch_size, text=text)
-    return {split: np.concatenate([x[name] for name in spec.layers], axis=1) for split, x in spaces.items()}
+    return {split: stack_spaces(x)[0] for split, x in spaces.items()}
+
+
+def stack_spaces(spaces: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, slice]]:
+    """Put named feature spaces side by side: the (n, p) design matrix and each space's column slice (for banded
+    ridge and variance partitioning).
+
+    Examples
+    --------
+    >>> X, columns = stack_spaces({"vision": np.ones((2, 3)), "text": np.zeros((2, 1))})
+    >>> X.shape, columns
+    ((2, 4), {'vision': slice(0, 3, None), 'text': slice(3, 4, None)})
+    """
+    widths = [x.shape[1] for x in spaces.values()]
+    ends = np.cumsum(widths).tolist()
+    columns = {name: slice(end - width, end) for name, width, end in zip(spaces, widths, ends)}
+    return np.concatenate([np.asarray(x, dtype=np.float32) for x in spaces.values()], axis=1), columns

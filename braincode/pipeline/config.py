@@ -33,7 +33,7 @@ from braincode.errors import ConfigError, MissingFileError
 ALL_STEPS = ("validate", "extract", "fit", "evaluate", "caption", "synthesize", "report")
 #: Steps that run only when their config section is given.
 OPTIONAL_STEPS = ("caption", "synthesize")
-DATA_FORMATS = ("algonauts", "synthetic", "nsd")
+DATA_FORMATS = ("algonauts", "synthetic", "nsd", "volume", "surface")
 READOUTS = ("ridge",)
 DEVICES = ("auto", "cpu", "cuda")
 #: :data:`braincode.features.pooling.POOL_MODES`, named here so that reading a config does not import torch
@@ -51,8 +51,9 @@ def _f(default: Any = MISSING, *, choices: tuple = (), minimum: float | None = N
 class DataConfig:
     """Where the subjects' data are and how to read them.
 
-    ``format="synthetic"`` generates them (``n_train``, ``n_test``, ``seed``); ``options`` are passed to the
-    loader (:func:`braincode.data.load_nsd` for ``nsd``, e.g. ``space``, ``betas``, ``sessions``).
+    ``format="synthetic"`` generates them (``n_train``, ``n_test``, ``seed``); the other formats are read by
+    :func:`braincode.data.load_subject`, with ``options`` passed to the layout's loader (e.g. ``space``,
+    ``betas``, ``sessions`` for ``nsd``).
     """
 
     format: str = _f(choices=DATA_FORMATS)
@@ -291,10 +292,6 @@ def _check_steps(config: PipelineConfig, schema: _Schema) -> None:
         raise schema.error(("features",), "`synthesize` needs an image feature source",
                            expected="a features entry without text: true", found="<text features only>",
                            fix="add an image model to features")
-    if config.data.format == "synthetic" and config.data.n_train < 2 * config.encoding.cv:
-        raise schema.error(("data", "n_train"), "too few training samples for cross-validation",
-                           expected=f"at least {2 * config.encoding.cv} (two per fold of encoding.cv)",
-                           found=config.data.n_train, fix="raise data.n_train or lower encoding.cv")
 
 
 def _key_lines(node: yaml.Node, key: tuple = ()) -> dict[tuple, int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from braincode.data import Dataset, load_algonauts
+from braincode.data import Dataset, check_fittable, load_subject
 from braincode.data.rois import roi_labels
 from braincode.encoding.metrics import pearson_r
 from braincode.features import FeatureStore
@@ -34,13 +34,11 @@ def data_root(ctx: StepContext) -> Path:
 
 
 def _dataset(ctx: StepContext, *, check: bool = False) -> Dataset:
-    """Load the subject's dataset with the configured loader (``check``: also decode every image)."""
+    """Load the subject's dataset with the configured layout (``check``: also decode every Algonauts image)."""
     cfg = ctx.config.data
-    if cfg.format == "nsd":
-        from braincode.data import load_nsd
-
-        return load_nsd(cfg.root, ctx.subject, **cfg.options)
-    return load_algonauts(data_root(ctx), ctx.subject, check_images=check, **cfg.options)
+    fmt = "algonauts" if cfg.format == "synthetic" else cfg.format
+    options = {**cfg.options, **({"check_images": True} if check and fmt == "algonauts" else {})}
+    return load_subject(data_root(ctx), ctx.subject, format=fmt, **options)
 
 
 def _subject_seed(ctx: StepContext) -> int:
@@ -55,7 +53,7 @@ def validate(ctx: StepContext, out: Path) -> None:
         from braincode.data.synthetic import make_synthetic
 
         make_synthetic(out / "data", ctx.subject, n_train=cfg.n_train, n_test=cfg.n_test, seed=_subject_seed(ctx))
-        ds = load_algonauts(out / "data", ctx.subject, check_images=True)
+        ds = load_subject(out / "data", ctx.subject, format="algonauts", check_images=True)
     else:
         ds = _dataset(ctx, check=True)
     info = {
@@ -106,6 +104,7 @@ def fit(ctx: StepContext, out: Path) -> None:
     """Fit the encoder, score it by cross-validation and predict the test split (files of ``braincode fit``)."""
     ds = _dataset(ctx)
     enc = ctx.config.encoding
+    check_fittable(ds, n_folds=enc.cv)
     X = {split: np.load(ctx.step_dir("extract") / f"{split}.npy") for split in SPLITS}
     test = ds["test"].responses
     result = fit_and_score(X["train"], ds["train"].responses.data, X["test"], ds.voxels,

@@ -83,7 +83,6 @@ def test_bad_configs_name_file_and_problem(tmp_path, change, message):
         ("features: [{model: m}]\nencoding: {cv: 1}\n", 6, "`encoding.cv` is too small"),
         ("features: [{model: m}]\nencoding: {alphas: [1, abc]}\n", 6, "`encoding.alphas[1]` must be a number"),
         ("features: [{model: m}]\nencoding: {alphas: [1, 0]}\n", 6, "`encoding.alphas[1]` must be positive"),
-        ("features: [{model: m}]\ndata: {format: synthetic, n_train: 1}\n", 5, "too few training samples"),
         ("features: [{model: m]\n", 5, "not valid YAML"),
     ],
 )
