@@ -1,7 +1,8 @@
 """Benchmark of the token readouts: ridge vs factorized vs attention routing, on synthetic data with a known truth.
 
-    python bench/readouts.py                          # seeds 0 1 2, 600 train / 100 test images, ~10 min on 2 cores
+    python bench/readouts.py                          # seeds 0 1 2, 600 train / 100 test images, a few min on 2 cores
     python bench/readouts.py --seeds 0 --n-train 300  # quick look
+    python bench/readouts.py --scale                  # routing at real scale: seconds per epoch on CPU (see below)
 
 For each seed: :func:`braincode.data.synthetic.make_synthetic` writes a subject (pRF voxels driven by contrast at
 a fixed place, category voxels by their category anywhere in the image, non-responsive voxels); the patch tokens
@@ -12,14 +13,20 @@ are fitted on the noisy training responses and scored on the test split against 
 
 - ``ridge``: :class:`~braincode.encoding.RidgeEncoder` (per-voxel alpha by 5-fold CV) on the tokens pooled to a
   4x4 grid and z-scored, the design ``braincode fit`` uses by default;
-- ``factorized``: :class:`~braincode.encoding.FactorizedReadout` (softmax spatial map x feature weights);
-- ``routing``: :class:`~braincode.encoding.RoutingReadout`, one query per ROI per hemisphere.
+- ``factorized``: :class:`~braincode.encoding.FactorizedReadout` at its defaults (softmax spatial map x feature
+  weights, early stopping);
+- ``routing``: :class:`~braincode.encoding.RoutingReadout`, the published architecture (zero target, query as a
+  positional term, ReLU FFN, attention dropout, one query per ROI per hemisphere + "unknown", a vertex summing
+  its ROIs' readouts) at the width of these tokens (d_model 128 = the token width, so no input projection as in
+  the paper; 8 heads, FFN 256, dropout 0.1, lr 1e-3, early stopping; the paper: DINOv2 tokens, 768/16/1024).
 
-The readouts are scaled down for a CPU (d_model 64, 4 heads, ff 128, lr 1e-3, <= 30 epochs with early stopping;
-the published encoder uses DINOv2 tokens, d_model 768, 16 heads, ff 1024, lr 5e-4, 15 epochs). Routing maps of the
-face queries are scored on test images with one face: the share of attention inside the face's box against the
-box's share of the image. Prints a markdown table (mean +- sd over seeds) and one JSON line; ``--out`` also gets
-an overlay PNG of the face query's maps.
+Every token readout reports whether it stopped while still improving. Routing maps of the face queries are scored
+on test images with one face: the share of attention inside the face's box against the box's share of the image.
+Prints a markdown table (mean +- sd over seeds) and one JSON line; ``--out`` also gets an overlay PNG.
+
+``--scale`` (issue: token readouts at scale) trains the routing readout at the published size (768/16/1024) on
+10,000 images x 50 tokens x 768 features memory-mapped from disk, with 40,000 vertices in 2 x 25 ROI queries, for
+``--scale-steps`` optimiser steps, and prints the seconds per epoch extrapolated from them (one JSON line).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import torch
 
 from braincode.data import load_algonauts
 from braincode.data.synthetic import load_truth, make_synthetic
-from braincode.encoding import FactorizedReadout, RidgeEncoder, RoutingReadout, roi_groups
+from braincode.encoding import FactorizedReadout, RidgeEncoder, RoutingReadout
 from braincode.encoding.metrics import pearson_r
 from braincode.encoding.routing_maps import box_share, routing_maps, save_overlays
 from braincode.features import FeatureStore, get_extractor, pool_tokens
@@ -72,13 +79,11 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> tuple[list[dict
     ds, truth = load_algonauts(root, "subj01"), load_truth(root, "subj01")
     tokens, extractor = tokens_of(root, work / "cache")
     Y = ds["train"].responses.data
-    groups = roi_groups(ds.voxels, FAMILIES)
     prefix = extractor.num_prefix_tokens
     readouts = {
-        "factorized": FactorizedReadout(num_prefix_tokens=prefix, lr=2e-2, max_epochs=30, patience=5,
-                                        random_state=seed, device="cpu"),
-        "routing": RoutingReadout(queries="roi", d_model=64, n_heads=4, d_ff=128, lr=1e-3, max_epochs=30,
-                                  patience=5, num_prefix_tokens=prefix, random_state=seed, device="cpu"),
+        "factorized": FactorizedReadout(num_prefix_tokens=prefix, random_state=seed, device="cpu"),
+        "routing": RoutingReadout(families=FAMILIES, d_model=tokens["train"].shape[2], n_heads=8, d_ff=256, lr=1e-3,
+                                  num_prefix_tokens=prefix, random_state=seed, device="cpu"),
     }
     rows, fitted = [], {}
     for name in READOUTS:
@@ -86,12 +91,15 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> tuple[list[dict
         if name == "ridge":
             pred = fit_ridge(tokens["train"], Y, tokens["test"], extractor.grid, prefix)
         else:
-            fitted[name] = readouts[name].fit(tokens["train"], Y, groups if name == "routing" else None)
+            fitted[name] = readouts[name].fit(tokens["train"], Y, ds.voxels)
             pred = fitted[name].predict(tokens["test"])
         seconds = time.perf_counter() - start
         r = pearson_r(truth.test_clean, pred)
         row = {"seed": seed, "readout": name, "fit_s": seconds,
                "prf": r[truth.voxels["kind"] == "prf"].mean(), "category": r[truth.voxels["kind"] == "category"].mean()}
+        if name in fitted:
+            row["epochs"] = fitted[name].history_.summary()["epochs_run"]
+            row["stopped_improving"] = fitted[name].stopped_improving_
         for family in FAMILIES[1:]:
             row[family] = r[(ds.voxels[f"roi:{family}"] != "").to_numpy()].mean()
         rows.append(row)
@@ -117,10 +125,54 @@ def face_maps(readout: RoutingReadout, tokens: np.ndarray, ds, truth, out: Path 
     return {"images": len(index), "box_area_share": float(area.prod(1).mean()), "attention_share": shares}
 
 
+def scale_bench(args: argparse.Namespace, work: Path) -> dict:
+    """Routing at the published size from memory-mapped tokens: seconds per epoch, extrapolated from a few steps."""
+    from braincode.encoding.readouts_base import Rows
+
+    n, n_tokens, width, n_vox = args.scale_images, 50, 768, args.scale_vertices
+    rng = np.random.default_rng(0)
+    paths = {"tokens": work / "scale_tokens.npy", "Y": work / "scale_Y.npy"}
+    for name, shape in (("tokens", (n, n_tokens, width)), ("Y", (n, n_vox))):
+        if not paths[name].is_file():
+            out = np.lib.format.open_memmap(paths[name], mode="w+", dtype=np.float32, shape=shape)
+            for start in range(0, n, 500):
+                out[start:start + 500] = rng.standard_normal((min(500, n - start), *shape[1:]), dtype=np.float32)
+            out.flush()
+            del out
+    tokens, Y = np.load(paths["tokens"], mmap_mode="r"), np.load(paths["Y"], mmap_mode="r")
+    names = {"prf-visualrois": ["V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4"], "floc-bodies": ["EBA", "FBA-1", "FBA-2",
+             "mTL-bodies"], "floc-faces": ["OFA", "FFA-1", "FFA-2", "mTL-faces", "aTL-faces"], "floc-places": ["OPA",
+             "PPA", "RSC"], "floc-words": ["OWFA", "VWFA-1", "VWFA-2", "mfs-words", "mTL-words"]}
+    voxels = pd.DataFrame({"hemisphere": np.repeat(["lh", "rh"], [n_vox // 2, n_vox - n_vox // 2])})
+    family_of = rng.integers(0, len(names), n_vox)
+    for f, (family, rois) in enumerate(names.items()):  # each vertex in one family's ROI, 20% in none
+        inside = (family_of == f) & (rng.random(n_vox) > 0.2)
+        voxels[family] = np.where(inside, np.array(rois)[rng.integers(0, len(rois), n_vox)], "")
+    train, val = np.arange(int(0.9 * n)), np.arange(int(0.9 * n), n)
+    steps, batch = args.scale_steps, 16
+    sample = np.sort(rng.choice(train, steps * batch, replace=False))  # rows spread over the whole memory map
+    val_sample = val[:64]
+    readout = RoutingReadout(families=list(names), max_epochs=1, device="cpu")  # the published 768/16/1024
+    start = time.perf_counter()
+    readout.fit(Rows(tokens, sample), Rows(Y, sample), voxels, X_val=Rows(tokens, val_sample), Y_val=Y[val_sample])
+    fit_s = time.perf_counter() - start
+    start = time.perf_counter()
+    readout.predict(Rows(tokens, val_sample))
+    predict_s = time.perf_counter() - start
+    step_s = (fit_s - predict_s) / steps
+    epoch_s = step_s * -(-len(train) // batch) + predict_s * len(val) / len(val_sample)
+    return {"bench": "readouts-scale", "images": n, "tokens": n_tokens, "features": width, "vertices": n_vox,
+            "queries": len(readout.query_labels_), "sizes": "768/16/1024", "batch": batch, "threads": args.threads,
+            "steps_timed": steps, "seconds_per_step": round(step_s, 3),
+            "validation_seconds_per_image": round(predict_s / len(val_sample), 4),
+            "seconds_per_epoch_extrapolated": round(epoch_s, 1), "tokens_memory_mapped": True}
+
+
 def summarise(rows: list[dict]) -> tuple[pd.DataFrame, dict]:
     """Mean and sd over seeds per readout; the table as strings ``mean +- sd``."""
     frame = pd.DataFrame(rows)
     columns = ["prf", "category", *FAMILIES[1:], "fit_s"]
+    frame = frame.drop(columns=["epochs", "stopped_improving"], errors="ignore")
     stats = frame.groupby("readout")[columns].agg(["mean", "std"]).reindex(list(READOUTS))
     table = pd.DataFrame({c: [f"{m:.3f} ± {0.0 if np.isnan(s) else s:.3f}" for m, s in stats[c].to_numpy()]
                           for c in columns}, index=stats.index)
@@ -147,11 +199,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these sizes)")
     parser.add_argument("--work", type=Path, default=None, help="data and feature cache (default: a temp folder)")
     parser.add_argument("--out", type=Path, default=Path("bench_out/readouts"), help="where the overlay PNG goes")
+    parser.add_argument("--scale", action="store_true", help="time routing at real scale instead (see above)")
+    parser.add_argument("--scale-images", type=int, default=10_000)
+    parser.add_argument("--scale-vertices", type=int, default=40_000)
+    parser.add_argument("--scale-steps", type=int, default=20, help="optimiser steps timed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-readouts-"))
+    if args.scale:
+        result = scale_bench(args, work)
+        print(json.dumps(result))
+        return result
     rows, faces = [], []
     for seed in args.seeds:
         seed_rows, face = run_seed(seed, args, work)
@@ -171,6 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
             "routing/ridge category r": round(summary["routing"]["category"][0] / summary["ridge"]["category"][0], 3),
             "factorized/ridge prf r": round(summary["factorized"]["prf"][0] / summary["ridge"]["prf"][0], 3),
         },
+        "stopped_improving_runs": {name: int(sum(r.get("stopped_improving", False) for r in rows
+                                                 if r["readout"] == name)) for name in READOUTS},
         "face_attention_share": share, "face_box_area_share": area,
         "per_seed": [{k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
         "seconds": round(time.perf_counter() - start, 1),

@@ -58,7 +58,7 @@ def test_fit_writes_scores_summary_and_algonauts_predictions(root, tmp_path, cap
     ffa = next(row for row in summary["r_ci95"] if row["roi"] == "FFA-1")
     assert ffa["ci_low"] <= summary["mean_r"]["floc-faces"]["FFA-1"] <= ffa["ci_high"]
     assert summary["significant_voxels"] == int(scores["significant"].sum())
-    assert (out / "lh.r.gii").exists() and (out / "encoder.safetensors").exists()
+    assert (out / "lh.r.gii").exists() and (out / "model.safetensors").exists()
     assert summary["pool"] == "grid" and summary["grid"] == 2
     # the report command reads the fit's scores
     assert main(["--quiet", "report", str(out), "--out", str(tmp_path / "report"), "--subject", "subj01"]) == 0
@@ -94,3 +94,14 @@ def test_every_subcommand_is_registered(capsys):
     out = capsys.readouterr().out
     for name in ("validate", "fit", "demo", "run", "report", "bank", "caption", "train-decoder", "synthesize"):
         assert name in out
+
+
+def test_fit_offers_banded_ridge_and_the_routing_presets(capsys):
+    from braincode.commands.fit import PRESETS
+    from braincode.encoding.readouts import ROUTING_PRESETS
+
+    assert PRESETS == tuple(sorted(ROUTING_PRESETS))
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = capsys.readouterr().out
+    assert "--banded" in out and "--preset" in out and "--format" in out

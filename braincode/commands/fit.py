@@ -23,8 +23,8 @@ from braincode.errors import ConfigError
 READOUTS = ("ridge", "factorized", "routing")
 #: ``--format`` values (:data:`braincode.data.layouts.FORMATS` and ``auto``).
 FORMATS = ("auto", "algonauts", "nsd", "volume", "surface")
-#: Token-readout sizes: the published transformer brain encoder, and a smaller one that trains on a CPU.
-PRESETS = {"published": {"d_model": 768, "heads": 16, "d_ff": 1024}, "cpu": {"d_model": 256, "heads": 8, "d_ff": 512}}
+#: Names of :data:`braincode.encoding.readouts.ROUTING_PRESETS` (named here so that ``--help`` needs no torch).
+PRESETS = ("cpu", "published")
 
 
 def feature_spaces(args: argparse.Namespace, stimuli: dict) -> tuple[dict[str, dict], dict]:
@@ -80,9 +80,6 @@ def run(args: argparse.Namespace) -> int:
         if args.readout != "ridge":
             from braincode.commands.readout import fit_tokens
 
-            for key, value in PRESETS[args.preset].items():
-                if getattr(args, key) is None:
-                    setattr(args, key, value)
             fit_tokens(argparse.Namespace(**{**vars(args), "out": tmp}))
             line = f"{args.subject}: {args.readout} readout"
         else:
@@ -118,14 +115,16 @@ def register(subparsers) -> None:
     add_device(p)
     p.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole)")
     g = p.add_argument_group("token readouts (--readout factorized|routing)")
-    g.add_argument("--preset", default="published", choices=sorted(PRESETS),
-                   help="routing sizes: published 768/16/1024 (d_model/heads/d_ff), or cpu 256/8/512")
-    g.add_argument("--queries", default="roi", help='routing queries: "roi", "voxel" or a number')
-    g.add_argument("--d-model", type=int, help="routing width (default: the preset's)")
-    g.add_argument("--heads", type=int, help="routing heads (default: the preset's)")
-    g.add_argument("--d-ff", type=int, help="routing feed-forward width (default: the preset's)")
-    g.add_argument("--epochs", type=int, default=15, help="maximum epochs (early stopping on validation r)")
-    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--preset", default="published", choices=PRESETS,
+                   help="routing sizes: published 768/16/1024 (d_model/heads/d_ff), or cpu 256/8/512 (smaller, "
+                        "not the paper's)")
+    g.add_argument("--queries", default="roi", help='routing queries: "roi" (one per ROI, published) or "voxel"')
+    g.add_argument("--d-model", type=int, default=None, help="routing width (default: the preset's)")
+    g.add_argument("--heads", type=int, default=None, help="routing heads (default: the preset's)")
+    g.add_argument("--d-ff", type=int, default=None, help="routing feed-forward width (default: the preset's)")
+    g.add_argument("--epochs", type=int, default=None,
+                   help="maximum epochs (default: the readout's; early stopping on validation r)")
+    g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--lr", type=float, default=None, help="learning rate (default: the readout's)")
     g.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)

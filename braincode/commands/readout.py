@@ -3,11 +3,14 @@
 ::
 
     braincode fit --data ROOT --subject subj01 --model open_clip:tiny-vit@random --layer blocks.2 \\
-        --readout routing --out OUT [--queries roi|voxel|N] [--d-model 256] [--epochs 15]
+        --readout routing --out OUT [--preset published|cpu] [--queries roi|voxel] [--epochs N]
 
-Writes ``scores.csv``, ``summary.json`` and ``{lh,rh}_pred_test.npy`` as the ridge ``fit`` does, plus
-``OUT/readout/`` (``weights.safetensors`` + ``config.json``) and, for routing, ``OUT/routing_maps.png``.
-The ``r``/``r2`` columns are scored on the validation split held out for early stopping.
+The routing readout is the published transformer brain encoder (``--preset published``: 768/16/1024); ``--preset
+cpu`` (256/8/512, with an input projection) is a smaller variant for CPUs. Writes ``scores.csv``, ``summary.json``
+and ``{lh,rh}_pred_test.npy`` as the ridge ``fit`` does, plus ``OUT/readout/`` (``config.json`` +
+``model.safetensors``, read by ``braincode.persist.load``) and, for routing, ``OUT/routing_maps.png``. The
+``r``/``r2`` columns are *validation* scores (the split held out for early stopping), ``r_test`` the test split's
+when it has responses; ``summary.json`` says so and flags a run stopped while still improving.
 """
 
 from __future__ import annotations
@@ -17,80 +20,33 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
-from braincode.data.core import Dataset
-from braincode.data.rois import roi_groups
-from braincode.encoding.metrics import pearson_r, r2_score
 from braincode.encoding.readouts import FactorizedReadout, RoutingReadout
 from braincode.errors import ConfigError
-from braincode.pipeline.steps import FitResult
 
 log = logging.getLogger(__name__)
 
-def fit_readout(
-    readout: FactorizedReadout | RoutingReadout,
-    dataset: Dataset,
-    tokens: dict[str, np.ndarray],
-) -> FitResult:
-    """Fit ``readout`` on the training split's tokens, score it on its validation rows, predict the test split.
-
-    Parameters
-    ----------
-    readout : FactorizedReadout or RoutingReadout
-        Unfitted; a routing readout with ``queries="roi"`` gets one query per ROI per hemisphere
-        (:func:`~braincode.encoding.readouts.roi_groups` of the dataset's voxel table).
-    dataset : Dataset
-        With a ``"train"`` split holding responses and a ``"test"`` split.
-    tokens : dict
-        ``{"train": (n_train, T, D), "test": (n_test, T, D)}`` token maps of one layer.
-
-    Returns
-    -------
-    FitResult
-        The voxel table with ``r`` and ``r2`` on the validation rows, and the test predictions.
-
-    Examples
-    --------
-    >>> result = fit_readout(RoutingReadout(d_model=64), ds, {"train": xt, "test": xs})  # doctest: +SKIP
-    >>> write_fit_outputs(result, ds, Path("out"), {"readout": "routing"})  # doctest: +SKIP
-    """
-    Y = dataset["train"].responses.data
-    groups = roi_groups(dataset.voxels) if isinstance(readout, RoutingReadout) and readout.queries == "roi" else None
-    readout.fit(tokens["train"], Y, groups)
-    val = readout.validation_index_
-    pred_val = readout.predict(tokens["train"][val])
-    scores = dataset.voxels.copy()
-    scores["r"] = pearson_r(Y[val], pred_val)
-    scores["r2"] = r2_score(Y[val], pred_val)
-    return FitResult(scores=scores, test_predictions=readout.predict(tokens["test"]).astype(np.float32), model=readout)
-
-
-def _queries(text: str) -> str | int:
-    if text in ("roi", "voxel"):
-        return text
-    if text.isdigit() and int(text) > 0:
-        return int(text)
-    raise ConfigError("unknown --queries", expected='"roi", "voxel" or a positive number', found=repr(text))
-
 
 def _build(args: argparse.Namespace, num_prefix_tokens: int) -> FactorizedReadout | RoutingReadout:
-    common = {"num_prefix_tokens": num_prefix_tokens, "random_state": args.seed, "device": args.device,
-              "max_epochs": args.epochs, "batch_size": args.batch_size}
-    if args.lr is not None:
-        common["lr"] = args.lr
+    common = {"num_prefix_tokens": num_prefix_tokens, "random_state": args.seed, "device": args.device}
+    for option, param in (("epochs", "max_epochs"), ("batch_size", "batch_size"), ("lr", "lr")):
+        if getattr(args, option, None) is not None:
+            common[param] = getattr(args, option)
     if args.readout == "factorized":
         return FactorizedReadout(**common)
-    return RoutingReadout(queries=_queries(args.queries), d_model=args.d_model, n_heads=args.heads, d_ff=args.d_ff,
-                          **common)
+    if args.queries not in ("roi", "voxel"):
+        raise ConfigError("unknown --queries", expected='"roi" or "voxel"', found=repr(args.queries))
+    sizes = {"d_model": args.d_model, "n_heads": args.heads, "d_ff": args.d_ff}
+    return RoutingReadout.from_preset(getattr(args, "preset", None) or "published", queries=args.queries,
+                                      **{k: v for k, v in sizes.items() if v is not None}, **common)
 
 
 def fit_tokens(args: argparse.Namespace) -> int:
     """Run ``braincode fit`` with a token readout (``args.readout`` is ``factorized`` or ``routing``)."""
     from braincode.data import load_algonauts
+    from braincode.encoding.readouts_fit import fit_readout
     from braincode.encoding.routing_maps import routing_maps, save_overlays
     from braincode.features import FeatureStore, get_extractor
-    from braincode.pipeline.steps import write_fit_outputs
+    from braincode.pipeline.steps import FitResult, write_fit_outputs
 
     layers = args.layer or []
     if len(layers) != 1 or not layers[0].startswith("blocks."):
@@ -104,15 +60,19 @@ def fit_tokens(args: argparse.Namespace) -> int:
     extractor = get_extractor(args.model, layers=layers, device=args.device)
     tokens = {split: extractor.extract(s, store=store)[layers[0]] for split, s in stimuli.items()}
     readout = _build(args, extractor.num_prefix_tokens)
-    result = fit_readout(readout, ds, tokens)
+    fit = fit_readout(readout, ds, tokens)
+    result = FitResult(scores=fit.scores, test_predictions=fit.test_predictions, model=readout)
     readout.save(out / "readout")
     if isinstance(readout, RoutingReadout) and readout.queries != "voxel":
         maps = routing_maps(readout, tokens["test"][:8])
         face = [q for q in maps.labels if "FFA" in q or "faces" in q] or maps.labels[:4]
         save_overlays(maps, stimuli["test"], out / "routing_maps.png", queries=face[:4])
-    info = {"model": args.model, "layers": layers, "readout": args.readout,
-            "score_split": "validation (early stopping)", "seconds": round(time.perf_counter() - start, 1)}
+    info = {"model": args.model, "layers": layers, "readout": args.readout, **fit.info,
+            "seconds": round(time.perf_counter() - start, 1)}
     write_fit_outputs(result, ds, out, info)
     print(f"wrote {out}: scores.csv, summary.json, lh_pred_test.npy, rh_pred_test.npy, readout/")
-    print(f"mean validation r over {len(result.scores)} vertices: {result.scores['r'].mean():.3f}")
+    print(f"mean validation r over {len(result.scores)} vertices: {result.scores['r'].mean():.3f} ({fit.info['r']})")
+    if fit.info.get("stopped_improving"):
+        print(f"warning: the readout stopped at its epoch limit while validation r was still improving; "
+              f"raise --epochs (ran {fit.info['epochs_run']})")
     return 0

@@ -1,7 +1,15 @@
 """Encoding: voxel-wise models from features to responses (solvers, estimators, readouts, metrics)."""
 
-from braincode.data.rois import roi_groups
 from braincode.encoding.estimators import BandedRidgeEncoder, RidgeEncoder
-from braincode.encoding.readouts import FactorizedReadout, RoutingReadout, load_readout
+from braincode.encoding.readouts import (
+    ROUTING_PRESETS,
+    FactorizedReadout,
+    ReadoutEnsemble,
+    RoutingReadout,
+    load_readout,
+    load_reference_checkpoint,
+    roi_query_masks,
+)
 
-__all__ = ["BandedRidgeEncoder", "FactorizedReadout", "RidgeEncoder", "RoutingReadout", "load_readout", "roi_groups"]
+__all__ = ["ROUTING_PRESETS", "BandedRidgeEncoder", "FactorizedReadout", "ReadoutEnsemble", "RidgeEncoder",
+           "RoutingReadout", "load_readout", "load_reference_checkpoint", "roi_query_masks"]

@@ -17,6 +17,7 @@ from PIL import Image
 from braincode.atomic import atomic_write
 from braincode.data.core import Stimuli
 from braincode.encoding.readouts import RoutingReadout
+from braincode.encoding.readouts_base import infer_grid
 from braincode.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class RoutingMaps:
     maps : ndarray of shape (n_images, n_queries, gh, gw)
         Head-averaged attention probabilities; each ``maps[i, q]`` sums to 1.
     labels : list of str
-        The query labels, e.g. ``"lh/FFA-1"``.
+        The query labels, e.g. ``"lh/FFA-1"`` (one query per ROI per hemisphere in the published model).
     """
 
     maps: np.ndarray
@@ -71,12 +72,14 @@ def routing_maps(
     Examples
     --------
     >>> import numpy as np
+    >>> import pandas as pd
     >>> X = np.random.default_rng(0).normal(size=(30, 16, 8)).astype(np.float32)
-    >>> ro = RoutingReadout(queries=2, d_model=8, n_heads=2, d_ff=8, max_epochs=1, device="cpu")
-    >>> ro = ro.fit(X, X[:, :, 0])
+    >>> voxels = pd.DataFrame({"hemisphere": ["lh", "lh"], "roi:floc-faces": ["FFA-1", ""]})
+    >>> ro = RoutingReadout(d_model=8, n_heads=2, d_ff=8, max_epochs=1, device="cpu")
+    >>> ro = ro.fit(X, X[:, :2, 0], voxels)
     >>> rm = routing_maps(ro, X[:3])
-    >>> rm.maps.shape, float(rm.maps[0, 1].sum().round(4))
-    ((3, 2, 4, 4), 1.0)
+    >>> rm.labels, rm.maps.shape, float(rm.maps[0, 1].sum().round(4))
+    (['lh/FFA-1', 'lh/unknown'], (3, 2, 4, 4), 1.0)
     """
     readout._check_fitted()
     labels = readout.query_labels_
@@ -84,17 +87,22 @@ def routing_maps(
     unknown = [q for q in queries if q not in labels]
     if unknown:
         raise ConfigError("unknown query labels", expected=f"labels among {labels[:30]}", found=str(unknown))
-    if tokens.ndim != 3 or tuple(tokens.shape[1:]) != (readout.n_tokens_, readout.n_features_in_):
+    n_tokens = tokens.shape[1] if readout.n_tokens_ is None else readout.n_tokens_
+    if tokens.ndim != 3 or tuple(tokens.shape[1:]) != (n_tokens, readout.n_features_in_):
         raise DataFormatError("tokens differ from those the readout was fitted on",
-                              expected=f"(n, {readout.n_tokens_}, {readout.n_features_in_})", found=str(tokens.shape))
+                              expected=f"(n, {n_tokens}, {readout.n_features_in_})", found=str(tokens.shape))
+    if readout.queries == "voxel" and queries is None:
+        raise ConfigError("name the voxel queries to map", expected="queries=['voxel 0', ...]",
+                          fix="pass a few labels from readout.query_labels_")
     module = readout.module_
+    grid = infer_grid(tokens.shape[1] - readout.num_prefix_tokens, readout.extra_.get("grid"))
     device = next(module.parameters()).device
     index = torch.tensor([labels.index(q) for q in queries], device=device)
     out = []
     with torch.no_grad():
         for start in range(0, len(tokens), batch_size):
             x = torch.from_numpy(np.array(tokens[start:start + batch_size], dtype=np.float32)).to(device)
-            out.append(module.attention_maps(x, index).float().cpu().numpy())
+            out.append(module.attention_maps(x, index).float().cpu().numpy().reshape(len(x), len(index), *grid))
     return RoutingMaps(np.concatenate(out), queries)
 
 

@@ -1,20 +1,20 @@
 """A fitted braincode encoder as one differentiable ``nn.Module``: images -> predicted responses.
 
 ``TorchEncoder`` = the feature extractor's own torch model (resizing and normalisation done on tensors) -> the
-chosen layers, pooled exactly as :func:`braincode.features.pool_tokens` pools them -> a readout (by default
+chosen layers, pooled by :func:`braincode.features.pooling.pool_token_tensor` (what
+:func:`braincode.features.pool_tokens` runs) -> a readout (by default
 :class:`LinearReadout`: the standardisation and ridge weights of the fitted pipeline). Its gradient with respect
 to the image is what BrainDiVE (:mod:`braincode.interpret.dive`) follows. Other readouts (any ``nn.Module`` from
 the design vector to voxels) plug in the same way.
 
-Saved as ``encoder.safetensors`` (readout tensors) + ``encoder.json`` (model id, layers, pooling; the backbone is
-rebuilt from its model id) + ``voxels.csv`` (the voxel table, when known). No pickle. Where a folder holds no such
-encoder, :meth:`TorchEncoder.load` reads the BrainSCUBA encoder that ``braincode caption`` saves
-(``scuba_encoder.*``: coef and intercept on L2-normalised pooled embeddings).
+Saved with :func:`braincode.persist.save` (readout tensors in ``model.safetensors``; model id, layers, pooling and
+the voxel table in ``config.json``; the backbone is rebuilt from its model id). :meth:`TorchEncoder.load` also
+turns any saved linear embedding encoder (an object with ``model_id``, ``coef``, ``intercept`` and ``voxels``, such
+as BrainSCUBA's from ``braincode caption``) into a TorchEncoder on the pooled embedding.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,37 +22,18 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision import transforms as T
 
-from braincode.atomic import atomic_write
-from braincode.errors import ConfigError, DataFormatError, MissingFileError, NotFittedError
+from braincode import persist
+from braincode.errors import ConfigError, DataFormatError, NotFittedError
 from braincode.features import get_extractor
 from braincode.features.design import FeatureSpec
+from braincode.features.pooling import pool_token_tensor
 from braincode.features.vision import VisionExtractor
 
-FORMAT_VERSION = 1
-WEIGHTS, CONFIG, VOXELS = "encoder.safetensors", "encoder.json", "voxels.csv"
-
-
-def pool_tokens_torch(tokens: torch.Tensor, *, num_prefix_tokens: int, grid: tuple[int, int], mode: str,
-                      out_grid: int) -> torch.Tensor:
-    """Differentiable twin of :func:`braincode.features.pool_tokens` (same modes, same feature order).
-
-    Examples
-    --------
-    >>> t = torch.arange(5.0).reshape(1, 5, 1)
-    >>> pool_tokens_torch(t, num_prefix_tokens=1, grid=(2, 2), mode="mean", out_grid=1).tolist()
-    [[2.5]]
-    """
-    if mode == "cls":
-        return tokens[:, 0]
-    patches = tokens[:, num_prefix_tokens:]
-    if mode == "mean":
-        return patches.mean(1)
-    maps = patches.reshape(len(patches), *grid, -1).permute(0, 3, 1, 2)
-    return F.adaptive_avg_pool2d(maps, out_grid).permute(0, 2, 3, 1).reshape(len(patches), -1)
+#: The file whose presence marks a saved encoder (:func:`braincode.persist.save`'s config).
+CONFIG = persist.CONFIG_FILE
 
 
 class LinearReadout(nn.Module):
@@ -227,7 +208,8 @@ class TorchEncoder(nn.Module):
             if name == "pooled":
                 parts.append(pooled.reshape(len(x), -1))
                 continue
-            parts.append(pool_tokens_torch(tokens[int(name.split(".")[1])], num_prefix_tokens=self.extractor.num_prefix_tokens,
+            parts.append(pool_token_tensor(tokens[int(name.split(".")[1])],
+                                           num_prefix_tokens=self.extractor.num_prefix_tokens,
                                            grid=self.extractor.grid, mode=self.config.pool,
                                            out_grid=self.config.out_grid))
         return torch.cat([p.float() for p in parts], dim=1)
@@ -243,50 +225,40 @@ class TorchEncoder(nn.Module):
         extractor = get_extractor(config.model_id, layers=list(config.layers), device=device)
         return cls(extractor, config, LinearReadout.from_estimator(estimator), voxels=voxels)
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``encoder.safetensors``, ``encoder.json`` and (when known) ``voxels.csv`` into ``folder``."""
+    def _get_state(self) -> tuple[dict, dict]:
         if not isinstance(self.readout, LinearReadout):
             raise ConfigError("only LinearReadout encoders can be saved this way", found=type(self.readout).__name__)
-        folder = Path(folder)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.readout.state_dict().items()}
-        atomic_write(folder / WEIGHTS, lambda p: save_file(tensors, str(p)))
-        meta = {"format": FORMAT_VERSION, "readout": "linear", **asdict(self.config),
-                "l2_normalize": self.readout.l2_normalize, "n_features": self.readout.n_features,
-                "n_voxels": int(self.readout.weight.shape[0])}
-        if self.voxels is not None:
-            atomic_write(folder / VOXELS, lambda p: self.voxels.to_csv(p, index=False))
-        atomic_write(folder / CONFIG, lambda p: p.write_text(json.dumps(meta, indent=2)))
-        return folder
+        voxels = None if self.voxels is None else self.voxels.to_dict(orient="list")
+        config = {"feature_spec": asdict(self.config), "l2_normalize": self.readout.l2_normalize, "voxels": voxels}
+        return config, dict(self.readout.state_dict())
+
+    @classmethod
+    def _from_state(cls, config: dict, tensors: dict, device: torch.device) -> TorchEncoder:
+        spec = config["feature_spec"]
+        spec = FeatureSpec(spec["model_id"], tuple(spec["layers"]), spec["pool"], int(spec["out_grid"]))
+        readout = LinearReadout(tensors["weight"], tensors["bias"], mean=tensors["mean"], scale=tensors["scale"],
+                                l2_normalize=config["l2_normalize"])
+        voxels = None if config["voxels"] is None else pd.DataFrame(config["voxels"])
+        extractor = get_extractor(spec.model_id, layers=list(spec.layers), device=str(device))
+        return cls(extractor, spec, readout, voxels=voxels)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the encoder with :func:`braincode.persist.save` (read back by :meth:`load` or ``persist.load``)."""
+        return persist.save(self, folder)
 
     @classmethod
     def load(cls, folder: str | Path, *, device: str = "auto") -> TorchEncoder:
-        """Rebuild a saved encoder (the backbone from its model id, offline)."""
-        from braincode.interpret import scuba
+        """Load a saved encoder (the backbone rebuilt from its model id, offline).
 
-        folder = Path(folder)
-        if not (folder / CONFIG).is_file() and (folder / scuba.CONFIG).is_file():
-            encoder = scuba.load_encoder(folder)
-            readout = LinearReadout(encoder.coef, encoder.intercept, l2_normalize=True)
-            extractor = get_extractor(encoder.model_id, layers=["pooled"], device=device)
-            return cls(extractor, FeatureSpec(encoder.model_id, ("pooled",)), readout, voxels=encoder.voxels)
-        for name in (CONFIG, WEIGHTS):
-            if not (folder / name).is_file():
-                raise MissingFileError(
-                    f"no saved encoder ({name} missing)",
-                    path=folder,
-                    expected=f"{CONFIG} and {WEIGHTS} (TorchEncoder.save), or a BrainSCUBA {scuba.CONFIG}",
-                    found=", ".join(sorted(p.name for p in folder.iterdir())) if folder.is_dir() else "no folder",
-                    fix="save the fitted encoder with TorchEncoder.from_estimator(...).save(folder)",
-                )
-        meta = json.loads((folder / CONFIG).read_text())
-        tensors = {k: v.numpy() for k, v in load_file(str(folder / WEIGHTS)).items()}
-        if meta.get("format") != FORMAT_VERSION or meta.get("readout") != "linear":
-            raise DataFormatError("unsupported saved encoder", path=folder / CONFIG,
-                                  expected=f"format {FORMAT_VERSION} with a linear readout",
-                                  found=f"format {meta.get('format')!r}, readout {meta.get('readout')!r}")
-        config = FeatureSpec(meta["model_id"], tuple(meta["layers"]), meta["pool"], int(meta["out_grid"]))
-        readout = LinearReadout(tensors["weight"], tensors["bias"], mean=tensors["mean"], scale=tensors["scale"],
-                                l2_normalize=meta.get("l2_normalize", False))
-        voxels = pd.read_csv(folder / VOXELS, keep_default_na=False) if (folder / VOXELS).is_file() else None
-        extractor = get_extractor(config.model_id, layers=list(config.layers), device=device)
-        return cls(extractor, config, readout, voxels=voxels)
+        A saved linear embedding encoder (``model_id``, ``coef`` on L2-normalised pooled embeddings,
+        ``intercept``, ``voxels``: BrainSCUBA's) becomes a TorchEncoder on the ``"pooled"`` layer.
+        """
+        model = persist.load(folder, device=device)
+        if isinstance(model, cls):
+            return model
+        if all(hasattr(model, a) for a in ("model_id", "coef", "intercept", "voxels")):
+            readout = LinearReadout(model.coef, model.intercept, l2_normalize=True)
+            extractor = get_extractor(model.model_id, layers=["pooled"], device=device)
+            return cls(extractor, FeatureSpec(model.model_id, ("pooled",)), readout, voxels=model.voxels)
+        raise DataFormatError("the saved model is not an image encoder", path=Path(folder),
+                              expected="a TorchEncoder or a linear embedding encoder", found=type(model).__name__)

@@ -69,16 +69,42 @@ class TrainHistory:
         Mean validation Pearson r over voxels per epoch.
     best_epoch : int
         Epoch (0-based) whose weights were kept.
+    patience : int
+        The early-stopping patience the run used.
+    val_r_voxels : ndarray or None
+        Validation Pearson r per voxel of the kept epoch.
     """
 
     train_loss: list[float] = field(default_factory=list)
     val_r: list[float] = field(default_factory=list)
     best_epoch: int = -1
+    patience: int = 0
+    val_r_voxels: np.ndarray | None = None
 
     @property
     def best_val_r(self) -> float:
         """Validation r of the kept epoch."""
         return self.val_r[self.best_epoch]
+
+    @property
+    def stopped_improving(self) -> bool:
+        """True when the run ended at its epoch limit while validation r was still improving: early stopping
+        never triggered and the kept epoch is one of the last ``min(patience, 3)`` (more epochs may help)."""
+        return bool(self.val_r) and len(self.val_r) - 1 - self.best_epoch < min(self.patience, 3)
+
+    def summary(self) -> dict:
+        """JSON-able facts about the run: epochs run, best epoch, its validation r and whether it converged.
+
+        Examples
+        --------
+        >>> TrainHistory(val_r=[0.1, 0.3, 0.2], best_epoch=1, patience=1).summary()["stopped_improving"]
+        False
+        """
+        if not self.val_r:  # not trained here (e.g. the authors' weights)
+            return {"epochs_run": 0, "stopped_improving": False}
+        return {"epochs_run": len(self.val_r), "best_epoch": self.best_epoch,
+                "validation_r": round(float(self.best_val_r), 6), "patience": self.patience,
+                "stopped_improving": bool(self.stopped_improving)}
 
 
 def _batch(x: np.ndarray, index: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -130,9 +156,10 @@ def train_readout(
     module : nn.Module
         ``module(x)`` maps a float32 batch of ``X`` rows to ``(batch, n_voxels)`` predictions.
     X_train, X_val : ndarray of shape (n, ...)
-        Inputs (numpy or memmap).
+        Inputs (numpy, memmap, or anything indexable by sorted row indices), read one batch at a time.
     Y_train, Y_val : ndarray of shape (n, n_voxels)
-        Targets (standardise them beforehand: the loss weighs every voxel alike).
+        Targets (standardise them beforehand: the loss weighs every voxel alike); ``Y_train`` is read one batch
+        at a time like ``X_train``, ``Y_val`` is an array.
     config : TrainConfig
         Optimiser and stopping settings.
     random_state : int
@@ -165,10 +192,9 @@ def train_readout(
                               found=str(len(X_val)), fix="pass more stimuli or a larger validation fraction")
     device = resolve_device(device)
     module.to(device)
-    Y_train = np.asarray(Y_train, dtype=np.float32)
     optimiser = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     shuffler = np.random.default_rng(random_state)
-    history = TrainHistory()
+    history = TrainHistory(patience=config.patience)
     best_state = copy.deepcopy(module.state_dict())
     epochs = progress(range(config.max_epochs), desc=desc, total=config.max_epochs)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -190,11 +216,12 @@ def train_readout(
                 optimiser.step()
                 total, steps = total + loss.item(), steps + 1
             val_pred = predict_batches(module, X_val, batch_size=max(config.batch_size, 64), device=device)
-            val_r = float(np.mean(pearson_r(Y_val, val_pred)))
+            val_r_voxels = pearson_r(Y_val, val_pred)
+            val_r = float(np.mean(val_r_voxels))
             history.train_loss.append(total / steps)
             history.val_r.append(val_r)
             if history.best_epoch < 0 or val_r > history.best_val_r:
-                history.best_epoch = epoch
+                history.best_epoch, history.val_r_voxels = epoch, val_r_voxels
                 best_state = copy.deepcopy(module.state_dict())
             if hasattr(epochs, "set_postfix"):
                 epochs.set_postfix(val_r=f"{val_r:.3f}", best=f"{history.best_val_r:.3f}")
@@ -205,4 +232,7 @@ def train_readout(
     module.eval()
     log.info("%s: kept epoch %d of %d, validation r %.3f", desc, history.best_epoch + 1, len(history.val_r),
              history.best_val_r)
+    if history.stopped_improving:
+        log.warning("%s stopped at its limit of %d epochs while validation r was still improving (best epoch %d); "
+                    "raise max_epochs", desc, config.max_epochs, history.best_epoch + 1)
     return history

@@ -66,14 +66,14 @@ def pool_tokens(
             found=f"T = {tokens.shape[1]} (shape {tokens.shape})",
             fix="pass the extractor's num_prefix_tokens and grid for this layer",
         )
+    if mode == "cls" and num_prefix_tokens < 1:
+        raise ConfigError(
+            "mode='cls' needs a class token",
+            expected="num_prefix_tokens >= 1",
+            found=str(num_prefix_tokens),
+            fix="use mode='mean' or 'grid'",
+        )
     if mode == "cls":
-        if num_prefix_tokens < 1:
-            raise ConfigError(
-                "mode='cls' needs a class token",
-                expected="num_prefix_tokens >= 1",
-                found=str(num_prefix_tokens),
-                fix="use mode='mean' or 'grid'",
-            )
         return np.asarray(tokens[:, 0], dtype=np.float32)
     if mode == "grid" and not 1 <= out_grid <= min(gh, gw):
         raise ConfigError(
@@ -85,11 +85,29 @@ def pool_tokens(
     parts = []
     for start in range(0, len(tokens), _ROWS_PER_STEP):
         # a copy: the tokens may be a read-only memory map of the cache
-        patches = torch.tensor(tokens[start : start + _ROWS_PER_STEP, num_prefix_tokens:], dtype=torch.float32)
-        if mode == "mean":
-            parts.append(patches.mean(1))
-        else:
-            maps = patches.reshape(len(patches), gh, gw, -1).permute(0, 3, 1, 2)
-            pooled = F.adaptive_avg_pool2d(maps, out_grid).permute(0, 2, 3, 1)
-            parts.append(pooled.reshape(len(patches), -1))
+        chunk = torch.tensor(tokens[start : start + _ROWS_PER_STEP], dtype=torch.float32)
+        parts.append(pool_token_tensor(chunk, num_prefix_tokens=num_prefix_tokens, grid=(gh, gw), mode=mode,
+                                       out_grid=out_grid))
     return torch.cat(parts).numpy()
+
+
+def pool_token_tensor(
+    tokens: torch.Tensor, *, num_prefix_tokens: int, grid: tuple[int, int], mode: str = "mean", out_grid: int = 4
+) -> torch.Tensor:
+    """The pooling of :func:`pool_tokens` on a torch tensor, differentiable (the one implementation of it).
+
+    Inputs are not checked here (:func:`pool_tokens` checks them); gradients flow back to ``tokens``.
+
+    Examples
+    --------
+    >>> t = torch.arange(5.0).reshape(1, 5, 1)
+    >>> pool_token_tensor(t, num_prefix_tokens=1, grid=(2, 2), mode="mean").tolist()
+    [[2.5]]
+    """
+    if mode == "cls":
+        return tokens[:, 0]
+    patches = tokens[:, num_prefix_tokens:]
+    if mode == "mean":
+        return patches.mean(1)
+    maps = patches.reshape(len(patches), grid[0], grid[1], -1).permute(0, 3, 1, 2)
+    return F.adaptive_avg_pool2d(maps, out_grid).permute(0, 2, 3, 1).reshape(len(patches), -1)

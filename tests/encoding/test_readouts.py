@@ -1,5 +1,6 @@
 """Token readouts: gradients through the kernels against the reference backend, recovery of known receptive
-fields and of position-invariant routing, memory of per-voxel queries, save/load, routing maps, bad input."""
+fields and of position-invariant routing, memory of per-voxel queries, convergence flags, ensembles, save/load,
+routing maps, bad input, and the fit command."""
 
 import json
 
@@ -9,29 +10,26 @@ import pytest
 import torch
 from PIL import Image
 
-from braincode.data.rois import roi_groups
-from braincode.encoding.readouts import (
-    FactorizedReadout,
-    RoutingModule,
-    RoutingReadout,
-    load_readout,
-    sine_positions,
-)
+from braincode import persist
+from braincode.encoding import FactorizedReadout, ReadoutEnsemble, RoutingReadout, load_readout
+from braincode.encoding.readouts_routing import RoutingModule
 from braincode.encoding.routing_maps import box_share, routing_maps, save_overlays
 from braincode.errors import ConfigError, DataFormatError, MissingFileError, NotFittedError
 
-GRID = (4, 4)
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SMALL = {"d_model": 16, "n_heads": 2, "d_ff": 32, "device": "cpu"}
+MASKS = torch.tensor([[1, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 1.0]])
 
 
 def _module(backend, seed=0, **kwargs):
     torch.manual_seed(seed)
-    settings = {"query_index": None, "n_queries": 3, "n_voxels": 5, "d_model": 16, "n_heads": 2, "d_ff": 32,
-                "dropout": 0.0, **kwargs}
-    return RoutingModule(6, GRID, 1, backend=backend, **settings)
+    settings = {"query_masks": MASKS, "n_voxels": 5, "d_model": 16, "n_heads": 2, "d_ff": 32, "dropout": 0.0,
+                "num_prefix_tokens": 1, **kwargs}
+    module = RoutingModule(6, backend=backend, **settings)
+    with torch.no_grad():  # no parameter at a trivial value
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return module
 
 
 def _grads(module, tokens):
@@ -42,10 +40,9 @@ def _grads(module, tokens):
 
 
 @pytest.mark.parametrize("backend", ["chunked", "sdpa"])
-@pytest.mark.parametrize("mode", ["roi", "voxel", "all"])
-def test_routing_gradients_through_kernels_match_reference(backend, mode):
-    kwargs = {"roi": {"query_index": torch.tensor([0, 0, 1, 2, 1])}, "voxel": {"per_voxel": True, "n_queries": 5,
-              "voxel_chunk": 2}, "all": {}}[mode]
+@pytest.mark.parametrize("per_voxel", [False, True])
+def test_routing_gradients_through_kernels_match_reference(backend, per_voxel):
+    kwargs = {"per_voxel": True, "voxel_chunk": 2} if per_voxel else {}
     tokens = torch.randn(3, 17, 6, generator=torch.Generator().manual_seed(1))
     ref_out, ref_grads = _grads(_module("reference", **kwargs), tokens)
     out, grads = _grads(_module(backend, **kwargs), tokens)
@@ -55,22 +52,36 @@ def test_routing_gradients_through_kernels_match_reference(backend, mode):
         torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-3, atol=1e-5, msg=name)
 
 
+def test_roi_sum_equals_the_masked_per_query_readouts():
+    module = _module("reference").eval()
+    tokens = torch.randn(2, 17, 6)
+    with torch.no_grad():
+        expected = (module.per_query(tokens) * MASKS.T).sum(-1)
+        torch.testing.assert_close(module(tokens), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_dropout_is_on_in_training_only():
+    module = _module("reference", dropout=0.5)
+    tokens = torch.randn(2, 17, 6)
+    module.train()
+    torch.manual_seed(0)
+    first = module(tokens)
+    assert not torch.allclose(first, module(tokens))
+    module.eval()
+    torch.testing.assert_close(module(tokens), module(tokens))
+
+
 def test_routing_gradients_match_finite_differences():
-    module = _module("chunked", query_index=torch.tensor([0, 1, 2, 2, 0])).double()
+    module = _module("chunked").double()
     tokens = torch.randn(2, 17, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    queries = module.queries.detach().clone().requires_grad_(True)
-
-    def run(q):
-        keys, values = module.memory(tokens)
-        return module.decode(q, keys, values)
-
-    assert torch.autograd.gradcheck(run, (queries,), eps=1e-6, atol=1e-5)
+    embed = module.query_embed.detach().clone().requires_grad_(True)
+    run = lambda e: torch.func.functional_call(module, {"query_embed": e}, (tokens,))
+    assert torch.autograd.gradcheck(run, (embed,), eps=1e-6, atol=1e-5)
 
 
 def test_per_voxel_queries_never_hold_the_whole_score_matrix():
     n_voxels, batch, heads = 40_000, 2, 2
-    module = _module("chunked", per_voxel=True, n_queries=n_voxels, n_voxels=n_voxels, voxel_chunk=4096,
-                     d_model=8)
+    module = _module("chunked", per_voxel=True, n_voxels=n_voxels, voxel_chunk=4096, d_model=8, d_ff=8)
     tokens = torch.randn(batch, 17, 6)
     largest = [0]
 
@@ -83,12 +94,7 @@ def test_per_voxel_queries_never_hold_the_whole_score_matrix():
     out.sum().backward()
     assert out.shape == (batch, n_voxels)
     assert largest[0] < batch * heads * n_voxels * 16 / 8  # full scores would be B * H * n_voxels * patches
-    assert module.queries.grad.abs().sum(1).gt(0).all()  # every voxel's query got a gradient
-    whole = module.voxel_chunk
-    module.voxel_chunk = n_voxels
-    with torch.no_grad():
-        torch.testing.assert_close(module(tokens), out.detach(), rtol=1e-5, atol=1e-5)
-    module.voxel_chunk = whole
+    assert module.query_embed.grad.abs().sum(1).gt(0).all()  # every voxel's query got a gradient
 
 
 def _prf_data(seed=0, n=320):
@@ -100,14 +106,19 @@ def _prf_data(seed=0, n=320):
     return X, (Y + 0.2 * rng.normal(size=Y.shape)).astype(np.float32), patches
 
 
-def test_factorized_finds_the_receptive_field():
+VOXELS3 = pd.DataFrame({"hemisphere": ["lh", "lh", "rh"], "roi:floc-faces": ["FFA-1", "", "FFA-1"],
+                        "roi:floc-bodies": ["EBA", "EBA", ""]})
+
+
+def test_factorized_finds_the_receptive_field_at_its_defaults():
     X, Y, patches = _prf_data()
-    model = FactorizedReadout(lr=0.05, max_epochs=30, device="cpu").fit(X[:260], Y[:260])
+    model = FactorizedReadout(device="cpu").fit(X[:260], Y[:260])
     maps = model.spatial_maps_.reshape(len(patches), -1)
     assert maps.argmax(1).tolist() == patches
     assert (maps[np.arange(3), patches] > 0.5).all()
     np.testing.assert_allclose(maps.sum(1), 1.0, rtol=1e-5)
     assert model.score_voxels(X[260:], Y[260:]).min() > 0.9
+    assert not model.stopped_improving_ and model.validation_r_.shape == (3,)
 
 
 def _object_data(seed=0, n=400, d=8):
@@ -125,11 +136,12 @@ def _object_data(seed=0, n=400, d=8):
 
 def test_routing_attends_to_the_object_wherever_it_is():
     X, Y, where = _object_data()
-    model = RoutingReadout(queries="roi", lr=3e-3, max_epochs=25, patience=25, dropout=0.0, num_prefix_tokens=1,
-                           **SMALL).fit(X[:320], Y[:320], ["lh/FFA-1", "rh/FFA-1"])
+    voxels = pd.DataFrame({"hemisphere": ["lh", "rh"], "roi:floc-faces": ["FFA-1", "FFA-1"]})
+    model = RoutingReadout(lr=3e-3, max_epochs=25, patience=25, dropout=0.0, num_prefix_tokens=1,
+                           **SMALL).fit(X[:320], Y[:320], voxels)
     assert model.score_voxels(X[320:], Y[320:]).min() > 0.8
     maps = routing_maps(model, X[320:], ["lh/FFA-1"]).of("lh/FFA-1").reshape(80, 16)
-    assert maps[np.arange(80), where[320:]].mean() > 0.25  # chance: 1/16
+    assert maps[np.arange(80), where[320:]].mean() > 0.2  # chance: 1/16
     cells = np.stack([where[320:] % 4, where[320:] // 4], 1) / 4.0
     boxes = np.hstack([cells, cells + 0.25])
     assert box_share(maps.reshape(80, 4, 4), boxes).mean() == pytest.approx(maps[np.arange(80), where[320:]].mean())
@@ -137,21 +149,44 @@ def test_routing_attends_to_the_object_wherever_it_is():
 
 def test_same_seed_same_model_and_save_load_roundtrip(tmp_path):
     X, Y, _ = _prf_data(n=80)
-    groups = ["a", "b", "a"]
-    first = RoutingReadout(max_epochs=2, random_state=7, **SMALL).fit(X, Y, groups)
-    second = RoutingReadout(max_epochs=2, random_state=7, **SMALL).fit(X, Y, groups)
+    first = RoutingReadout(max_epochs=2, random_state=7, **SMALL).fit(X, Y, VOXELS3)
+    second = RoutingReadout(max_epochs=2, random_state=7, **SMALL).fit(X, Y, VOXELS3)
     np.testing.assert_array_equal(first.predict(X), second.predict(X))
-    for model in (first, FactorizedReadout(max_epochs=2, device="cpu").fit(X, Y)):
-        folder = model.save(tmp_path / type(model).__name__)
+    ensemble = ReadoutEnsemble(FactorizedReadout(max_epochs=2, device="cpu"), n_runs=2).fit(X, Y)
+    models = (first, RoutingReadout("voxel", max_epochs=1, **SMALL).fit(X, Y),
+              FactorizedReadout(max_epochs=2, device="cpu").fit(X, Y), ensemble)
+    for model in models:
+        folder = model.save(tmp_path / f"{type(model).__name__}{id(model)}")
         config = json.loads((folder / "config.json").read_text())
-        assert config["class"] == type(model).__name__
-        again = load_readout(folder)
+        assert config["class"].endswith(type(model).__name__)
+        again = persist.load(folder, device="cpu")
         assert type(again) is type(model)
         np.testing.assert_allclose(again.predict(X), model.predict(X), rtol=1e-6, atol=1e-6)
-    assert load_readout(tmp_path / "RoutingReadout").query_labels_ == ["a", "b"]
+        np.testing.assert_array_equal(again.validation_r_, model.validation_r_)
+    assert load_readout(tmp_path / f"RoutingReadout{id(first)}").query_labels_ == [
+        "lh/FFA-1", "lh/EBA", "lh/unknown", "rh/FFA-1", "rh/unknown"]  # families in column order
     assert first.score(X, Y) == pytest.approx(first.score_voxels(X, Y).mean())
-    with pytest.raises(DataFormatError, match="unknown readout class"):
-        FactorizedReadout.load(tmp_path / "RoutingReadout")
+    with pytest.raises(DataFormatError, match="not this kind"):
+        FactorizedReadout.load(tmp_path / f"RoutingReadout{id(first)}")
+
+
+def test_ensemble_averages_runs_on_one_split():
+    X, Y, _ = _prf_data(n=120)
+    base = FactorizedReadout(max_epochs=3, device="cpu")
+    ens = ReadoutEnsemble(base, n_runs=3).fit(X, Y)
+    runs = [FactorizedReadout(max_epochs=3, device="cpu", random_state=i) for i in range(3)]
+    val = ens.validation_index_
+    train = np.setdiff1d(np.arange(len(X)), val)
+    mean = np.mean([r.fit(X[train], Y[train], X_val=X[val], Y_val=Y[val]).predict(X) for r in runs], 0)
+    np.testing.assert_allclose(ens.predict(X), mean, rtol=1e-5, atol=1e-6)
+    assert ens.fit_info_["readout"] == "ReadoutEnsemble(FactorizedReadout x 3)"
+
+
+def test_a_run_stopped_while_improving_is_flagged():
+    X, Y, _ = _prf_data(n=120)
+    short = FactorizedReadout(max_epochs=2, lr=1e-3, device="cpu").fit(X, Y)
+    assert short.stopped_improving_ and short.fit_info_["stopped_improving"]
+    assert short.fit_info_["score"].startswith("validation")
 
 
 def test_memory_mapped_tokens_give_the_same_model(tmp_path):
@@ -165,8 +200,8 @@ def test_memory_mapped_tokens_give_the_same_model(tmp_path):
 
 def test_routing_maps_overlays_are_written(tmp_path):
     X, Y, _ = _prf_data(n=40)
-    model = RoutingReadout(queries=2, max_epochs=1, **SMALL).fit(X, Y)
-    maps = routing_maps(model, X[:3])
+    model = RoutingReadout(max_epochs=1, **SMALL).fit(X, Y, VOXELS3)
+    maps = routing_maps(model, X[:3], ["lh/EBA", "rh/FFA-1"])
     np.testing.assert_allclose(maps.maps.sum((2, 3)), 1.0, rtol=1e-5)
     images = [Image.new("RGB", (32, 32), (i * 60, 90, 90)) for i in range(3)]
     boxes = np.array([[0.1, 0.1, 0.5, 0.5], [np.nan] * 4, [0.0, 0.5, 1.0, 1.0]])
@@ -174,17 +209,7 @@ def test_routing_maps_overlays_are_written(tmp_path):
     with Image.open(path) as png:
         assert png.format == "PNG" and png.width > png.height  # 3 columns, 2 rows
     with pytest.raises(ConfigError, match="unknown query labels"):
-        routing_maps(model, X[:3], ["lh/FFA-1"])
-
-
-def test_roi_groups_and_positions():
-    voxels = pd.DataFrame({"hemisphere": ["lh", "lh", "rh", "rh"], "vertex": [0, 1, 0, 1],
-                           "roi:prf-visualrois": ["V1v", "", "", ""], "roi:floc-faces": ["FFA-1", "FFA-1", "", "OFA"]})
-    assert roi_groups(voxels).tolist() == ["lh/V1v", "lh/FFA-1", "rh/other", "rh/OFA"]
-    assert roi_groups(voxels, ["floc-faces"], by_hemisphere=False).tolist() == ["FFA-1", "FFA-1", "other", "OFA"]
-    pos = sine_positions((3, 5), 16).reshape(3, 5, 16)
-    assert torch.unique(pos.reshape(15, 16), dim=0).shape[0] == 15
-    assert torch.equal(pos[:, :1, :8].expand(3, 5, 8), pos[:, :, :8])  # first half: the row only
+        routing_maps(model, X[:3], ["lh/OFA"])
 
 
 def test_bad_input_is_explained(tmp_path):
@@ -193,10 +218,12 @@ def test_bad_input_is_explained(tmp_path):
         FactorizedReadout(device="cpu").fit(X.mean(1), Y)
     with pytest.raises(NotFittedError, match="not fitted"):
         RoutingReadout().predict(X)
-    with pytest.raises(ConfigError, match="roi_groups"):
+    with pytest.raises(ConfigError, match="voxel table"):
         RoutingReadout(**SMALL).fit(X, Y)
     with pytest.raises(ConfigError, match="unknown query mode"):
         RoutingReadout(queries="pixel", **SMALL).fit(X, Y)
+    with pytest.raises(ConfigError, match="unknown routing preset"):
+        RoutingReadout.from_preset("gpu")
     with pytest.raises(DataFormatError, match="grid"):
         FactorizedReadout(num_prefix_tokens=1, device="cpu").fit(X, Y)
     with pytest.raises(DataFormatError, match="one row per token map"):
@@ -208,7 +235,7 @@ def test_bad_input_is_explained(tmp_path):
         load_readout(tmp_path)
 
 
-def test_fit_command_with_token_readout_writes_the_fit_outputs(tmp_path):
+def test_fit_command_with_token_readout_labels_its_scores(tmp_path):
     from braincode.cli import build_parser
     from braincode.data.synthetic import make_synthetic
 
@@ -218,12 +245,13 @@ def test_fit_command_with_token_readout_writes_the_fit_outputs(tmp_path):
             "open_clip:tiny-vit@random", "--layer", "blocks.0", "--cache", str(tmp_path / "cache"), "--device", "cpu"]
     args = parser.parse_args([*base, "--d-model", "16", "--heads", "2", "--d-ff", "16", "--epochs", "2",
                               "--out", str(tmp_path / "out")])
-    assert args.func(args) == 0
+    assert args.preset == "published" and args.func(args) == 0
     out = tmp_path / "out"
     for name in ("scores.csv", "summary.json", "lh_pred_test.npy", "rh_pred_test.npy", "routing_maps.png"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["readout"] == "routing"
+    assert summary["readout"] == "RoutingReadout" and summary["r"].startswith("validation")
+    assert summary["epochs_run"] == 2 and isinstance(summary["stopped_improving"], bool)
     assert np.load(out / "lh_pred_test.npy").shape[0] == 6
     again = load_readout(out / "readout")
     assert again.n_voxels_ == len(pd.read_csv(out / "scores.csv"))
@@ -234,3 +262,17 @@ def test_fit_command_with_token_readout_writes_the_fit_outputs(tmp_path):
     pooled = parser.parse_args([*base[:-4], "--layer", "pooled", "--device", "cpu", "--out", str(tmp_path / "p")])
     with pytest.raises(ConfigError, match="reads the tokens of one block"):
         pooled.func(pooled)
+
+
+def test_summary_flags_a_run_stopped_while_improving(tmp_path):
+    from braincode.cli import build_parser
+    from braincode.data.synthetic import make_synthetic
+
+    root = make_synthetic(tmp_path / "data", n_train=40, n_test=6, image_size=32, seed=1)
+    args = build_parser().parse_args(
+        ["fit", "--readout", "factorized", "--data", str(root), "--subject", "subj01", "--model",
+         "open_clip:tiny-vit@random", "--layer", "blocks.0", "--cache", str(tmp_path / "cache"), "--device", "cpu",
+         "--epochs", "2", "--lr", "0.001", "--out", str(tmp_path / "out")])
+    assert args.func(args) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["stopped_improving"] is True and summary["epochs_run"] == 2

@@ -225,7 +225,7 @@ def test_cli_fits_the_encoder_then_synthesizes_and_resumes(tmp_path, capsys):
             "--layer", "blocks.1", "--grid", "2", "--cv", "2"]
     args = parser.parse_args(argv)
     assert args.func(args) == 0
-    assert (tmp_path / "fit" / "encoder.json").is_file()
+    assert (tmp_path / "fit" / "config.json").is_file()
     images = sorted((tmp_path / "out" / "FFA-1-vs-PPA").glob("seed-*.png"))
     assert [p.name for p in images] == ["seed-00000000.png", "seed-00000001.png", "seed-00000002.png"]
     side = json.loads(images[0].with_suffix(".json").read_text())
