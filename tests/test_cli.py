@@ -84,8 +84,10 @@ def test_fit_with_unknown_model_exits_2_with_message(root, tmp_path, capsys):
 
 
 def test_missing_subject_folder(tmp_path, capsys):
-    assert main(["validate", str(tmp_path), "--subject", "subj05"]) == 2
+    assert main(["validate", str(tmp_path), "--subject", "subj05", "--format", "algonauts"]) == 2
     assert "subj05" in capsys.readouterr().err
+    assert main(["validate", str(tmp_path), "--subject", "subj05"]) == 2
+    assert "cannot tell the layout" in capsys.readouterr().err
 
 
 def test_every_subcommand_is_registered(capsys):
