@@ -49,7 +49,7 @@ def test_fit_refuses_one_fold_and_a_one_image_dataset(tiny, tmp_path, capsys):
     assert "at least 2 folds" in capsys.readouterr().err
     assert main([*FIT, "--data", str(tiny), "--cache", str(tmp_path / "c"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "too few training samples" in err and "1 training sample" in err and "Traceback" not in err
+    assert "1 training samples are too few for 5-fold cross-validation" in err and "Traceback" not in err
     assert not out.exists()
 
 
