@@ -10,20 +10,14 @@ from braincode.commands import run_args
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write ``args.out/report.html`` from the scores in ``args.results``."""
+    """Write ``args.out/report.html`` from what ``args.results`` holds (scores, maps, captions, images)."""
     from braincode.atomic import output_folder
-    from braincode.errors import MissingFileError
-    from braincode.report.subject import write_subject_report
+    from braincode.report.subject import write_folder_report
 
-    results = Path(args.results)
-    scores = [p for name in ("evaluate/scores.csv", "scores.csv") if (p := results / name).is_file()]
-    if not scores:
-        raise MissingFileError("no scores found", path=results, expected="scores.csv or evaluate/scores.csv",
-                               found=", ".join(sorted(p.name for p in results.glob("*"))) or "an empty folder",
-                               fix="pass the output folder of `braincode fit` or a subject folder of `braincode run`")
-    subject = args.subject or os.fsencode(results.resolve().name).decode("utf-8", "replace")  # any folder name
+    # any folder name, even one that is not UTF-8, gives a printable subject name
+    subject = args.subject or os.fsencode(Path(args.results).resolve().name).decode("utf-8", "replace")
     with output_folder(args.out, command="braincode report", args=run_args(args)) as tmp:
-        write_subject_report(scores[0], tmp / "report.html", subject=subject, title=f"braincode report: {subject}")
+        write_folder_report(args.results, tmp / "report.html", subject=subject)
     print(f"wrote {Path(args.out) / 'report.html'}")
     return 0
 

@@ -19,8 +19,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from braincode.atomic import atomic_write
-from braincode.data.algonauts import write_algonauts_predictions
 from braincode.data.core import Dataset
+from braincode.data.predictions import write_algonauts_predictions
 from braincode.data.rois import roi_families, roi_table
 from braincode.encoding.estimators import RidgeEncoder
 from braincode.encoding.metrics import algonauts_score, pearson_r, roi_bootstrap_ci, score_table

@@ -191,16 +191,12 @@ def synthesize(ctx: StepContext, out: Path) -> None:
 
 
 def report(ctx: StepContext, out: Path) -> None:
-    """Write the subject's HTML report (``report.html``) with its figures."""
-    from braincode.report.subject import write_subject_report
+    """Write the subject's HTML report (``report.html``): everything the subject's step folders hold."""
+    from braincode.report.subject import write_folder_report
 
-    volume = ctx.step_dir("fit") / "r.nii.gz"
-    captions = ctx.step_dir("caption") / "captions.csv" if "caption" in ctx.config.steps else None
-    synthesized = ctx.step_dir("synthesize") if "synthesize" in ctx.config.steps else None
-    write_subject_report(ctx.step_dir("evaluate") / "scores.csv", out / "report.html", subject=ctx.subject,
-                         title=f"{ctx.config.name}: {ctx.subject}", volume=volume if volume.exists() else None,
-                         captions=captions, images=_dataset(ctx)["train"].stimuli if captions else None,
-                         synthesized=synthesized)
+    images = _dataset(ctx)["train"].stimuli if "caption" in ctx.config.steps else None
+    write_folder_report(ctx.step_dir("fit").parent, out / "report.html", subject=ctx.subject,
+                        title=f"{ctx.config.name}: {ctx.subject}", images=images)
 
 
 #: Every step, with the config sections and upstream steps its outputs depend on.
