@@ -16,7 +16,6 @@ from PIL import Image
 import braincode
 from braincode.atomic import atomic_write
 
-
 #: Side in pixels of gallery thumbnails (shown at 96 CSS pixels; the extra third keeps them sharp on HiDPI screens).
 THUMBNAIL = 128
 
