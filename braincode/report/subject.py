@@ -111,7 +111,7 @@ def subject_report_html(scores: pd.DataFrame, *, title: str, subject: str, input
         figures[f"r on the cortical surface (fsaverage5); r: {r_method}"] = surface_figure(
             scores, "r", label="r (Pearson correlation of predicted and measured responses, unitless)")
     elif inputs.volume is not None:
-        figures[f"r (axial slices); r: {r_method}"] = volume_figure(inputs.volume, "r")
+        figures[f"r (axial slices); r: {r_method}"] = volume_figure(inputs.volume, "r (Pearson correlation, unitless)")
     if "alpha" in scores and on_surface:
         log_alpha = np.log10(scores["alpha"].astype(float).clip(lower=1e-12))
         figures["Chosen ridge alpha per vertex"] = surface_figure(
