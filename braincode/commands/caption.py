@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
-from braincode.atomic import atomic_write
 from braincode.errors import ConfigError
+
+if TYPE_CHECKING:  # imported where used, so that `braincode --help` stays fast
+    import numpy as np
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ def _encoder(args: argparse.Namespace, bank):
 
 
 def _scuba(args: argparse.Namespace, bank, weights: np.ndarray, units) -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
     from braincode.interpret.clipcap import PrefixDecoder
     from braincode.interpret.decoders import RetrievalDecoder
     from braincode.interpret.scuba import caption_voxels, project
@@ -79,6 +83,8 @@ def _scuba(args: argparse.Namespace, bank, weights: np.ndarray, units) -> pd.Dat
 
 
 def _lavca(args: argparse.Namespace, bank, weights: np.ndarray, units) -> pd.DataFrame:
+    import numpy as np
+
     from braincode.interpret import lavca
 
     if units is not None:
@@ -94,6 +100,8 @@ def _lavca(args: argparse.Namespace, bank, weights: np.ndarray, units) -> pd.Dat
 
 
 def _evaluate(args: argparse.Namespace, table: pd.DataFrame, units, n_voxels: int) -> pd.DataFrame:
+    import numpy as np
+
     from braincode.data import load_algonauts
     from braincode.interpret.text_eval import evaluate_captions
 
@@ -114,6 +122,9 @@ def _evaluate(args: argparse.Namespace, table: pd.DataFrame, units, n_voxels: in
 
 
 def _cmd_caption(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from braincode.atomic import atomic_write
     from braincode.interpret.bank import load_bank
     from braincode.interpret.text_eval import vocabulary_size
 

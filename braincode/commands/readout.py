@@ -20,12 +20,10 @@ import logging
 import time
 from pathlib import Path
 
-from braincode.encoding.readouts import ROUTING_PRESETS, FactorizedReadout, RoutingReadout
+from braincode.encoding.readouts import FactorizedReadout, RoutingReadout
 from braincode.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-READOUTS = ("ridge", "factorized", "routing")
 
 
 def _build(args: argparse.Namespace, num_prefix_tokens: int) -> FactorizedReadout | RoutingReadout:
@@ -78,20 +76,3 @@ def fit_tokens(args: argparse.Namespace) -> int:
         print(f"warning: the readout stopped at its epoch limit while validation r was still improving; "
               f"raise --epochs (ran {fit.info['epochs_run']})")
     return 0
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the token-readout options to ``braincode fit``'s parser."""
-    g = parser.add_argument_group("token readouts (--readout factorized|routing)")
-    g.add_argument("--preset", default="published", choices=sorted(ROUTING_PRESETS),
-                   help="routing sizes: published 768/16/1024 (d_model/heads/d_ff), or cpu 256/8/512 (smaller, "
-                        "not the paper's)")
-    g.add_argument("--queries", default="roi", help='routing queries: "roi" (one per ROI, published) or "voxel"')
-    g.add_argument("--d-model", type=int, default=None, help="routing width (default: the preset's)")
-    g.add_argument("--heads", type=int, default=None, help="routing heads (default: the preset's)")
-    g.add_argument("--d-ff", type=int, default=None, help="routing feed-forward width (default: the preset's)")
-    g.add_argument("--epochs", type=int, default=None,
-                   help="maximum epochs (default: the readout's; early stopping on validation r)")
-    g.add_argument("--batch-size", type=int, default=None)
-    g.add_argument("--lr", type=float, default=None, help="learning rate (default: the readout's)")
-    g.add_argument("--seed", type=int, default=0)

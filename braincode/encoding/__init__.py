@@ -1,5 +1,7 @@
-"""Encoding: voxel-wise models from features to responses (solvers, estimators, readouts, metrics)."""
+"""Encoding: voxel-wise models from features to responses (solvers, estimators, readouts, metrics), and the
+analysis API that cross-validates them over voxels."""
 
+from braincode.encoding.analysis import VoxelCVResult, cross_validate_voxels, make_encoder
 from braincode.encoding.estimators import BandedRidgeEncoder, RidgeEncoder
 from braincode.encoding.readouts import (
     ROUTING_PRESETS,
@@ -12,4 +14,5 @@ from braincode.encoding.readouts import (
 )
 
 __all__ = ["ROUTING_PRESETS", "BandedRidgeEncoder", "FactorizedReadout", "ReadoutEnsemble", "RidgeEncoder",
-           "RoutingReadout", "load_readout", "load_reference_checkpoint", "roi_query_masks"]
+           "RoutingReadout", "VoxelCVResult", "cross_validate_voxels", "load_readout", "load_reference_checkpoint",
+           "make_encoder", "roi_query_masks"]
