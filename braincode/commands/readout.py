@@ -52,10 +52,10 @@ def build_readout(args: argparse.Namespace, num_prefix_tokens: int) -> TokenRead
 def fit_tokens(args: argparse.Namespace) -> int:
     """Run ``braincode fit`` with a token readout (``args.readout`` is ``factorized`` or ``routing``)."""
     from braincode.data import load_subject
+    from braincode.encoding.analysis_outputs import write_result
     from braincode.encoding.readouts_fit import fit_readout
     from braincode.encoding.routing_maps import routing_maps, save_overlays
     from braincode.features import FeatureStore, get_extractor
-    from braincode.pipeline.steps import FitResult, write_fit_outputs
 
     layers = args.layer or []
     if len(layers) != 1 or not layers[0].startswith("blocks."):
@@ -69,20 +69,20 @@ def fit_tokens(args: argparse.Namespace) -> int:
     extractor = get_extractor(args.model, layers=layers, device=args.device)
     tokens = {split: extractor.extract(s, store=store)[layers[0]] for split, s in stimuli.items()}
     readout = build_readout(args, extractor.num_prefix_tokens)
-    fit = fit_readout(readout, ds, tokens)
-    result = FitResult(scores=fit.scores, test_predictions=fit.test_predictions, model=readout)
+    result = fit_readout(readout, ds, tokens)
     readout.save(out / "readout")
     routing = readout.members_[0] if isinstance(readout, ReadoutEnsemble) else readout
     if isinstance(routing, RoutingReadout) and routing.queries != "voxel":
         maps = routing_maps(routing, tokens["test"][:8])
         face = [q for q in maps.labels if "FFA" in q or "faces" in q] or maps.labels[:4]
         save_overlays(maps, stimuli["test"], out / "routing_maps.png", queries=face[:4])
-    info = {"model": args.model, "layers": layers, "readout": args.readout, **fit.info,
-            "seconds": round(time.perf_counter() - start, 1)}
-    write_fit_outputs(result, ds, out, info)
-    print(f"wrote {out}: scores.csv, summary.json, lh_pred_test.npy, rh_pred_test.npy, readout/")
-    print(f"mean validation r over {len(result.scores)} vertices: {result.scores['r'].mean():.3f} ({fit.info['r']})")
-    if fit.info.get("stopped_improving"):
+    run = result.diagnostics
+    info = {"model": args.model, "layers": layers, "readout": run["readout"], "stopped_improving":
+            run["stopped_improving"], "seconds": round(time.perf_counter() - start, 1)}
+    written = write_result(result, ds, out, info)
+    print(f"wrote {out}: {', '.join(written)}, readout/")
+    print(f"mean r over {len(result.scores)} vertices: {result.scores['r'].mean():.3f} ({result.methods['r']})")
+    if run["stopped_improving"]:
         print(f"warning: the readout stopped at its epoch limit while validation r was still improving; "
-              f"raise --epochs (ran {fit.info['epochs_run']})")
+              f"raise --epochs (ran {run['epochs_run']})")
     return 0
