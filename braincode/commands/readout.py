@@ -28,8 +28,9 @@ from braincode.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def _build(args: argparse.Namespace, num_prefix_tokens: int) -> FactorizedReadout | RoutingReadout:
-    common = {"num_prefix_tokens": num_prefix_tokens, "random_state": args.seed, "device": args.device}
+def _build(args: argparse.Namespace, num_prefix_tokens: int,
+           grid: tuple[int, int] | None) -> FactorizedReadout | RoutingReadout:
+    common = {"num_prefix_tokens": num_prefix_tokens, "grid": grid, "random_state": args.seed, "device": args.device}
     for option, param in (("epochs", "max_epochs"), ("batch_size", "batch_size"), ("lr", "lr")):
         if getattr(args, option, None) is not None:
             common[param] = getattr(args, option)
@@ -42,9 +43,11 @@ def _build(args: argparse.Namespace, num_prefix_tokens: int) -> FactorizedReadou
                                       **{k: v for k, v in sizes.items() if v is not None}, **common)
 
 
-def build_readout(args: argparse.Namespace, num_prefix_tokens: int) -> TokenReadout | ReadoutEnsemble:
-    """The readout ``args`` ask for; ``args.runs`` > 1 averages that many runs (:class:`ReadoutEnsemble`)."""
-    readout = _build(args, num_prefix_tokens)
+def build_readout(args: argparse.Namespace, num_prefix_tokens: int,
+                  grid: tuple[int, int] | None = None) -> TokenReadout | ReadoutEnsemble:
+    """The readout ``args`` ask for, on tokens with ``num_prefix_tokens`` prefix tokens and a patch ``grid``
+    (``None``: square); ``args.runs`` > 1 averages that many runs (:class:`ReadoutEnsemble`)."""
+    readout = _build(args, num_prefix_tokens, grid)
     runs = getattr(args, "runs", None) or 1
     return ReadoutEnsemble(readout, n_runs=runs) if runs > 1 else readout
 
@@ -68,7 +71,7 @@ def fit_tokens(args: argparse.Namespace) -> int:
     out = Path(args.out)
     extractor = get_extractor(args.model, layers=layers, device=args.device)
     tokens = {split: extractor.extract(s, store=store)[layers[0]] for split, s in stimuli.items()}
-    readout = build_readout(args, extractor.num_prefix_tokens)
+    readout = build_readout(args, extractor.num_prefix_tokens, extractor.grid)
     result = fit_readout(readout, ds, tokens)
     readout.save(out / "readout")
     routing = readout.members_[0] if isinstance(readout, ReadoutEnsemble) else readout
