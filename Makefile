@@ -26,7 +26,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check braincode tests bench notebooks
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests braincode
 
 clean:
 	rm -rf demo_out .pytest_cache

@@ -3,7 +3,9 @@ softmax_project vs the same projection written as plain matmuls in chunks (two p
 
     python bench/attention.py                       # CPU: B=4, H=8, Lk=257, d=64, Lq in {4096, 32768}
     python bench/attention.py --skip-project        # attention only
-    python bench/attention.py --device cuda         # adds the triton backend (untested on a GPU so far)
+    python bench/attention.py --device cuda         # adds the triton backend
+    TRITON_INTERPRET=1 python bench/attention.py --impls chunked sdpa triton --modes forward --lq 64 --lk 17 \
+        --batch 1 --heads 2 --dim 16 --skip-project --in-process   # a CPU smoke run (bench/gpu.sh --smoke)
 
 Method. Every measurement runs in a fresh subprocess so that allocator caches of one case never flatter another.
 The child builds its inputs, runs the case once (warm-up), then resets the kernel's peak-RSS counter
@@ -179,7 +181,15 @@ def project_case(impl: str, args) -> dict:
 
 
 # ---------------------------------------------------------------- parent side
-def _child(case: dict, argv: list[str]) -> dict:
+def _run_case(case: dict, args) -> dict:
+    if case["kind"] == "attention":
+        return attention_case(case["impl"], case["lq"], case["mode"], args)
+    return project_case(case["impl"], args)
+
+
+def _child(case: dict, argv: list[str], args) -> dict:
+    if args.in_process:  # one process for all cases: exact on CUDA (peak counters reset); on CPU a smoke run only
+        return _run_case(case, args)
     cmd = [sys.executable, __file__, *argv, "--case", json.dumps(case)]
     env = {**os.environ, "BRAINCODE_PROGRESS": "0"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -193,35 +203,44 @@ def _best(results: list[dict]) -> dict:
     return {**fastest, "peak_mb": max(r["peak_mb"] for r in results)}
 
 
+def _ratio(best: dict, a: str, b: str, field: str = "time_s") -> float | None:
+    if a not in best or b not in best or best[b][field] <= 0:
+        return None
+    return round(best[a][field] / best[b][field], 3)
+
+
 def run_attention(args, argv) -> None:
-    impls = ["chunked", "sdpa", "reference"] + (["triton"] if args.device == "cuda" else [])
+    impls = args.impls or ["chunked", "sdpa", "reference"] + (["triton"] if args.device == "cuda" else [])
     for lq in args.lq:
-        for mode in ("forward", "forward+backward"):
+        for mode in args.modes:
             rounds = {impl: [] for impl in impls}
             for _ in range(args.rounds):
                 for impl in impls:
-                    rounds[impl].append(_child({"kind": "attention", "impl": impl, "lq": lq, "mode": mode}, argv))
+                    case = {"kind": "attention", "impl": impl, "lq": lq, "mode": mode}
+                    rounds[impl].append(_child(case, argv, args))
             best = {impl: _best(r) for impl, r in rounds.items()}
             line = {
                 "bench": "attention", "device": args.device, "dtype": args.dtype, "mode": mode, "B": args.batch,
                 "H": args.heads, "Lq": lq, "Lk": args.lk, "d": args.dim,
                 "time_s": {i: round(b["time_s"], 4) for i, b in best.items()},
                 "peak_mb": {i: round(b["peak_mb"], 1) for i, b in best.items()},
-                "output_mb": round(best["chunked"]["output_mb"], 1),
-                "time_ratio_chunked_vs_sdpa": round(best["chunked"]["time_s"] / best["sdpa"]["time_s"], 3),
-                "time_ratio_chunked_vs_reference": round(best["chunked"]["time_s"] / best["reference"]["time_s"], 3),
-                "peak_ratio_chunked_vs_reference": round(best["chunked"]["peak_mb"] / best["reference"]["peak_mb"], 3),
-                "workspace_ratio_chunked_vs_reference": round(
-                    (best["chunked"]["peak_mb"] - best["chunked"]["output_mb"])
-                    / (best["reference"]["peak_mb"] - best["reference"]["output_mb"]), 3),
+                "output_mb": round(next(iter(best.values()))["output_mb"], 1),
+                "time_ratio_chunked_vs_sdpa": _ratio(best, "chunked", "sdpa"),
+                "time_ratio_chunked_vs_reference": _ratio(best, "chunked", "reference"),
+                "peak_ratio_chunked_vs_reference": _ratio(best, "chunked", "reference", "peak_mb"),
+                "time_ratio_triton_vs_sdpa": _ratio(best, "triton", "sdpa"),
+                "peak_ratio_triton_vs_sdpa": _ratio(best, "triton", "sdpa", "peak_mb"),
             }
-            if "triton" in best:
-                line["time_ratio_triton_vs_sdpa"] = round(best["triton"]["time_s"] / best["sdpa"]["time_s"], 3)
-            print(json.dumps(line), flush=True)
+            if "chunked" in best and "reference" in best:
+                workspace = {i: best[i]["peak_mb"] - best[i]["output_mb"] for i in ("chunked", "reference")}
+                if workspace["reference"] > 0:
+                    line["workspace_ratio_chunked_vs_reference"] = round(
+                        workspace["chunked"] / workspace["reference"], 3)
+            print(json.dumps({k: v for k, v in line.items() if v is not None}), flush=True)
 
 
 def run_project(args, argv) -> None:
-    results = {impl: _child({"kind": "project", "impl": impl}, argv) for impl in args.project_impls}
+    results = {impl: _child({"kind": "project", "impl": impl}, argv, args) for impl in args.project_impls}
     line = {
         "bench": "softmax_project", "device": args.device, "queries": args.project_queries,
         "keys": args.project_keys, "dim": args.project_dim, "temperature": args.temperature,
@@ -251,17 +270,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--temperature", type=float, default=150.0)
     p.add_argument("--project-impls", nargs="+", default=["softmax_project", "plain_two_pass"],
                    choices=["softmax_project", "plain_two_pass"])
+    p.add_argument("--impls", nargs="+", choices=sorted(IMPLS),
+                   help="attention implementations (default: chunked sdpa reference, and triton on CUDA)")
+    p.add_argument("--modes", nargs="+", default=["forward", "forward+backward"], choices=["forward", "forward+backward"])
+    p.add_argument("--in-process", action="store_true", help="run every case in this process (exact on CUDA; on the CPU for smoke runs)")
     p.add_argument("--skip-project", action="store_true")
     p.add_argument("--skip-attention", action="store_true")
     p.add_argument("--case", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.case:
-        case = json.loads(args.case)
-        if case["kind"] == "attention":
-            result = attention_case(case["impl"], case["lq"], case["mode"], args)
-        else:
-            result = project_case(case["impl"], args)
-        print(json.dumps(result))
+        print(json.dumps(_run_case(json.loads(args.case), args)))
         return
     parent_argv = [a for a in argv if a != "--case"]
     if not args.skip_attention:

@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from braincode.devices import resolve_device
 from braincode.encoding.torch_encoder import LinearReadout, TorchEncoder
 from braincode.features import get_extractor
 from braincode.features.design import FeatureSpec
-from braincode.features.weights import resolve_device
 from braincode.interpret._dive_models import ARCHITECTURES, random_diffusion
 from braincode.interpret.dive import BrainDiVEPipeline, Objective
 

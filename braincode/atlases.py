@@ -1,4 +1,4 @@
-"""ROI atlases shipped with braincode (families, integer labels, names, colours) and fsaverage helpers.
+"""ROI atlases shipped with braincode (families, integer labels, names, colours) and fsaverage mesh sizes.
 
 The atlas files live in the top-level ``atlases/`` folder of the repository (one JSON file per atlas). A wheel
 installs them as data files under ``<prefix>/share/braincode/atlases`` (``[tool.setuptools.data-files]`` in
@@ -166,52 +166,6 @@ def label_names(
             fix="pass the matching .ctab file or atlas family",
         )
     return pd.Series(ints.ravel()).map(labels).fillna("").to_numpy(dtype=object).reshape(ints.shape)
-
-
-def fsaverage_to_fsaverage5(values: np.ndarray, vertex: np.ndarray) -> np.ndarray:
-    """Values on fsaverage vertices (one hemisphere) -> a full fsaverage5 hemisphere map (10,242 entries).
-
-    fsaverage5's vertices are the first 10,242 vertices of fsaverage (the icosahedron is refined by appending
-    vertices), so vertex ``v < 10242`` of fsaverage *is* vertex ``v`` of fsaverage5; the rest are dropped.
-
-    Parameters
-    ----------
-    values : array of shape (n,) or (n, k)
-        One value (or row) per fsaverage vertex listed in ``vertex``.
-    vertex : array of int, shape (n,)
-        fsaverage vertex indices (0..163,841) of one hemisphere, e.g. ``voxels.vertex`` of that hemisphere.
-
-    Returns
-    -------
-    ndarray of float64, shape (10242,) or (10242, k)
-        NaN at fsaverage5 vertices that ``vertex`` does not cover.
-
-    Examples
-    --------
-    >>> out = fsaverage_to_fsaverage5(np.array([1.0, 2.0, 3.0]), np.array([0, 10241, 10242]))
-    >>> out.shape, out[0], out[10241], int(np.isnan(out).sum())
-    ((10242,), np.float64(1.0), np.float64(2.0), 10240)
-    """
-    values = np.asarray(values, dtype=np.float64)
-    vertex = np.asarray(vertex)
-    if vertex.ndim != 1 or values.shape[:1] != vertex.shape or not np.issubdtype(vertex.dtype, np.integer):
-        raise DataFormatError(
-            "need one integer fsaverage vertex per value",
-            expected=f"vertex of shape {values.shape[:1]}",
-            found=f"vertex {vertex.dtype} {vertex.shape}, values {values.shape}",
-        )
-    if vertex.size and (vertex.min() < 0 or vertex.max() >= N_VERTICES["fsaverage"]):
-        raise DataFormatError(
-            "fsaverage vertex index out of range",
-            expected=f"0..{N_VERTICES['fsaverage'] - 1}",
-            found=f"{vertex.min()}..{vertex.max()}",
-        )
-    if np.unique(vertex).size != vertex.size:
-        raise DataFormatError("fsaverage vertex indices repeat", fix="pass one hemisphere at a time")
-    keep = vertex < N_VERTICES["fsaverage5"]
-    out = np.full((N_VERTICES["fsaverage5"], *values.shape[1:]), np.nan)
-    out[vertex[keep]] = values[keep]
-    return out
 
 
 def read_ctab(path: str | Path) -> dict[int, str]:

@@ -61,5 +61,9 @@ class ConfigError(BraincodeError, ValueError):
     """A parameter or configuration value is invalid."""
 
 
+class OutputBusyError(BraincodeError):
+    """Another command is writing the same output folder."""
+
+
 class NotFittedError(BraincodeError):
     """An estimator or readout was used before ``fit``."""

@@ -16,15 +16,16 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from braincode.atlases import N_VERTICES
 from braincode.atomic import atomic_write
 from braincode.data.core import Dataset
+from braincode.data.surface import SURFACE_SUFFIXES
 from braincode.data.volume import read_image
 from braincode.errors import ConfigError, DataFormatError
 
 logger = logging.getLogger(__name__)
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
-SURFACE_SUFFIXES = (".gii", ".mgh", ".mgz")
 
 
 def _values(values: np.ndarray, voxels: pd.DataFrame) -> np.ndarray:
@@ -224,7 +225,7 @@ def write_map(values: np.ndarray, dataset: Dataset, path: str | Path) -> Path | 
         )
     n_vertices = dataset.meta.get("n_vertices")
     if n_vertices is None and dataset.space == "fsaverage":
-        n_vertices = 163_842
+        n_vertices = N_VERTICES["fsaverage"]
     if n_vertices is None:
         raise DataFormatError(
             "the dataset does not record its mesh sizes",

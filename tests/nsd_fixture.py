@@ -94,3 +94,40 @@ def write_nsd(root: Path, seed: int = 0) -> dict:
         "surface": surface,
         "brick": brick,
     }
+
+
+def write_nsd_fsaverage(
+    root: Path, *, n_vertices: int = 163_842, sessions: int = 4, trials: int = 750, seed: int = 0
+) -> dict:
+    """An NSD subject (subj01) on fsaverage at any size, betas stored as NSD stores them: int16 x 300.
+
+    Every trial shows a different image (``sessions * trials`` images; those among the first 1000 columns of
+    ``subjectim`` are the shared test images). The real size, 2 x 163,842 vertices and 4 sessions of 750 trials
+    (3,000 images), takes 2 GB on disk. Returns the design and the ``(lh, rh)`` percent-signal-change betas of
+    the first session (the rest are not kept in memory).
+    """
+    rng = np.random.default_rng(seed)
+    n_trials = sessions * trials
+    exp = root / "nsddata/experiments/nsd"
+    exp.mkdir(parents=True)
+    subjectim = np.stack([rng.permutation(73_000)[:10_000] + 1 for _ in range(8)])
+    subjectim[:, :1000] = np.sort(subjectim[0, :1000])  # the shared images, the same for every subject
+    order = np.r_[rng.permutation(10_000)[:n_trials], np.zeros(max(0, 30_000 - n_trials), np.int64)] + 1
+    design = {"masterordering": order[None], "subjectim": subjectim, "sharedix": subjectim[:1, :1000]}
+    scipy.io.savemat(exp / "nsd_expdesign.mat", design)
+    surf = root / "nsddata_betas/ppdata/subj01/fsaverage/betas_fithrf_GLMdenoise_RR"
+    surf.mkdir(parents=True)
+    first = {}
+    for hemi in ("lh", "rh"):
+        nib.save(nib.MGHImage(rng.uniform(0, 1.5, (n_vertices, 1, 1)).astype(np.float32), np.eye(4)),
+                 surf / f"{hemi}.ncsnr.mgh")
+        signal = rng.standard_normal((n_vertices, 1), dtype=np.float32)
+        for s in range(sessions):
+            psc = rng.standard_normal((n_vertices, trials), dtype=np.float32)
+            psc += signal
+            stored = np.round(psc * 300).astype(np.int16)
+            if s == 0:
+                first[hemi] = stored / np.float32(300)
+            nib.save(nib.MGHImage(stored[:, None, None], np.eye(4)), surf / f"{hemi}.betas_session{s + 1:02d}.mgh")
+            del psc, stored
+    return {"design": design, "first_session": first}

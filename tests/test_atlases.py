@@ -56,24 +56,6 @@ def test_read_ctab(tmp_path):
         atlases.read_ctab(tmp_path / "absent.ctab")
 
 
-def test_fsaverage_to_fsaverage5():
-    rng = np.random.default_rng(0)
-    full = rng.standard_normal(163_842)
-    vertex = rng.permutation(163_842)[:50_000]
-    out = atlases.fsaverage_to_fsaverage5(full[vertex], vertex)
-    covered = np.sort(vertex[vertex < 10_242])
-    np.testing.assert_array_equal(out[covered], full[covered])
-    assert np.isnan(out).sum() == 10_242 - covered.size
-    two_col = atlases.fsaverage_to_fsaverage5(np.c_[full[vertex], -full[vertex]], vertex)
-    assert two_col.shape == (10_242, 2)
-    with pytest.raises(DataFormatError, match="repeat"):
-        atlases.fsaverage_to_fsaverage5(np.ones(2), np.array([3, 3]))
-    with pytest.raises(DataFormatError, match="out of range"):
-        atlases.fsaverage_to_fsaverage5(np.ones(1), np.array([163_842]))
-    with pytest.raises(DataFormatError, match="one integer"):
-        atlases.fsaverage_to_fsaverage5(np.ones(2), np.array([1.0, 2.0]))
-
-
 def test_atlas_dir_falls_back_to_installed_data_files(tmp_path, monkeypatch):
     share = tmp_path / "prefix/share/braincode/atlases"
     share.mkdir(parents=True)

@@ -1,6 +1,8 @@
 """The ``braincode`` command line: validate, fit, report, and errors without tracebacks."""
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ def root(tmp_path_factory) -> Path:
 def test_validate_ok(root, capsys):
     assert main(["validate", str(root), "--subject", "subj01"]) == 0
     out = capsys.readouterr().out
-    assert "OK" in out and "40 images" in out and "floc-faces" in out
+    assert "OK" in out and "40 stimuli" in out and "floc-faces" in out
 
 
 def test_validate_reports_broken_file_with_status_2(root, tmp_path, capsys):
@@ -37,6 +39,7 @@ def test_validate_reports_broken_file_with_status_2(root, tmp_path, capsys):
 
 def test_fit_writes_scores_summary_and_algonauts_predictions(root, tmp_path, capsys):
     out = tmp_path / "fit"
+    old_umask = os.umask(0o022)
     status = main(["--quiet", "fit", "--data", str(root), "--subject", "subj01",
                    "--model", "open_clip:tiny-vit@random", "--layer", "blocks.1", "--grid", "2", "--cv", "3",
                    "--permutations", "50",
@@ -60,6 +63,15 @@ def test_fit_writes_scores_summary_and_algonauts_predictions(root, tmp_path, cap
     # the report command reads the fit's scores
     assert main(["--quiet", "report", str(out), "--out", str(tmp_path / "report"), "--subject", "subj01"]) == 0
     assert "subj01" in (tmp_path / "report" / "report.html").read_text()
+    # outputs are readable by others under umask 022; the run is described in run.json
+    os.umask(old_umask)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()} == {0o644}
+    assert json.loads((out / "run.json").read_text())["args"]["cv"] == 3
+    # a refit with text features (no differentiable encoder) leaves no stale encoder from the first fit
+    assert main(["--quiet", "fit", "--data", str(root), "--subject", "subj01", "--model", "open_clip:tiny-vit@random",
+                 "--layer", "blocks.1", "--grid", "2", "--cv", "3", "--text-features",
+                 "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    assert not list(out.glob("encoder.*")) and json.loads((out / "summary.json").read_text())["text_model"]
 
 
 def test_fit_with_unknown_model_exits_2_with_message(root, tmp_path, capsys):
@@ -72,13 +84,26 @@ def test_fit_with_unknown_model_exits_2_with_message(root, tmp_path, capsys):
 
 
 def test_missing_subject_folder(tmp_path, capsys):
-    assert main(["validate", str(tmp_path), "--subject", "subj05"]) == 2
+    assert main(["validate", str(tmp_path), "--subject", "subj05", "--format", "algonauts"]) == 2
     assert "subj05" in capsys.readouterr().err
+    assert main(["validate", str(tmp_path), "--subject", "subj05"]) == 2
+    assert "cannot tell the layout" in capsys.readouterr().err
 
 
 def test_every_subcommand_is_registered(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for name in ("validate", "fit", "demo", "run", "report", "synthesize"):
+    for name in ("validate", "fit", "demo", "run", "report", "bank", "caption", "train-decoder", "synthesize"):
         assert name in out
+
+
+def test_fit_offers_banded_ridge_and_the_routing_presets(capsys):
+    from braincode.commands.fit import PRESETS
+    from braincode.encoding.readouts import ROUTING_PRESETS
+
+    assert PRESETS == tuple(sorted(ROUTING_PRESETS))
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = capsys.readouterr().out
+    assert "--banded" in out and "--preset" in out and "--format" in out

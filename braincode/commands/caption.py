@@ -19,12 +19,13 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
-from braincode.atomic import atomic_write
 from braincode.errors import ConfigError
+
+if TYPE_CHECKING:  # imported where used, so that `braincode --help` stays fast
+    import numpy as np
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,9 @@ def _device(args: argparse.Namespace):
 
 
 def _scuba(args, bank, encoder, voxel_index: np.ndarray, units) -> tuple[pd.DataFrame, dict]:
+    import numpy as np
+    import pandas as pd
+
     from braincode.interpret.scuba import caption_voxels, project, roi_summaries
 
     decoder, described = _decoder(args, bank)
@@ -117,6 +121,8 @@ def _scuba(args, bank, encoder, voxel_index: np.ndarray, units) -> tuple[pd.Data
 
 
 def _lavca(args, bank, encoder, voxel_index: np.ndarray, units) -> tuple[pd.DataFrame, dict]:
+    import numpy as np
+
     from braincode.interpret import lavca
 
     weights = encoder.coef[voxel_index] if units is None else np.stack([encoder.coef[u.mask].mean(0) for u in units])
@@ -128,6 +134,8 @@ def _lavca(args, bank, encoder, voxel_index: np.ndarray, units) -> tuple[pd.Data
 
 
 def _units(args, encoder, top: np.ndarray | None):
+    import numpy as np
+
     from braincode.data.rois import Roi, select_rois
 
     if not args.roi:
@@ -145,6 +153,8 @@ def _units(args, encoder, top: np.ndarray | None):
 
 
 def _evaluate(args, table: pd.DataFrame, train, encoder, voxel_index, units) -> tuple[pd.DataFrame, dict]:
+    import numpy as np
+
     from braincode.interpret.evaluation import check_scorer, heldout_stimuli
     from braincode.interpret.text_eval import TfidfSentences, evaluate_captions, load_sentence_model
 
@@ -170,6 +180,10 @@ def _evaluate(args, table: pd.DataFrame, train, encoder, voxel_index, units) -> 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``braincode caption``; returns the exit status."""
+    import numpy as np
+    import pandas as pd
+
+    from braincode.atomic import atomic_write
     from braincode.interpret.bank import load_bank, warn_subject_overlap
     from braincode.interpret.text_eval import vocabulary_size
 

@@ -21,8 +21,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from braincode.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -108,6 +106,8 @@ def _dtype(name: str, device):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``braincode synthesize``; returns the exit status."""
+    import numpy as np
+
     from braincode.interpret._dive_models import load_diffusion
     from braincode.interpret.dive import BrainDiVEPipeline
     from braincode.interpret.dive_objectives import roi_objective

@@ -4,16 +4,13 @@
 folder); ROI families and selections live in :mod:`braincode.data.rois`.
 """
 
-from braincode.data.algonauts import (
-    hemisphere_slices,
-    load_algonauts,
-    validate_algonauts,
-    write_algonauts_predictions,
-)
+from braincode.data.algonauts import load_algonauts, validate_algonauts
 from braincode.data.checks import check_fittable, integer_valued, require_captions
 from braincode.data.core import Dataset, Responses, Split, Stimuli
+from braincode.data.hdf5_stimuli import HDF5Stimuli
 from braincode.data.layouts import detect_format, load_subject, validate_subject
-from braincode.data.nsd import HDF5Stimuli, load_nsd
+from braincode.data.nsd import load_nsd
+from braincode.data.predictions import hemisphere_slices, write_algonauts_predictions
 from braincode.data.surface import load_surface
 from braincode.data.synthetic import SyntheticTruth, load_truth, make_synthetic
 from braincode.data.volume import load_nifti

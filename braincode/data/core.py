@@ -17,6 +17,8 @@ from braincode.errors import DataFormatError
 
 #: Columns every voxel table has; ROI families are ``roi:<family>`` string columns (see :mod:`braincode.data.rois`).
 VOXEL_COLUMNS = ("hemisphere", "vertex")
+#: Values of the ``hemisphere`` column on surfaces (volume voxels have ``""``), in the order responses keep them.
+HEMISPHERES = ("lh", "rh")
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,13 @@ from pathlib import Path
 from typing import Any
 
 from braincode.data._maps import listing
-from braincode.data.algonauts import load_algonauts, read_captions, subject_id, validate_algonauts
+from braincode.data.algonauts import load_algonauts, validate_algonauts
+from braincode.data.captions import read_captions
 from braincode.data.checks import check_fittable
-from braincode.data.core import Dataset, Stimuli
+from braincode.data.core import HEMISPHERES, Dataset, Stimuli
 from braincode.data.nsd import load_nsd
-from braincode.data.surface import HEMISPHERES, SURFACE_SUFFIXES, load_surface
+from braincode.data.subjects import subject_id
+from braincode.data.surface import SURFACE_SUFFIXES, load_surface
 from braincode.data.volume import load_nifti
 from braincode.errors import BraincodeError, ConfigError, DataFormatError, MissingFileError
 

@@ -18,13 +18,12 @@ import pandas as pd
 
 from braincode import atlases
 from braincode.data._maps import PathLike, as_stimuli, divisor, listing, resolve_labels
-from braincode.data.core import Dataset, Responses, Split, Stimuli
+from braincode.data.core import HEMISPHERES, Dataset, Responses, Split, Stimuli
 from braincode.data.rois import with_rois
 from braincode.errors import DataFormatError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
-HEMISPHERES = ("lh", "rh")
 SURFACE_SUFFIXES = (".gii", ".mgh", ".mgz")
 
 

@@ -21,330 +21,34 @@ roi, prf_x, prf_y, prf_sigma, noise_sd, noise_ceiling; pRF position and size are
 origin top-left, y downwards), ``objects.csv`` (one row per drawn object: image, split, category, x, y, size,
 text) and ``params.json`` (the arguments it was made with).
 """
-
 from __future__ import annotations
 
 import json
 import logging
 import secrets
 import shutil
-import string
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from braincode.data._npy import read_array
-from braincode.data.algonauts import N_FSAVERAGE, subject_dir, subject_id
+from braincode.data._synthetic_images import CATEGORIES, _contrast_energy, _render, caption
+from braincode.data._synthetic_voxels import MAPPINGS, _clean_responses, _layout, _roi_masks
+from braincode.data.subjects import subject_dir, subject_id
 from braincode.errors import ConfigError, DataFormatError, MissingFileError
+
+__all__ = ["CATEGORIES", "SyntheticTruth", "caption", "load_truth", "make_synthetic"]
 
 logger = logging.getLogger(__name__)
 
-CATEGORIES = ("face", "body", "place", "word")
 #: Columns of the truth's ``voxels.csv``.
 TRUTH_COLUMNS = ("hemisphere", "vertex", "kind", "category", "roi", "prf_x", "prf_y", "prf_sigma", "noise_sd",
                  "noise_ceiling")  # fmt: skip
-
-#: The challenge's label -> name mappings (label 0 = outside every ROI).
-MAPPINGS = {
-    "prf-visualrois": ["Unknown", "V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4"],
-    "floc-bodies": ["Unknown", "EBA", "FBA-1", "FBA-2", "mTL-bodies"],
-    "floc-faces": ["Unknown", "OFA", "FFA-1", "FFA-2", "mTL-faces", "aTL-faces"],
-    "floc-places": ["Unknown", "OPA", "PPA", "RSC"],
-    "floc-words": ["Unknown", "OWFA", "VWFA-1", "VWFA-2", "mfs-words", "mTL-words"],
-    "streams": [
-        "Unknown",
-        "early",
-        "midventral",
-        "midlateral",
-        "midparietal",
-        "ventral",
-        "lateral",
-        "parietal",
-    ],
-}
-
-# pRF ROIs nearest the occipital pole first: (roi, voxels per hemisphere, pRF sigma range, vertical half).
-_PRF_ROIS = (
-    ("V1v", 20, (0.04, 0.07), "upper"), ("V1d", 20, (0.04, 0.07), "lower"),
-    ("V2v", 18, (0.06, 0.10), "upper"), ("V2d", 18, (0.06, 0.10), "lower"),
-    ("V3v", 16, (0.08, 0.13), "upper"), ("V3d", 16, (0.08, 0.13), "lower"),
-    ("hV4", 16, (0.12, 0.20), "both"),
-)  # fmt: skip
-# Ring around the early patch, ventro-medial to dorsal: (roi or None, family, category, voxels per hemisphere).
-_RING = (
-    ("PPA", "floc-places", "place", 16), ("FFA-1", "floc-faces", "face", 16),
-    ("VWFA-1", "floc-words", "word", 12), ("OFA", "floc-faces", "face", 10),
-    ("EBA", "floc-bodies", "body", 16), ("OPA", "floc-places", "place", 10),
-    (None, None, "", 56),
-)  # fmt: skip
-_STREAMS = {
-    "V1": "early",
-    "V2": "early",
-    "V3": "early",
-    "hV4": "midventral",
-    "FFA-1": "ventral",
-    "PPA": "ventral",
-    "VWFA-1": "ventral",
-    "OFA": "lateral",
-    "EBA": "lateral",
-    "OPA": "lateral",
-    "": "parietal",
-}
-# Category voxels respond to their category (1.0) and a little to one other (cross-talk).
-_CROSSTALK = {"face": {"body": 0.15}, "body": {"face": 0.15}, "place": {}, "word": {}}
-_BACKGROUNDS = {
-    "reddish": (0.66, 0.46, 0.42), "greenish": (0.46, 0.62, 0.46), "bluish": (0.44, 0.52, 0.70),
-    "yellowish": (0.68, 0.64, 0.42), "grey": (0.56, 0.56, 0.56),
-}  # fmt: skip
-_NOUNS = {"face": "face", "body": "person", "place": "house"}
-_SCALE = 2  # draw at twice the size, then downsample (anti-aliasing)
 _VERSION = 1  # bump when the generator's output changes, so older folders are not reused
 _PARAMS = "params.json"
-
-
-# ----------------------------------------------------------------------------------------------- images
-
-
-@dataclass(frozen=True)
-class _Object:
-    category: str
-    x: float  # centre, fraction of the image width (left = 0)
-    y: float  # centre, fraction of the image height (top = 0)
-    size: float  # extent, fraction of the image width
-    text: str = ""
-
-
-@lru_cache(maxsize=64)
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, ImportError, OSError):  # Pillow < 10.1 or no FreeType: fixed-size bitmap font
-        return ImageFont.load_default()
-
-
-def _texture(rng: np.random.Generator, size: int, base: tuple[float, float, float]) -> Image.Image:
-    """Smooth texture of the base colour: a few random values per axis (mostly luminance), upsampled bicubically."""
-    n = int(rng.integers(3, 7))
-    lum, tint = 0.15 * rng.standard_normal((n, n, 1)), 0.05 * rng.standard_normal((n, n, 3))
-    coarse = np.clip(np.asarray(base) + lum + tint, 0, 1)
-    return Image.fromarray((coarse * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
-
-
-def _draw_object(draw: ImageDraw.ImageDraw, obj: _Object, rng: np.random.Generator, px: int) -> None:
-    """Draw one object on a ``px``-wide canvas."""
-    s, cx, cy = obj.size * px, obj.x * px, obj.y * px
-    dark = tuple(int(v) for v in rng.integers(0, 60, 3))
-    lw = max(2, round(0.05 * s))
-    if obj.category == "face":
-        skin = tuple(int(v) for v in (rng.uniform(0.75, 1.0) * np.array([240, 200, 170])))
-        draw.ellipse(
-            (cx - 0.4 * s, cy - 0.5 * s, cx + 0.4 * s, cy + 0.5 * s), fill=skin, outline=dark, width=lw
-        )
-        for side in (-1, 1):
-            ex, ey, r = cx + side * 0.17 * s, cy - 0.12 * s, 0.07 * s
-            draw.ellipse((ex - r, ey - r * 0.7, ex + r, ey + r * 0.7), fill=dark)
-        draw.arc((cx - 0.18 * s, cy + 0.05 * s, cx + 0.18 * s, cy + 0.3 * s), 20, 160, fill=dark, width=lw)
-    elif obj.category == "body":
-        r = 0.11 * s
-        draw.ellipse((cx - r, cy - 0.5 * s, cx + r, cy - 0.5 * s + 2 * r), outline=dark, width=lw)
-        neck, hip = cy - 0.5 * s + 2 * r, cy + 0.08 * s
-        draw.line((cx, neck, cx, hip), fill=dark, width=lw)
-        for side in (-1, 1):
-            draw.line((cx, neck + 0.08 * s, cx + side * 0.3 * s, cy - 0.02 * s), fill=dark, width=lw)
-            draw.line((cx, hip, cx + side * 0.22 * s, cy + 0.5 * s), fill=dark, width=lw)
-    elif obj.category == "place":
-        wall = tuple(int(v) for v in rng.integers(170, 250, 3))
-        roof = tuple(int(v) for v in (rng.integers(120, 200), rng.integers(20, 70), rng.integers(20, 60)))
-        draw.rectangle(
-            (cx - 0.4 * s, cy - 0.05 * s, cx + 0.4 * s, cy + 0.45 * s), fill=wall, outline=dark, width=lw
-        )
-        draw.polygon(
-            [(cx - 0.5 * s, cy - 0.05 * s), (cx + 0.5 * s, cy - 0.05 * s), (cx, cy - 0.45 * s)], fill=roof
-        )
-        draw.rectangle((cx - 0.08 * s, cy + 0.2 * s, cx + 0.08 * s, cy + 0.45 * s), fill=dark)
-        draw.rectangle((cx + 0.16 * s, cy + 0.05 * s, cx + 0.32 * s, cy + 0.18 * s), fill=(120, 170, 220))
-    else:  # word
-        left, _, right, _ = draw.textbbox((0, 0), obj.text, font=_font(100))
-        font = _font(max(8, round(100 * s / max(right - left, 1))))  # text as wide as the object's extent
-        left, top, right, bottom = draw.textbbox((0, 0), obj.text, font=font)
-        draw.text((cx - (left + right) / 2, cy - (top + bottom) / 2), obj.text, fill=dark, font=font)
-
-
-def _render(rng: np.random.Generator, size: int) -> tuple[Image.Image, list[_Object], str]:
-    """One stimulus: texture, 0-3 objects, and the background's colour name."""
-    background = list(_BACKGROUNDS)[int(rng.integers(len(_BACKGROUNDS)))]
-    canvas = _texture(rng, size * _SCALE, _BACKGROUNDS[background])
-    draw = ImageDraw.Draw(canvas)
-    objects = []
-    for _ in range(int(rng.integers(0, 4))):
-        category = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
-        extent = float(rng.uniform(0.25, 0.5))
-        x, y = (float(v) for v in rng.uniform(extent / 2, 1 - extent / 2, 2))
-        text = (
-            "".join(rng.choice(list(string.ascii_uppercase), int(rng.integers(3, 6))))
-            if category == "word"
-            else ""
-        )
-        obj = _Object(category, round(x, 4), round(y, 4), round(extent, 4), text)
-        _draw_object(draw, obj, rng, size * _SCALE)
-        objects.append(obj)
-    return canvas.resize((size, size), Image.Resampling.LANCZOS), objects, background
-
-
-def _where(obj: _Object) -> str:
-    col = "left" if obj.x < 1 / 3 else "right" if obj.x > 2 / 3 else ""
-    row = "top" if obj.y < 1 / 3 else "bottom" if obj.y > 2 / 3 else ""
-    if row and col:
-        return f"at the {row} {col}"
-    if row:
-        return f"at the {row}"
-    return f"on the {col}" if col else "in the centre"
-
-
-def caption(objects: list[_Object], background: str) -> str:
-    """Describe a synthetic image, e.g. ``'a large face on the left and a house at the top, on a bluish background'``.
-
-    Examples
-    --------
-    >>> caption([], "grey")
-    'a smooth grey texture with nothing on it'
-    """
-    if not objects:
-        return f"a smooth {background} texture with nothing on it"
-    parts = []
-    for obj in objects:
-        adjective = "small " if obj.size < 0.33 else "large " if obj.size > 0.43 else ""
-        noun = f'the word "{obj.text}"' if obj.category == "word" else f"a {adjective}{_NOUNS[obj.category]}"
-        parts.append(f"{noun} {_where(obj)}")
-    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return f"{listed}, on a {background} background"
-
-
-def _contrast_energy(images: np.ndarray, grid: int) -> np.ndarray:
-    """Local contrast energy (squared band-pass luminance) of uint8 RGB images, pooled to a ``grid`` x ``grid`` map."""
-    from scipy.ndimage import gaussian_filter  # scipy.ndimage is slow to import; only generation needs it
-
-    gray = images.astype(np.float32).mean(-1) / 255.0
-    size = gray.shape[1]
-    band = gaussian_filter(gray, (0, 0.5, 0.5)) - gaussian_filter(gray, (0, size / 48, size / 48))
-    energy = band**2
-    f = size // grid
-    return energy[:, : grid * f, : grid * f].reshape(len(images), grid, f, grid, f).mean((2, 4))
-
-
-# ----------------------------------------------------------------------------------------------- voxels
-
-
-def _block(hemi: str, vertices: np.ndarray, **columns: object) -> pd.DataFrame:
-    return pd.DataFrame({"hemisphere": hemi, "vertex": vertices.astype(np.int64), **columns})
-
-
-def _prf_block(rng: np.random.Generator, hemi: str, vertices: np.ndarray, roi: str, sigma: tuple, half: str):
-    """pRF voxels of one ROI: centres in the contralateral half and the ROI's upper/lower half of the image."""
-    xs = (0.52, 0.95) if hemi == "lh" else (0.05, 0.48)
-    ys = {"upper": (0.05, 0.5), "lower": (0.5, 0.95), "both": (0.1, 0.9)}[half]
-    n = vertices.size
-    return _block(
-        hemi,
-        vertices,
-        kind="prf",
-        category="",
-        roi=roi,
-        family="prf-visualrois",
-        prf_x=rng.uniform(*xs, n),
-        prf_y=rng.uniform(*ys, n),
-        prf_sigma=rng.uniform(*sigma, n),
-    )
-
-
-def _split(items: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
-    return np.split(items, np.cumsum(sizes)[:-1])
-
-
-def _layout(rng: np.random.Generator) -> pd.DataFrame:
-    """Voxels on an occipital patch of each hemisphere: pRF ROIs around the pole, category ROIs in a ring."""
-    from nilearn.datasets import load_fsaverage  # offline: nilearn ships fsaverage5
-
-    mesh = load_fsaverage("fsaverage5")["inflated"]
-    n_prf, n_ring = sum(r[1] for r in _PRF_ROIS), sum(r[3] for r in _RING)
-    no_prf = {"prf_x": np.nan, "prf_y": np.nan, "prf_sigma": np.nan}
-    areas = [
-        [r for r in _PRF_ROIS if r[0].startswith(a)] for a in ("V1", "V2", "V3", "hV4")
-    ]  # nearest pole first
-    blocks = []
-    for hemi, part, lateral_sign in (("lh", "left", -1.0), ("rh", "right", 1.0)):
-        xyz = np.asarray(mesh.parts[part].coordinates, dtype=np.float64)
-        pole = xyz[np.argmin(xyz[:, 1])]
-        order = np.argsort(np.linalg.norm(xyz - pole, axis=1), kind="stable")[: n_prf + n_ring]
-        early, ring = order[:n_prf], order[n_prf:]
-        for rois, block in zip(areas, _split(early, [sum(r[1] for r in rois) for rois in areas])):
-            # ventral vertices (low z) carry the upper visual field: the ...v ROIs come first
-            block = block[np.argsort(xyz[block, 2], kind="stable")]
-            for (roi, _, sigma, half), idx in zip(rois, _split(block, [r[1] for r in rois])):
-                blocks.append(_prf_block(rng, hemi, idx, roi, sigma, half))
-        d = xyz[ring] - pole
-        angle = np.arctan2(d[:, 2], lateral_sign * d[:, 0])  # -pi: ventro-medial, 0: lateral, pi/2: dorsal
-        ring = ring[np.argsort(angle, kind="stable")]
-        for (roi, family, category, _), idx in zip(_RING, _split(ring, [r[3] for r in _RING])):
-            kind = "category" if roi else "none"
-            blocks.append(
-                _block(hemi, idx, kind=kind, category=category, roi=roi or "", family=family or "", **no_prf)
-            )
-    table = pd.concat(blocks).sort_values(["hemisphere", "vertex"], kind="stable").reset_index(drop=True)
-    table["noise_sd"] = rng.uniform(0.8, 1.25, len(table))
-    return table
-
-
-def _clean_responses(voxels: pd.DataFrame, energy: np.ndarray, objects: list[list[_Object]]) -> np.ndarray:
-    """Noiseless responses (n_images, n_voxels), z-scored per voxel; zero for non-responsive voxels."""
-    grid = energy.shape[1]
-    centres = (np.arange(grid) + 0.5) / grid
-    out = np.zeros((len(energy), len(voxels)))
-    prf = np.flatnonzero(voxels["kind"].to_numpy() == "prf")
-    px, py, ps = (voxels[c].to_numpy()[prf][:, None, None] for c in ("prf_x", "prf_y", "prf_sigma"))
-    gauss = np.exp(-((centres[None, None, :] - px) ** 2 + (centres[None, :, None] - py) ** 2) / (2 * ps**2))
-    gauss /= gauss.sum((1, 2), keepdims=True)
-    out[:, prf] = np.sqrt(energy.reshape(len(energy), -1) @ gauss.reshape(len(prf), -1).T)
-    drive = np.zeros((len(objects), len(CATEGORIES)))
-    for i, objs in enumerate(objects):
-        for obj in objs:
-            drive[i, CATEGORIES.index(obj.category)] += 0.5 + obj.size
-    for category in CATEGORIES:
-        cols = np.flatnonzero(
-            (voxels["kind"] == "category").to_numpy() & (voxels["category"] == category).to_numpy()
-        )
-        weights = np.zeros(len(CATEGORIES))
-        weights[CATEGORIES.index(category)] = 1.0
-        for other, w in _CROSSTALK[category].items():
-            weights[CATEGORIES.index(other)] = w
-        out[:, cols] = (drive @ weights)[:, None]
-    sd = out.std(0)
-    return np.where(sd > 0, (out - out.mean(0)) / np.where(sd > 0, sd, 1.0), 0.0)
-
-
-# ---------------------------------------------------------------------------------------------- writing
-
-
-def _roi_masks(voxels: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Challenge-space label arrays and all-vertices masks, keyed by file name."""
-    files: dict[str, np.ndarray] = {}
-    for hemi, table in voxels.groupby("hemisphere", sort=True):
-        mask = np.zeros(N_FSAVERAGE, dtype=bool)
-        mask[table["vertex"].to_numpy()] = True
-        files[f"{hemi}.all-vertices_fsaverage_space.npy"] = mask
-        names = {family: np.where(table["family"] == family, table["roi"], "") for family in MAPPINGS}
-        names["streams"] = table["roi"].str.replace(r"[vd]$", "", regex=True).map(_STREAMS).to_numpy()
-        for family, per_vertex in names.items():
-            lookup = {name: label for label, name in enumerate(MAPPINGS[family])}
-            lookup[""] = 0
-            files[f"{hemi}.{family}_challenge_space.npy"] = np.array(
-                [lookup[n] for n in per_vertex], np.int32
-            )
-    return files
 
 
 @dataclass
@@ -596,3 +300,4 @@ def load_truth(root: str | Path, subject: str | int = "subj01") -> SyntheticTrut
             fix=fix,
         )
     return SyntheticTruth(**arrays, **tables)
+

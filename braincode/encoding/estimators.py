@@ -110,11 +110,17 @@ class _VoxelEncoder(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 f"this {type(self).__name__} is not fitted yet", fix="call fit(X, Y) before predict or score"
             )
 
-    def _store(self, coef: torch.Tensor, intercept: torch.Tensor, ravel: bool) -> None:
-        coef_np = coef.numpy().T  # (n_voxels, n_features) view of the solver's (n_features, n_voxels) output
+    def _store(self, res, ravel: bool) -> None:
+        """Keep a solver result: weights, chosen alphas and the cross-validated scores at those alphas."""
+        coef_np = res.coef.numpy().T  # (n_voxels, n_features) view of the solver's (n_features, n_voxels) output
         self.coef_ = coef_np[0] if ravel else coef_np
-        self.intercept_ = float(intercept[0]) if ravel else intercept.numpy()
+        self.intercept_ = float(res.intercept[0]) if ravel else res.intercept.numpy()
         self._ravel = ravel
+        self.best_alphas_ = res.best_alphas.numpy()
+        self.cv_scores_ = res.cv_scores.numpy()
+        self.cv_r_ = res.cv_r.numpy()
+        self.cv_r2_ = res.cv_r2.numpy()
+        self.oof_predictions_ = None if res.oof is None else res.oof.numpy()
 
     def predict(self, X) -> np.ndarray:
         """Predicted responses, float32 numpy of shape (n_samples, n_voxels) (1-D if fit on 1-D y).
@@ -174,6 +180,9 @@ class RidgeEncoder(_VoxelEncoder):
     device : {"auto", "cpu", "cuda"}
     voxel_batch : int, optional
         Voxels solved at once; by default as many as fit in half the free memory.
+    keep_oof : bool
+        Keep the out-of-fold predictions (``oof_predictions_``, n_samples x n_voxels float32), e.g. for a
+        permutation test; ``cv`` must then partition the samples (K-fold).
 
     Attributes
     ----------
@@ -182,6 +191,11 @@ class RidgeEncoder(_VoxelEncoder):
     best_alphas_ : ndarray of shape (n_voxels,)
     cv_scores_ : ndarray of shape (n_voxels,)
         Mean CV score of each voxel's chosen alpha.
+    cv_r_, cv_r2_ : ndarray of shape (n_voxels,), float64
+        Pearson r and R^2 of the out-of-fold predictions at each voxel's chosen alpha, over all samples: the
+        same folds chose the alpha (no extra fit). NaN for a voxel with constant responses.
+    oof_predictions_ : ndarray of shape (n_samples, n_voxels) or None
+        Those out-of-fold predictions (with ``keep_oof=True``).
     n_features_in_ : int
 
     Examples
@@ -203,6 +217,7 @@ class RidgeEncoder(_VoxelEncoder):
         fit_intercept: bool = True,
         device: str = "auto",
         voxel_batch: int | None = None,
+        keep_oof: bool = False,
     ) -> None:
         self.alphas = alphas
         self.cv = cv
@@ -210,6 +225,7 @@ class RidgeEncoder(_VoxelEncoder):
         self.fit_intercept = fit_intercept
         self.device = device
         self.voxel_batch = voxel_batch
+        self.keep_oof = keep_oof
 
     def fit(self, X, y) -> RidgeEncoder:
         """Choose each voxel's alpha by cross-validation on ``(X, y)``, then refit on all of it."""
@@ -223,10 +239,9 @@ class RidgeEncoder(_VoxelEncoder):
             fit_intercept=self.fit_intercept,
             device=self.device,
             voxel_batch=self.voxel_batch,
+            keep_oof=self.keep_oof,
         )
-        self._store(res.coef, res.intercept, ravel)
-        self.best_alphas_ = res.best_alphas.numpy()
-        self.cv_scores_ = res.cv_scores.numpy()
+        self._store(res, ravel)
         return self
 
 
@@ -243,7 +258,7 @@ class BandedRidgeEncoder(_VoxelEncoder):
     spaces : sequence of int, optional
         Number of columns of each feature space, in order; they must add up to ``n_features``. ``None``: one
         space (then this is :class:`RidgeEncoder`).
-    alphas, cv, scoring, fit_intercept, device, voxel_batch
+    alphas, cv, scoring, fit_intercept, device, voxel_batch, keep_oof
         As in :class:`RidgeEncoder`.
     n_iter : int
         Number of candidate feature-space weights.
@@ -260,7 +275,8 @@ class BandedRidgeEncoder(_VoxelEncoder):
     best_alphas_ : ndarray of shape (n_voxels,)
     best_gammas_ : ndarray of shape (n_voxels, n_spaces)
         Each voxel's feature-space weights (rows sum to 1).
-    cv_scores_ : ndarray of shape (n_voxels,)
+    cv_scores_, cv_r_, cv_r2_, oof_predictions_
+        As in :class:`RidgeEncoder` (at each voxel's chosen feature-space weights and alpha).
     n_features_in_ : int
 
     Examples
@@ -286,6 +302,7 @@ class BandedRidgeEncoder(_VoxelEncoder):
         device: str = "auto",
         voxel_batch: int | None = None,
         random_state: int | None = None,
+        keep_oof: bool = False,
     ) -> None:
         self.spaces = spaces
         self.alphas = alphas
@@ -297,6 +314,7 @@ class BandedRidgeEncoder(_VoxelEncoder):
         self.device = device
         self.voxel_batch = voxel_batch
         self.random_state = random_state
+        self.keep_oof = keep_oof
 
     def _space_sizes(self, n_features: int) -> list[int]:
         sizes = [n_features] if self.spaces is None else [int(s) for s in self.spaces]
@@ -325,9 +343,8 @@ class BandedRidgeEncoder(_VoxelEncoder):
             fit_intercept=self.fit_intercept,
             device=self.device,
             voxel_batch=self.voxel_batch,
+            keep_oof=self.keep_oof,
         )
-        self._store(res.coef, res.intercept, ravel)
-        self.best_alphas_ = res.best_alphas.numpy()
+        self._store(res, ravel)
         self.best_gammas_ = res.best_gammas.numpy().T
-        self.cv_scores_ = res.cv_scores.numpy()
         return self

@@ -24,10 +24,8 @@ closer than ``CLUSTER_TOL * (lam_max + alpha_max)`` are grouped, and pairs insid
 from __future__ import annotations
 
 import logging
-import threading
 import warnings
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -52,7 +50,6 @@ TIE_TOL = 1e-10
 FULL_BASIS_CACHE = 16
 
 Splits = Sequence[tuple[np.ndarray, np.ndarray]]
-_THREADS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -66,12 +63,20 @@ class RidgeCVResult:
     best_alphas : Tensor of shape (n_voxels,), float64
     cv_scores : Tensor of shape (n_voxels,), float64
         Mean over folds of the chosen alpha's score.
+    cv_r, cv_r2 : Tensor of shape (n_voxels,), float64
+        Pearson r and R^2 of the out-of-fold predictions at each voxel's chosen alpha (the same folds'
+        decompositions, no extra fit), over all validation rows together; NaN for a constant voxel.
+    oof : Tensor of shape (n_samples, n_voxels), float32, or None
+        Those out-of-fold predictions (with ``keep_oof=True``; K-fold splits only).
     """
 
     coef: torch.Tensor
     intercept: torch.Tensor
     best_alphas: torch.Tensor
     cv_scores: torch.Tensor
+    cv_r: torch.Tensor
+    cv_r2: torch.Tensor
+    oof: torch.Tensor | None = None
 
 
 @dataclass
@@ -123,33 +128,78 @@ class _Quadratic:
         """Rows of per-voxel float64 work that the within-group terms need."""
         return max(len(self.pair_j), 2 * len(self.within_idx))
 
-    def scores(
-        self, E: torch.Tensor, F: torch.Tensor, sst: torch.Tensor, delta: torch.Tensor, n_val: int, score: str
-    ) -> torch.Tensor:
-        """Validation scores (n_alphas, n_voxels) from ``E`` and ``F = A^T Yv`` (float32, r x n_voxels).
-
-        ``sst`` is each voxel's validation sum of squares about its validation mean, ``delta`` the validation mean
-        minus the fold's intercept.
-        """
+    def moments(self, E: torch.Tensor, F: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``mean(P_a)``, ``<Yv0, P_a>`` and ``||P_a||^2`` (each (n_alphas, n_voxels), float64) of the validation
+        predictions ``P_a = A diag(d_a) E``, from ``E`` and ``F = A^T Yv0`` (float32, r x n_voxels)."""
         E64 = E.double()
-        pbar = self.D_abar @ E64  # mean of P_a
-        ME = self.cross @ E64
-        diag = self.D_sq_hdiag @ (E64 * E64)  # diagonal and within-group terms of ||P_a||^2
+        pbar = self.D_abar @ E64
+        sq = self.D_sq_hdiag @ (E64 * E64)  # diagonal and within-group terms of ||P_a||^2
         if len(self.pair_j):
-            diag += self.pair_coef @ (E64[self.pair_j] * E64[self.pair_k])
+            sq += self.pair_coef @ (E64[self.pair_j] * E64[self.pair_k])
         if len(self.within_idx):
             Ew = E64[self.within_idx]
             for a in range(self.D.shape[0]):
                 scaled = self.D[a, self.within_idx, None] * Ew
-                diag[a] += (scaled * (self.within @ scaled)).sum(0)
-        if score == "r2":  # ||P_a||^2 - 2 <Yv, P_a> = diag + sum_j d_j E_j ((M E)_j - 2 F_j): one product
-            sq_minus_2cov = self.D @ ME.sub_(F.double(), alpha=2.0).mul_(E64) + diag
-            sse = sq_minus_2cov.add_(sst + n_val * delta * delta).sub_((2.0 * n_val) * delta * pbar)
-            return torch.where(sst > 0, 1.0 - sse / torch.where(sst > 0, sst, 1.0), 0.0)
-        cov = self.D @ (F * E).double()  # <Yv, P_a>
-        var = (self.D @ ME.mul_(E64) + diag).sub_(n_val * pbar * pbar).clamp_min_(0.0)  # ||P_a - mean||^2
-        denom = torch.sqrt(sst * var)
-        return torch.where(denom > 0, cov / torch.where(denom > 0, denom, 1.0), 0.0)
+                sq[a] += (scaled * (self.within @ scaled)).sum(0)
+        sq += self.D @ (self.cross @ E64).mul_(E64)  # sum_j d_j E_j (M E)_j: the one r x r product
+        cov = self.D @ (F.double() * E64)
+        return pbar, cov, sq
+
+
+def _fold_score(pbar: torch.Tensor, cov: torch.Tensor, sq: torch.Tensor, t: _Targets, score: str) -> torch.Tensor:
+    """Validation R^2 or Pearson r (n_alphas, n_voxels) of one fold from the moments of its predictions."""
+    n_val, delta, sst = t.n_val, t.delta, t.sst
+    if score == "r2":  # ||Yv0 - P + delta||^2 with delta = validation mean - fold intercept
+        sse = (sq - 2.0 * cov).add_(sst + n_val * delta * delta).sub_((2.0 * n_val) * delta * pbar)
+        return torch.where(sst > 0, 1.0 - sse / torch.where(sst > 0, sst, 1.0), 0.0)
+    var = (sq - n_val * pbar * pbar).clamp_min_(0.0)  # ||P_a - mean||^2
+    denom = torch.sqrt(sst * var)
+    return torch.where(denom > 0, cov / torch.where(denom > 0, denom, 1.0), 0.0)
+
+
+@dataclass
+class _OutOfFold:
+    """Sums over every validation row of every fold, per alpha and voxel (float64, centred units): all that the
+    Pearson r and R^2 of the out-of-fold predictions (fold intercept included) need, without the predictions."""
+
+    sp: torch.Tensor  # sum of predictions
+    spp: torch.Tensor  # sum of squared predictions
+    syp: torch.Tensor  # sum of response x prediction
+
+    @classmethod
+    def zeros(cls, shape: tuple[int, int], device: torch.device) -> _OutOfFold:
+        return cls(*(torch.zeros(shape, dtype=torch.float64, device=device) for _ in range(3)))
+
+    def add(self, pbar: torch.Tensor, cov: torch.Tensor, sq: torch.Tensor, t: _Targets) -> None:
+        """Add one fold: its predictions are ``P_a + c`` and its responses ``Yv0 + m`` (``c = m - delta``)."""
+        n, m = t.n_val, t.y_mean
+        c = m - t.delta
+        self.sp += n * (pbar + c)
+        self.spp += sq + (2.0 * n) * c * pbar + n * c * c
+        self.syp += cov + n * m * (pbar + c)
+
+    def pick(self, idx: torch.Tensor) -> _OutOfFold:
+        """The sums at one alpha per voxel (``idx`` of shape (n_voxels,)): shapes (1, n_voxels)."""
+        return _OutOfFold(*(x.gather(0, idx[None]) for x in (self.sp, self.spp, self.syp)))
+
+    def where(self, mask: torch.Tensor, other: _OutOfFold) -> _OutOfFold:
+        return _OutOfFold(*(torch.where(mask, a, b) for a, b in zip(
+            (self.sp, self.spp, self.syp), (other.sp, other.spp, other.syp))))
+
+    def scores(self, targets: list[_Targets]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pearson r and R^2 of the out-of-fold predictions over all validation rows (NaN for constant voxels)."""
+        n = sum(t.n_val for t in targets)
+        sy = sum(t.n_val * t.y_mean for t in targets)
+        syy = sum(t.sst + t.n_val * t.y_mean * t.y_mean for t in targets)
+        sp, spp, syp = self.sp[0], self.spp[0], self.syp[0]
+        sst = (syy - sy * sy / n).clamp_min_(0.0)
+        var_p = (spp - sp * sp / n).clamp_min_(0.0)
+        constant = sst <= 1e-12 * syy.clamp_min(torch.finfo(torch.float64).tiny)
+        denom = torch.sqrt(sst * var_p)
+        r = torch.where(denom > 0, (syp - sy * sp / n) / torch.where(denom > 0, denom, 1.0), 0.0)
+        r2 = 1.0 - (syy - 2.0 * syp + spp) / torch.where(constant, 1.0, sst)
+        nan = torch.full_like(r, torch.nan)
+        return torch.where(constant, nan, r), torch.where(constant, nan, r2)
 
 
 @dataclass
@@ -163,8 +213,6 @@ class _Split:
     x_mean_val: torch.Tensor  # (p,) float64, mean of the validation rows
     gram_train: torch.Tensor | None = None  # primal: (p, p) (Xt - o)^T (Xt - o)
     gram_val: torch.Tensor | None = None  # primal: (p, p) (Xv - o)^T (Xv - o)
-    kernels_train: list[torch.Tensor] | None = None  # dual, per space: (n_train, n_train)
-    kernels_val: list[torch.Tensor] | None = None  # dual, per space: (n_val, n_train)
 
 
 @dataclass
@@ -190,10 +238,12 @@ class _Targets:
     sst: torch.Tensor  # (vb,) float64, validation sum of squares about the validation mean
     delta: torch.Tensor  # (vb,) float64, validation mean minus the fold intercept c
     n_val: int
+    y_mean: torch.Tensor  # (vb,) float64, validation mean (of the centred batch)
 
 
 class _Design:
-    """Centred features on the device, split into feature spaces, with per-split Grams or kernels."""
+    """Centred features on the device, split into feature spaces, with per-split Grams (primal) or the kernels of
+    all rows (dual: each fold's centred kernels are cut from them, see :meth:`fold_kernels`)."""
 
     def __init__(
         self, Xs: Sequence[torch.Tensor], splits: Splits, center: bool, device: torch.device
@@ -202,16 +252,17 @@ class _Design:
         self.p = sum(self.sizes)
         self.primal = self.n >= self.p
         _check_fits(self.n, self.p, len(Xs), len(splits), self.primal, device)
-        X = torch.cat([x.to(device, torch.float32) for x in Xs], 1)
+        self.Xc = torch.cat([x.to(device, torch.float32) for x in Xs], 1)  # a copy: centred in place
         self.center = center
-        self.mean = X.mean(0, dtype=torch.float64) if center else X.new_zeros(self.p, dtype=torch.float64)
-        self.Xc = X - self.mean.float() if center else X
-        del X
-        X64 = self.Xc.double()
+        self.mean = self.Xc.mean(0, dtype=torch.float64) if center else self.Xc.new_zeros(self.p).double()
+        if center:
+            self.Xc.sub_(self.mean.float())
         if self.primal:
+            X64 = self.Xc.double()
             self.gram = X64.T @ X64
-        else:
-            self.kernels = [x @ x.T for x in torch.split(X64, self.sizes, 1)]
+        else:  # float64 kernels accumulated over column chunks: no float64 copy of X
+            X64 = None
+            self.kernels = [_kernel(x) for x in torch.split(self.Xc, self.sizes, 1)]
         self.splits = [self._split(X64, tr, va) for tr, va in splits]
         vals = torch.cat([s.val for s in self.splits])
         self.partition = (
@@ -220,33 +271,29 @@ class _Design:
             and bool((torch.sort(vals).values == torch.arange(self.n, device=device)).all())
         )
 
-    def _split(self, X64: torch.Tensor, train: np.ndarray, val: np.ndarray) -> _Split:
-        dev = X64.device
+    def _split(self, X64: torch.Tensor | None, train: np.ndarray, val: np.ndarray) -> _Split:
+        dev = self.Xc.device
         train_t = torch.as_tensor(np.asarray(train), dtype=torch.long, device=dev)
         val_t = torch.as_tensor(np.asarray(val), dtype=torch.long, device=dev)
         n_train, n_val = len(train_t), len(val_t)
         complement = n_train + n_val == self.n and not bool(torch.isin(train_t, val_t).any())
+        if X64 is None:  # dual: only the means (float64 sums of the float32 rows)
+            x_mean_val = self.Xc[val_t].mean(0, dtype=torch.float64)
+            offset = self.Xc[train_t].mean(0, dtype=torch.float64) if self.center else torch.zeros_like(x_mean_val)
+            return _Split(train_t, val_t, complement, offset, x_mean_val)
         Xv = X64[val_t]
         x_mean_val = Xv.mean(0)
         offset = X64[train_t].mean(0) if self.center else torch.zeros_like(x_mean_val)
         split = _Split(train_t, val_t, complement, offset, x_mean_val)
-        if self.primal:
-            raw = Xv.T @ Xv
-            # (Xv - o)^T (Xv - o) = Xv^T Xv - n_val (m o^T + o m^T - o o^T), m the validation mean
-            g_val = (
-                raw.clone().addr_(x_mean_val, offset, alpha=-n_val).addr_(offset, x_mean_val, alpha=-n_val)
-            )
-            split.gram_val = g_val.addr_(offset, offset, alpha=n_val)
-            if complement:  # (Xt - o)^T (Xt - o) = G - Xv^T Xv - n_train o o^T  (Xc is centred, or o = 0)
-                split.gram_train = (self.gram - raw).addr_(offset, offset, alpha=-n_train)
-            else:
-                Xt = X64[train_t] - offset
-                split.gram_train = Xt.T @ Xt
+        raw = Xv.T @ Xv
+        # (Xv - o)^T (Xv - o) = Xv^T Xv - n_val (m o^T + o m^T - o o^T), m the validation mean
+        g_val = raw.clone().addr_(x_mean_val, offset, alpha=-n_val).addr_(offset, x_mean_val, alpha=-n_val)
+        split.gram_val = g_val.addr_(offset, offset, alpha=n_val)
+        if complement:  # (Xt - o)^T (Xt - o) = G - Xv^T Xv - n_train o o^T  (Xc is centred, or o = 0)
+            split.gram_train = (self.gram - raw).addr_(offset, offset, alpha=-n_train)
         else:
-            Xt, Xv = X64[train_t] - offset, Xv - offset
-            xts, xvs = torch.split(Xt, self.sizes, 1), torch.split(Xv, self.sizes, 1)
-            split.kernels_train = [a @ a.T for a in xts]
-            split.kernels_val = [b @ a.T for a, b in zip(xts, xvs)]
+            Xt = X64[train_t] - offset
+            split.gram_train = Xt.T @ Xt
         return split
 
     def feature_scale(self, gamma: torch.Tensor) -> torch.Tensor:
@@ -264,10 +311,34 @@ class _Design:
             quad = _Quadratic.build(lam, SV.T @ split.gram_val @ SV, A_mean, alphas)
             left = SV.float()
             return _Basis(lam, left, left, quad)
-        lam, U = _eigh_truncated(sum(g * k for g, k in zip(gamma.tolist(), split.kernels_train)))
-        A = sum(g * k for g, k in zip(gamma.tolist(), split.kernels_val)) @ U
+        k_train, k_val = self.fold_kernels(split, gamma)
+        lam, U = _eigh_truncated(k_train)
+        del k_train
+        A = k_val @ U
         quad = _Quadratic.build(lam, A.T @ A, A.mean(0), alphas)
         return _Basis(lam, U.float(), A.float(), quad)
+
+    def weighted_kernel(self, gamma: torch.Tensor) -> torch.Tensor:
+        """``sum_k gamma_k K_k`` over the feature spaces (the kernel itself for one space of weight 1)."""
+        if len(self.kernels) == 1 and float(gamma[0]) == 1.0:
+            return self.kernels[0]
+        return sum(g * k for g, k in zip(gamma.tolist(), self.kernels))
+
+    def fold_kernels(self, split: _Split, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Kernels ``(Xt - o)(Xt - o)^T`` and ``(Xv - o)(Xt - o)^T`` of a fold (o: the training mean), cut from
+        the kernel of all rows: with ``r = K_tt 1 / n_t`` and ``s = K_vt 1 / n_t`` they are
+        ``K_tt - r 1^T - 1 r^T + mean(r)`` and ``K_vt - s 1^T - 1 r^T + mean(r)`` (no ``n^2 p`` product per fold).
+        """
+        K = self.weighted_kernel(gamma)
+        k_train = K[split.train][:, split.train]
+        k_val = K[split.val][:, split.train]
+        del K
+        if self.center:
+            r = k_train.mean(1)
+            m = r.mean()
+            k_train.sub_(r[:, None]).sub_(r[None, :]).add_(m)
+            k_val.sub_(k_val.mean(1, keepdim=True)).sub_(r[None, :]).add_(m)
+        return k_train, k_val
 
     def full_basis(self, gamma: torch.Tensor) -> _Basis:
         """Eigen-basis of all rows (for the refit)."""
@@ -275,7 +346,7 @@ class _Design:
             s = self.feature_scale(gamma)
             lam, V = _eigh_truncated(s[:, None] * self.gram * s[None, :])
             return _Basis(lam, (s[:, None] * V).float(), None, None)
-        lam, U = _eigh_truncated(sum(g * k for g, k in zip(gamma.tolist(), self.kernels)))
+        lam, U = _eigh_truncated(self.weighted_kernel(gamma))
         return _Basis(lam, U.float(), None, None)
 
     def targets(self, Yc: torch.Tensor) -> tuple[list[_Targets], torch.Tensor | None]:
@@ -310,7 +381,7 @@ class _Design:
             else:
                 Z = Yc[split.train] - intercept.float()
                 W = Yv0
-            out.append(_Targets(Z, W, sst, y_mean_val - intercept, n_val))
+            out.append(_Targets(Z, W, sst, y_mean_val - intercept, n_val, y_mean_val))
         return out, XtY
 
     def refit(self, basis: _Basis, gamma: torch.Tensor, Yc: torch.Tensor, XtY: torch.Tensor | None, alphas):
@@ -319,13 +390,14 @@ class _Design:
         if self.primal:  # S V diag(1/(lam+a)) V^T S X^T Y
             return basis.left @ (scale * (basis.left.T @ XtY))
         dual = basis.left @ (scale * (basis.left.T @ Yc))  # (K_gamma + a)^-1 Y on the kernel's range
-        return (self.Xc * self.feature_scale(gamma).square().float()).T @ dual
+        return self.feature_scale(gamma).square().float()[:, None] * (self.Xc.T @ dual)
 
 
 def _check_fits(n: int, p: int, n_spaces: int, n_splits: int, primal: bool, device: torch.device) -> None:
     """Raise a clear error when the per-split Grams (primal) or kernels (dual) cannot fit in memory."""
-    blocks = (2 * n_splits + 1) * p * p if primal else (n_splits + 1) * n_spaces * n * n
-    need = 8 * blocks + 12 * n * p
+    # dual: the kernels of all rows, and one fold's training kernel, eigenvectors and validation kernel at a time
+    blocks = (2 * n_splits + 1) * p * p if primal else (n_spaces + 3) * n * n
+    need = 8 * blocks + (12 if primal else 4) * n * p
     if need > free_memory(device):
         raise ConfigError(
             "the design is too large for the memory of the device",
@@ -343,28 +415,18 @@ def _rows(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return data[idx]
 
 
-@contextmanager
-def _one_cpu_thread(device: torch.device):
-    """Run LAPACK on one thread: eigh gains little from 2 threads and loses up to 4x when cores are busy.
-
-    The thread count is process-wide, so concurrent callers take turns (a lock) to always restore it.
-    """
-    if device.type != "cpu":
-        yield
-        return
-    with _THREADS_LOCK:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
+def _kernel(X: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """``X X^T`` in float64 from float32 ``X``, summed over column chunks (float64 memory: the kernel only)."""
+    K = X.new_zeros(X.shape[0], X.shape[0], dtype=torch.float64)
+    for start in range(0, X.shape[1], chunk):
+        block = X[:, start : start + chunk].double()
+        K.addmm_(block, block.T)
+    return K
 
 
 def _eigh_truncated(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigen-decomposition of a float64 Gram matrix without its numerically-zero directions."""
-    with _one_cpu_thread(gram.device):
-        lam, vecs = torch.linalg.eigh(gram)
+    lam, vecs = torch.linalg.eigh(gram)  # LAPACK on all the threads torch has
     keep = lam > max(float(lam[-1]), 0.0) * gram.shape[0] * torch.finfo(torch.float64).eps
     if not bool(keep.any()):  # all-zero features: one harmless direction keeps the shapes valid
         keep[-1] = True
@@ -372,14 +434,15 @@ def _eigh_truncated(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return lam[keep], vecs[:, keep]
 
 
-def _fold_bases(design: _Design, gamma: torch.Tensor, alphas: torch.Tensor) -> list[_Basis]:
-    """The fold bases of one gamma (run one after the other: side by side in threads, the folds' eigen-problems
-    fight over OpenMP's thread pool and can take 10x longer)."""
-    return [design.fold_basis(s, gamma, alphas) for s in design.splits]
+def _fold_bases(design: _Design, gamma: torch.Tensor, alphas: torch.Tensor, bar: bool = False) -> list[_Basis]:
+    """The fold bases of one gamma, one after the other (each eigen-problem uses every thread; side by side they
+    would fight over OpenMP's thread pool)."""
+    splits = progress(design.splits, desc="ridge: fold decompositions", enabled=bar)
+    return [design.fold_basis(s, gamma, alphas) for s in splits]
 
 
-def _fold_scores(basis: _Basis, t: _Targets, score: str) -> torch.Tensor:
-    return basis.quad.scores(basis.left.T @ t.Z, basis.right.T @ t.W, t.sst, t.delta, t.n_val, score)
+def _fold_moments(basis: _Basis, t: _Targets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return basis.quad.moments(basis.left.T @ t.Z, basis.right.T @ t.W)
 
 
 def select_alphas(mean_scores: torch.Tensor, tol: float = TIE_TOL) -> torch.Tensor:
@@ -449,10 +512,10 @@ def _check_inputs(Xs: Sequence[torch.Tensor], Y: torch.Tensor, splits: Splits, s
 
 
 def _bytes_per_voxel(design: _Design, n_alphas: int, rank: int, within: int, cached_splits: int) -> int:
-    """Memory one more voxel in a batch costs: responses, fold targets, float64 scoring temporaries."""
+    """Memory one more voxel in a batch costs: responses, fold targets, float64 scoring temporaries and sums."""
     n, p = design.n, design.p
     target_rows = 2 * p if design.primal else n
-    return 4 * (3 * n + 2 * p + cached_splits * target_rows) + 8 * (6 * rank + within + 4 * n_alphas)
+    return 4 * (3 * n + 2 * p + cached_splits * target_rows) + 8 * (6 * rank + within + 8 * n_alphas)
 
 
 @dataclass
@@ -469,6 +532,11 @@ class BandedRidgeCVResult:
         Each voxel's feature-space weights (on the simplex); space k's penalty is ``alpha / gamma_k``.
     cv_scores : Tensor of shape (n_voxels,), float64
         Mean over folds of the chosen (gamma, alpha)'s score.
+    cv_r, cv_r2 : Tensor of shape (n_voxels,), float64
+        Pearson r and R^2 of the out-of-fold predictions at each voxel's chosen (gamma, alpha), over all
+        validation rows together; NaN for a voxel whose responses are constant.
+    oof : Tensor of shape (n_samples, n_voxels), float32, or None
+        Those out-of-fold predictions (with ``keep_oof=True``).
     """
 
     coef: torch.Tensor
@@ -476,6 +544,9 @@ class BandedRidgeCVResult:
     best_alphas: torch.Tensor
     best_gammas: torch.Tensor
     cv_scores: torch.Tensor
+    cv_r: torch.Tensor
+    cv_r2: torch.Tensor
+    oof: torch.Tensor | None = None
 
 
 def _search(
@@ -490,65 +561,69 @@ def _search(
     device: torch.device,
     voxel_batch: int | None,
     show_progress: bool,
+    keep_oof: bool,
 ) -> BandedRidgeCVResult:
     """Grid over (gamma, alpha) for every voxel, then one refit per voxel with its best pair."""
     design = _Design(Xs, splits, fit_intercept, device)
-    v = Y.shape[1]
+    if keep_oof and not design.partition:
+        raise ConfigError(
+            "out-of-fold predictions need validation folds that partition the samples",
+            expected="a K-fold splitter (each sample in exactly one validation fold)",
+            found=f"{len(design.splits)} splits that do not partition {design.n} samples",
+            fix="use cv=K or KFold, or keep_oof=False",
+        )
+    n, v = design.n, Y.shape[1]
     alphas_dev = alphas.to(device)
     gammas_dev = gammas.to(device, torch.float64)
     n_candidates = len(gammas)
     # the fold bases of the first gamma are kept; the others are recomputed per voxel batch, so with several
     # gammas the batches are as large as memory allows
-    first = _fold_bases(design, gammas_dev[0], alphas_dev)
+    first = _fold_bases(design, gammas_dev[0], alphas_dev, bar=show_progress)
     rank = max(int(b.lam.numel()) for b in first)
     within = max(b.quad.within_rows for b in first)
     per_voxel = _bytes_per_voxel(design, len(alphas), rank, within, len(design.splits))
     batch = voxel_batch_size(v, per_voxel, 0, device, voxel_batch, cap=n_candidates == 1)
-    logger.info(
+    logger.debug(
         "ridge: %s form, n=%d p=%d v=%d, %d spaces, %d gammas, %d alphas, %d splits, rank %d, batch %d",
-        "primal" if design.primal else "dual",
-        design.n,
-        design.p,
-        v,
-        len(design.sizes),
-        n_candidates,
-        len(alphas),
-        len(design.splits),
-        rank,
-        batch,
+        "primal" if design.primal else "dual", n, design.p, v, len(design.sizes), n_candidates, len(alphas),
+        len(design.splits), rank, batch,
     )
     full_basis = lru_cache(maxsize=FULL_BASIS_CACHE)(
         lambda g: design.full_basis(torch.tensor(g, dtype=torch.float64, device=device))
     )
-    coef = torch.empty(design.p, v, dtype=torch.float32)
-    intercept = torch.empty(v, dtype=torch.float32)
-    best_alpha = torch.empty(v, dtype=torch.float64)
-    best_gamma = torch.empty(len(design.sizes), v, dtype=torch.float64)
-    cv_scores = torch.empty(v, dtype=torch.float64)
+    out = BandedRidgeCVResult(
+        coef=torch.empty(design.p, v, dtype=torch.float32),
+        intercept=torch.empty(v, dtype=torch.float32),
+        best_alphas=torch.empty(v, dtype=torch.float64),
+        best_gammas=torch.empty(len(design.sizes), v, dtype=torch.float64),
+        cv_scores=torch.empty(v, dtype=torch.float64),
+        cv_r=torch.empty(v, dtype=torch.float64),
+        cv_r2=torch.empty(v, dtype=torch.float64),
+        oof=torch.empty(n, v, dtype=torch.float32) if keep_oof else None,
+    )
     starts = range(0, v, batch)
     bar = show_progress and n_candidates > 1
-    for start in progress(starts, desc="ridge voxel batches", total=len(starts), enabled=show_progress):
+    for start in progress(starts, desc="ridge: voxel batches", total=len(starts), enabled=show_progress):
         cols = slice(start, min(start + batch, v))
         Yc = Y[:, cols].to(device, torch.float32, copy=True)  # the only copy of the batch: centred in place
-        y_mean = (
-            Yc.mean(0, dtype=torch.float64)
-            if fit_intercept
-            else Yc.new_zeros(Yc.shape[1], dtype=torch.float64)
-        )
+        y_mean = Yc.mean(0, dtype=torch.float64) if fit_intercept else Yc.new_zeros(Yc.shape[1]).double()
         if fit_intercept:
             Yc.sub_(y_mean.float())
         targets, XtY = design.targets(Yc)
-        top, top_gamma, top_alpha = _best_per_voxel(
-            design, first, gammas_dev, alphas_dev, targets, score, bar
-        )
+        top, top_gamma, top_alpha, sums = _best_per_voxel(design, first, gammas_dev, alphas_dev, targets, score, bar)
         winners = gammas_dev[top_gamma]  # (vb, n_spaces)
         W = _refit_batch(design, full_basis, winners, alphas_dev[top_alpha], Yc, XtY)
-        coef[:, cols] = W.cpu()
-        intercept[cols] = (y_mean - design.mean @ W.double()).float().cpu()
-        best_alpha[cols] = alphas_dev[top_alpha].cpu()
-        best_gamma[:, cols] = winners.T.cpu()
-        cv_scores[cols] = top.cpu()
-    return BandedRidgeCVResult(coef, intercept, best_alpha, best_gamma, cv_scores)
+        out.coef[:, cols] = W.cpu()
+        out.intercept[cols] = (y_mean - design.mean @ W.double()).float().cpu()
+        out.best_alphas[cols] = alphas_dev[top_alpha].cpu()
+        out.best_gammas[:, cols] = winners.T.cpu()
+        out.cv_scores[cols] = top.cpu()
+        cv_r, cv_r2 = sums.scores(targets)
+        out.cv_r[cols], out.cv_r2[cols] = cv_r.cpu(), cv_r2.cpu()
+        if keep_oof:
+            pred = _oof_predictions(design, first, gammas_dev, alphas_dev, top_gamma, top_alpha, targets)
+            out.oof[:, cols] = pred.add_(y_mean.float()).cpu()
+    return out
 
 
 def _best_per_voxel(
@@ -559,22 +634,46 @@ def _best_per_voxel(
     targets: list[_Targets],
     score: str,
     show_progress: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Best mean CV score of each voxel of a batch, and the indices of its gamma and alpha."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, _OutOfFold]:
+    """Best mean CV score of each voxel of a batch, the indices of its gamma and alpha, and the out-of-fold sums
+    at that (gamma, alpha)."""
     vb = targets[0].sst.shape[0]
     top = torch.full((vb,), -torch.inf, dtype=torch.float64, device=alphas.device)
     top_gamma = torch.zeros(vb, dtype=torch.long, device=alphas.device)
     top_alpha = torch.zeros(vb, dtype=torch.long, device=alphas.device)
-    for g in progress(range(len(gammas)), desc="feature-space weights", enabled=show_progress):
+    kept = None
+    for g in progress(range(len(gammas)), desc="ridge: feature-space weights", enabled=show_progress):
         bases = first if g == 0 else _fold_bases(design, gammas[g], alphas)
-        mean = sum(_fold_scores(b, t, score) for b, t in zip(bases, targets)) / len(targets)
+        sums = _OutOfFold.zeros((len(alphas), vb), alphas.device)
+        total = torch.zeros(len(alphas), vb, dtype=torch.float64, device=alphas.device)
+        for basis, t in zip(bases, targets):
+            moments = _fold_moments(basis, t)
+            total += _fold_score(*moments, t, score)
+            sums.add(*moments, t)
+        mean = total / len(targets)
         a_idx = select_alphas(mean)
         chosen = mean.gather(0, a_idx[None]).squeeze(0)
         better = chosen > top + TIE_TOL  # ties keep the earlier gamma (the uniform one comes first)
         top = torch.where(better, chosen, top)
         top_gamma = torch.where(better, g, top_gamma)
         top_alpha = torch.where(better, a_idx, top_alpha)
-    return top, top_gamma, top_alpha
+        kept = sums.pick(a_idx) if kept is None else sums.pick(a_idx).where(better[None], kept)
+    return top, top_gamma, top_alpha, kept
+
+
+def _oof_predictions(design, first, gammas, alphas, top_gamma, top_alpha, targets) -> torch.Tensor:
+    """Out-of-fold predictions (n_samples, vb) in centred units at each voxel's chosen gamma and alpha."""
+    pred = torch.empty(design.n, len(top_gamma), dtype=torch.float32, device=alphas.device)
+    for g in torch.unique(top_gamma).tolist():
+        sel = torch.nonzero(top_gamma == g).flatten()
+        bases = first if g == 0 else _fold_bases(design, gammas[g], alphas)
+        chosen = alphas[top_alpha[sel]]
+        for basis, split, t in zip(bases, design.splits, targets):
+            scale = (1.0 / (basis.lam[:, None] + chosen[None, :])).float()
+            A = (design.Xc[split.val] - split.offset.float()) @ basis.left if design.primal else basis.right
+            fold = A @ (scale * (basis.left.T @ t.Z[:, sel])) + (t.y_mean - t.delta)[sel].float()
+            pred[split.val[:, None], sel[None, :]] = fold
+    return pred
 
 
 def _refit_batch(design, full_basis, winners, alphas, Yc, XtY) -> torch.Tensor:
@@ -601,6 +700,7 @@ def ridge_cv(
     device: str | torch.device = "auto",
     voxel_batch: int | None = None,
     show_progress: bool = True,
+    keep_oof: bool = False,
 ) -> RidgeCVResult:
     """Ridge with one alpha per voxel chosen by cross-validation, refit on all samples.
 
@@ -624,7 +724,10 @@ def ridge_cv(
     voxel_batch : int, optional
         Voxels per batch; by default as many as fit in half the free memory (at most 16384).
     show_progress : bool
-        A tqdm bar over voxel batches (also off with ``BRAINCODE_PROGRESS=0``).
+        tqdm bars over the decompositions and voxel batches (also off with ``BRAINCODE_PROGRESS=0``).
+    keep_oof : bool
+        Also return the out-of-fold predictions at the chosen alphas (``n_samples x n_voxels`` float32; the
+        splits must partition the samples). Their r and R^2 are returned either way.
 
     Returns
     -------
@@ -652,8 +755,9 @@ def ridge_cv(
         device=resolve_device(device),
         voxel_batch=voxel_batch,
         show_progress=show_progress,
+        keep_oof=keep_oof,
     )
-    return RidgeCVResult(res.coef, res.intercept, res.best_alphas, res.cv_scores)
+    return RidgeCVResult(res.coef, res.intercept, res.best_alphas, res.cv_scores, res.cv_r, res.cv_r2, res.oof)
 
 
 def simplex_candidates(
@@ -695,6 +799,7 @@ def banded_ridge_cv(
     device: str | torch.device = "auto",
     voxel_batch: int | None = None,
     show_progress: bool = True,
+    keep_oof: bool = False,
 ) -> BandedRidgeCVResult:
     """Banded ridge: one regularisation per feature space, chosen per voxel by cross-validation.
 
@@ -715,7 +820,7 @@ def banded_ridge_cv(
     concentration : sequence of float
         Dirichlet concentrations, cycled.
     random_state : int, optional
-    score, fit_intercept, device, voxel_batch, show_progress
+    score, fit_intercept, device, voxel_batch, show_progress, keep_oof
         As in :func:`ridge_cv`.
 
     Returns
@@ -750,4 +855,5 @@ def banded_ridge_cv(
         device=resolve_device(device),
         voxel_batch=voxel_batch,
         show_progress=show_progress,
+        keep_oof=keep_oof,
     )

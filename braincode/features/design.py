@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,46 @@ class FeatureSpec:
                               found=repr(self.pool), fix="pick one of the modes above")
 
 
+def extract_spaces(
+    stimuli: dict[str, Stimuli],
+    spec: FeatureSpec,
+    *,
+    store: FeatureStore | None = None,
+    device: str = "auto",
+    batch_size: int = 32,
+    text: bool = False,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Extract ``spec``'s layers for each named set of stimuli: ``{set: {layer: (n, p) float32}}``.
+
+    Token maps are pooled as ``spec`` says. With ``text=True`` the model reads the stimuli's captions instead of
+    their images. The model is built once for all sets, and each set takes one forward pass for all layers.
+    """
+    if text and any(s.captions is None for s in stimuli.values()):
+        raise ConfigError(
+            "text features need captions",
+            expected="a captions.csv beside the images (columns image, caption)",
+            found="stimuli without captions",
+            fix="add the captions file, or drop --text-features",
+        )
+    extractor = get_extractor(spec.model_id, layers=list(spec.layers), device=device)
+    spaces = {}
+    for split, stim in stimuli.items():
+        feats = extractor.extract(stim, batch_size=batch_size, store=store)
+        spaces[split] = {}
+        for name in spec.layers:
+            x = np.asarray(feats[name], dtype=np.float32)
+            if x.ndim == 3:
+                x = pool_tokens(
+                    x,
+                    num_prefix_tokens=extractor.num_prefix_tokens,
+                    grid=extractor.grid,
+                    mode=spec.pool,
+                    out_grid=spec.out_grid,
+                )
+            spaces[split][name] = x.reshape(len(x), -1)
+    return spaces
+
+
 def extract_design(
     stimuli: dict[str, Stimuli],
     spec: FeatureSpec,
@@ -52,31 +93,23 @@ def extract_design(
 ) -> dict[str, np.ndarray]:
     """Extract ``spec``'s layers for each named set of stimuli, as one (n, p) float32 design matrix per set.
 
-    Token maps are pooled as ``spec`` says; layers are concatenated in order. With ``text=True`` the model reads
-    the stimuli's captions instead of their images. The model is built once for all sets.
+    The layers of :func:`extract_spaces` concatenated in order.
     """
-    if text and any(s.captions is None for s in stimuli.values()):
-        raise ConfigError(
-            "text features need captions",
-            expected="a captions.csv beside the images (columns image, caption)",
-            found="stimuli without captions",
-            fix="add the captions file, or drop --text-features",
-        )
-    extractor = get_extractor(spec.model_id, layers=list(spec.layers), device=device)
-    designs = {}
-    for split, stim in stimuli.items():
-        feats = extractor.extract(stim, batch_size=batch_size, store=store)
-        blocks = []
-        for name in spec.layers:
-            x = np.asarray(feats[name], dtype=np.float32)
-            if x.ndim == 3:
-                x = pool_tokens(
-                    x,
-                    num_prefix_tokens=extractor.num_prefix_tokens,
-                    grid=extractor.grid,
-                    mode=spec.pool,
-                    out_grid=spec.out_grid,
-                )
-            blocks.append(x.reshape(len(x), -1))
-        designs[split] = np.concatenate(blocks, axis=1)
-    return designs
+    spaces = extract_spaces(stimuli, spec, store=store, device=device, batch_size=batch_size, text=text)
+    return {split: stack_spaces(x)[0] for split, x in spaces.items()}
+
+
+def stack_spaces(spaces: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, slice]]:
+    """Put named feature spaces side by side: the (n, p) design matrix and each space's column slice (for banded
+    ridge and variance partitioning).
+
+    Examples
+    --------
+    >>> X, columns = stack_spaces({"vision": np.ones((2, 3)), "text": np.zeros((2, 1))})
+    >>> X.shape, columns
+    ((2, 4), {'vision': slice(0, 3, None), 'text': slice(3, 4, None)})
+    """
+    widths = [x.shape[1] for x in spaces.values()]
+    ends = np.cumsum(widths).tolist()
+    columns = {name: slice(end - width, end) for name, width, end in zip(spaces, widths, ends)}
+    return np.concatenate([np.asarray(x, dtype=np.float32) for x in spaces.values()], axis=1), columns

@@ -1,4 +1,4 @@
-"""The pipeline configuration: a YAML file validated into frozen dataclasses, with errors that teach.
+"""The pipeline configuration: a YAML file validated into frozen dataclasses, with errors that point to the line.
 
 Example (``pipelines/demo.yaml``)::
 
@@ -11,13 +11,17 @@ Example (``pipelines/demo.yaml``)::
       - {model: minilm, text: true}
     encoding: {readout: ridge, cv: 5}
     steps: [validate, extract, fit, evaluate, report]
+
+Every field is typed when the file is read (a list is a list, a number a number, a choice one of its values), so a
+typo fails before any work starts, with the file and line of the value.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +33,34 @@ from braincode.errors import ConfigError, MissingFileError
 ALL_STEPS = ("validate", "extract", "fit", "evaluate", "caption", "synthesize", "report")
 #: Steps that run only when their config section is given.
 OPTIONAL_STEPS = ("caption", "synthesize")
-DATA_FORMATS = ("algonauts", "synthetic", "nsd")
+DATA_FORMATS = ("algonauts", "synthetic", "nsd", "volume", "surface")
 READOUTS = ("ridge",)
+DEVICES = ("auto", "cpu", "cuda")
+#: :data:`braincode.features.pooling.POOL_MODES`, named here so that reading a config does not import torch
+#: (a test checks that they agree).
+POOL_MODES = ("mean", "cls", "grid")
+
+
+def _f(default: Any = MISSING, *, choices: tuple = (), minimum: float | None = None, positive: bool = False):
+    """A dataclass field with the schema's checks: allowed values, a minimum, or strictly positive (numbers and
+    list items alike)."""
+    return field(default=default, metadata={"choices": choices, "minimum": minimum, "positive": positive})
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Where the subjects' data are and how to read them.
 
-    ``format="synthetic"`` generates them (``n_train``, ``n_test``, ``seed``); ``options`` are passed to the
-    loader (:func:`braincode.data.load_nsd` for ``nsd``, e.g. ``space``, ``betas``, ``sessions``).
+    ``format="synthetic"`` generates them (``n_train``, ``n_test``, ``seed``); the other formats are read by
+    :func:`braincode.data.load_subject`, with ``options`` passed to the layout's loader (e.g. ``space``,
+    ``betas``, ``sessions`` for ``nsd``).
     """
 
-    format: str
-    root: Path
-    n_train: int = 300
-    n_test: int = 50
-    seed: int = 0
+    format: str = _f(choices=DATA_FORMATS)
+    root: Path = field(default=Path("data"))
+    n_train: int = _f(300, minimum=1)
+    n_test: int = _f(50, minimum=1)
+    seed: int = _f(0, minimum=0)
     options: dict = field(default_factory=dict)
 
 
@@ -53,23 +68,24 @@ class DataConfig:
 class FeatureConfig:
     """One feature source: a model id, its layers, how tokens are pooled, and whether it reads captions."""
 
-    model: str
-    layers: tuple[str, ...] = ("pooled",)
-    pool: str = "grid"
-    grid: int = 4
-    text: bool = False
+    model: str = _f()
+    layers: tuple[str, ...] = _f(("pooled",))
+    pool: str = _f("grid", choices=POOL_MODES)
+    grid: int = _f(4, minimum=1)
+    text: bool = _f(False)
 
 
 @dataclass(frozen=True)
 class EncodingConfig:
-    """The encoder: readout kind, cross-validation folds, alpha grid (``None`` = the encoder's default), and
-    permutations for per-voxel p-values (0 = none)."""
+    """The encoder: readout kind, banded ridge (one regularisation per feature space), cross-validation folds,
+    alpha grid (``None`` = the encoder's default), and permutations for per-voxel p-values (0 = none)."""
 
-    readout: str = "ridge"
-    cv: int = 5
-    alphas: tuple[float, ...] | None = None
-    permutations: int = 0
-    random_state: int = 0
+    readout: str = _f("ridge", choices=READOUTS)
+    banded: bool = _f(False)
+    cv: int = _f(5, minimum=2)
+    alphas: tuple[float, ...] | None = _f(None, positive=True)
+    permutations: int = _f(0, minimum=0)
+    random_state: int = _f(0, minimum=0)
 
 
 @dataclass(frozen=True)
@@ -78,10 +94,10 @@ class CaptionConfig:
     a linear encoder on its normalised embeddings, projection onto the subject's training stimuli as the bank,
     nearest-caption decoding; plus the ``top`` bank images of each ROI."""
 
-    model: str = "minilm"
-    text: bool = True
-    temperature: float = 150.0
-    top: int = 6
+    model: str = _f("minilm")
+    text: bool = _f(True)
+    temperature: float = _f(150.0, positive=True)
+    top: int = _f(6, minimum=1)
 
 
 @dataclass(frozen=True)
@@ -89,11 +105,11 @@ class SynthesizeConfig:
     """BrainDiVE images per ROI of ``rois``: ``n`` seeds each, guided by the first image feature source's encoder
     through ``diffusion`` (``tiny@random``, ``sd21-base@random``, or a local diffusers folder)."""
 
-    rois: tuple[str, ...] = ()
-    diffusion: str = "tiny@random"
-    n: int = 2
-    steps: int = 10
-    scale: float = 130.0
+    rois: tuple[str, ...] = _f(())
+    diffusion: str = _f("tiny@random")
+    n: int = _f(2, minimum=1)
+    steps: int = _f(10, minimum=1)
+    scale: float = _f(130.0, minimum=0)
 
 
 @dataclass(frozen=True)
@@ -124,93 +140,171 @@ class PipelineConfig:
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _section(cls: type, raw: Any, where: str, path: Path) -> dict:
-    names = [f.name for f in fields(cls)]
-    if not isinstance(raw, dict):
-        raise ConfigError(f"`{where}` must be a mapping", path=path, expected=f"keys among {names}",
-                          found=type(raw).__name__, fix=f"write `{where}:` followed by indented key: value lines")
-    unknown = sorted(set(raw) - set(names))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in `{where}`", path=path, expected=f"keys among {names}",
-                          found=str(unknown), fix="check the spelling against the documented schema")
-    return dict(raw)
+class _Schema:
+    """Checks values against the dataclasses' types, naming the file and line of each bad value."""
+
+    def __init__(self, path: Path, lines: dict[tuple, int]) -> None:
+        self.path, self.lines = path, lines
+
+    def error(self, key: tuple, what: str, *, expected: str, found: Any, fix: str | None = None) -> ConfigError:
+        line = next((self.lines[key[:i]] for i in range(len(key), -1, -1) if key[:i] in self.lines), None)
+        where = self.path if line is None else f"{self.path}:{line}"
+        shown = found if isinstance(found, str) and found.startswith("<") else repr(found)
+        return ConfigError(what, path=where, expected=expected, found=shown, fix=fix)
+
+    @staticmethod
+    def name(key: tuple) -> str:
+        return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in key).lstrip(".")
+
+    def mapping(self, raw: Any, key: tuple, allowed: list[str]) -> dict:
+        where = self.name(key) or "top level"
+        if not isinstance(raw, dict):
+            raise self.error(key, f"`{where}` must be a mapping", expected=f"keys among {allowed}",
+                             found=f"<{type(raw).__name__}>", fix=f"write `{where}:` followed by key: value lines")
+        unknown = sorted(set(map(str, raw)) - set(allowed))
+        if unknown:
+            raise self.error(key + (unknown[0],), f"unknown key(s) {unknown} in `{where}`",
+                             expected=f"keys among {allowed}", found=unknown[0],
+                             fix="check the spelling against the documented schema")
+        return dict(raw)
+
+    def section(self, cls: type, raw: Any, key: tuple) -> Any:
+        """Build dataclass ``cls`` from mapping ``raw``, typing every field."""
+        hints = typing.get_type_hints(cls)
+        values = self.mapping(raw, key, [f.name for f in fields(cls)])
+        out = {}
+        for f in fields(cls):
+            if f.name not in values:
+                if f.default is MISSING and f.default_factory is MISSING:
+                    raise self.error(key, f"`{self.name(key + (f.name,))}` is missing", expected=f"a `{f.name}:` entry",
+                                     found="<none>", fix="see pipelines/demo.yaml for a complete example")
+                continue
+            out[f.name] = self.value(values[f.name], hints[f.name], key + (f.name,), f.metadata)
+        return cls(**out)
+
+    def value(self, value: Any, kind: Any, key: tuple, meta: typing.Mapping) -> Any:
+        """``value`` as type ``kind`` (str, int, float, bool, Path, dict, tuple[X, ...], optional)."""
+        args = typing.get_args(kind)
+        if type(None) in args:
+            if value is None:
+                return None
+            kind = next(a for a in args if a is not type(None))
+            args = typing.get_args(kind)
+        if typing.get_origin(kind) is tuple:
+            if not isinstance(value, list):
+                example = "[blocks.1, pooled]" if key[-1] == "layers" else "[a, b]"
+                raise self.error(key, f"`{self.name(key)}` must be a list", expected=f"a YAML list, e.g. {example}",
+                                 found=value, fix=f"write `{key[-1]}: [{value}]` for a single item")
+            return tuple(self.value(v, args[0], key + (i,), meta) for i, v in enumerate(value))
+        return self.scalar(value, kind, key, meta)
+
+    def scalar(self, value: Any, kind: Any, key: tuple, meta: typing.Mapping) -> Any:
+        names = {str: "a text", int: "an integer", float: "a number", bool: "true or false", Path: "a path",
+                 dict: "a mapping"}
+        ok = {
+            str: isinstance(value, (str, int, float)) and not isinstance(value, bool),
+            Path: isinstance(value, str),
+            int: isinstance(value, int) and not isinstance(value, bool),
+            float: isinstance(value, (int, float)) and not isinstance(value, bool),
+            bool: isinstance(value, bool),
+            dict: isinstance(value, dict),
+        }[kind]
+        if not ok:
+            raise self.error(key, f"`{self.name(key)}` must be {names[kind]}", expected=names[kind], found=value)
+        value = kind(value)
+        if meta.get("choices") and value not in meta["choices"]:
+            raise self.error(key, f"invalid `{self.name(key)}`", expected=f"one of {list(meta['choices'])}",
+                             found=value, fix=f"set `{key[-1]}` to one of {list(meta['choices'])}")
+        if meta.get("minimum") is not None and value < meta["minimum"]:
+            raise self.error(key, f"`{self.name(key)}` is too small", expected=f"at least {meta['minimum']}",
+                             found=value)
+        if meta.get("positive") and not value > 0:
+            raise self.error(key, f"`{self.name(key)}` must be positive", expected="a number > 0", found=value)
+        return value
 
 
-def _choice(value: str, allowed: tuple[str, ...], where: str, path: Path) -> str:
-    if value not in allowed:
-        raise ConfigError(f"invalid `{where}`", path=path, expected=f"one of {list(allowed)}", found=repr(value),
-                          fix=f"set `{where}` to one of {list(allowed)}")
-    return value
+def parse_config(raw: Any, path: Path, lines: dict[tuple, int] | None = None) -> PipelineConfig:
+    """Validate a parsed YAML mapping into a :class:`PipelineConfig`; relative paths resolve against ``path``'s
+    folder; ``lines`` (key path -> line number) lets errors point to the line.
 
-
-def parse_config(raw: Any, path: Path) -> PipelineConfig:
-    """Validate a parsed YAML mapping into a :class:`PipelineConfig`; relative paths resolve against ``path``'s folder."""
-    top = _section(PipelineConfig, raw, "top level", path)
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> raw = {"name": "t", "output": "out", "data": {"format": "synthetic"}, "subjects": ["subj01"],
+    ...        "features": [{"model": "minilm", "text": True}]}
+    >>> parse_config(raw, Path("/tmp/c.yaml")).encoding.cv
+    5
+    >>> parse_config({**raw, "encoding": {"cv": "three"}}, Path("/tmp/c.yaml"), {("encoding", "cv"): 4})
+    Traceback (most recent call last):
+    braincode.errors.ConfigError: /tmp/c.yaml:4: `encoding.cv` must be an integer; expected an integer; found 'three'
+    """
+    schema = _Schema(path, lines or {})
+    top_keys = [f.name for f in fields(PipelineConfig) if f.name != "source"]
+    top = schema.mapping(raw, (), top_keys)
     for key in ("name", "output", "data", "subjects", "features"):
         if key not in top:
-            raise ConfigError(f"missing key `{key}`", path=path, expected=f"a `{key}:` entry", found="none",
-                              fix="see pipelines/demo.yaml for a complete example")
+            raise schema.error((), f"missing key `{key}`", expected=f"a `{key}:` entry", found="<none>",
+                               fix="see pipelines/demo.yaml for a complete example")
     base = path.parent
-    data = _section(DataConfig, top.pop("data"), "data", path)
-    data["format"] = _choice(str(data.get("format")), DATA_FORMATS, "data.format", path)
-    data["root"] = base / data.get("root", "data")
-    features = top.pop("features")
+    data = schema.section(DataConfig, top["data"], ("data",))
+    features = top["features"]
     if not isinstance(features, list) or not features:
-        raise ConfigError("`features` must be a non-empty list", path=path, expected="a list of {model: ...}",
-                          found=repr(features), fix="list at least one feature source")
-    feats = []
-    for i, f in enumerate(features):
-        f = _section(FeatureConfig, f, f"features[{i}]", path)
-        if "model" not in f:
-            raise ConfigError(f"features[{i}] has no model", path=path, expected="model: source:name[@weights]",
-                              found=str(f), fix="add a model id such as open_clip:ViT-B-32@openai")
-        f["layers"] = tuple(f.get("layers", ("pooled",)))
-        feats.append(FeatureConfig(**f))
-    enc = _section(EncodingConfig, top.pop("encoding", {}), "encoding", path)
-    enc["readout"] = _choice(str(enc.get("readout", "ridge")), READOUTS, "encoding.readout", path)
-    if enc.get("alphas") is not None:
-        enc["alphas"] = tuple(float(a) for a in enc["alphas"])
-    sections = {"caption": CaptionConfig, "synthesize": SynthesizeConfig}
-    optional = {}
-    for key, cls in sections.items():
-        raw_section = top.pop(key, None)
-        if raw_section is not None:
-            values = _section(cls, raw_section, key, path)
-            if "rois" in values:
-                values["rois"] = tuple(values["rois"])
-            optional[key] = cls(**values)
-    given = top.pop("steps", None)
-    steps = tuple(given) if given is not None else tuple(s for s in ALL_STEPS if s not in sections or s in optional)
-    for s in steps:
-        _choice(s, ALL_STEPS, "steps", path)
-        if s in sections and s not in optional:
-            raise ConfigError(f"step `{s}` needs a `{s}:` section", path=path, expected=f"a `{s}:` mapping",
-                              found="none", fix=f"add `{s}: {{}}` for the defaults, or drop `{s}` from steps")
-    if "synthesize" in optional and not optional["synthesize"].rois:
-        raise ConfigError("`synthesize.rois` is empty", path=path, expected="ROI names, e.g. [FFA-1, PPA]",
-                          found="[]", fix="list the ROIs to synthesise images for")
-    if "synthesize" in steps and all(f.text for f in feats):
-        raise ConfigError("`synthesize` needs an image feature source", path=path,
-                          expected="a features entry without text: true", found="text features only",
-                          fix="add an image model to features")
-    subjects = top.pop("subjects")
-    if isinstance(subjects, str) or not subjects:
-        raise ConfigError("`subjects` must be a non-empty list", path=path, expected="e.g. [subj01, subj02]",
-                          found=repr(subjects), fix="write subjects as a YAML list")
-    cache = top.pop("cache", None)
-    return PipelineConfig(
-        name=str(top.pop("name")),
-        output=(base / str(top.pop("output"))).resolve(),
-        data=DataConfig(**data),
-        subjects=tuple(str(s) for s in subjects),
-        features=tuple(feats),
-        encoding=EncodingConfig(**enc),
+        raise schema.error(("features",), "`features` must be a non-empty list", expected="a list of {model: ...}",
+                           found=features, fix="list at least one feature source")
+    feats = tuple(schema.section(FeatureConfig, f, ("features", i)) for i, f in enumerate(features))
+    subjects = top["subjects"]
+    if not isinstance(subjects, list) or not subjects:
+        raise schema.error(("subjects",), "`subjects` must be a non-empty list", expected="e.g. [subj01, subj02]",
+                           found=subjects, fix="write subjects as a YAML list")
+    optional = {key: schema.section(cls, top[key], (key,)) for key, cls in
+                (("caption", CaptionConfig), ("synthesize", SynthesizeConfig)) if top.get(key) is not None}
+    given = top.get("steps")
+    if given is None:
+        steps = tuple(s for s in ALL_STEPS if s not in OPTIONAL_STEPS or s in optional)
+    else:
+        steps = schema.value(given, tuple[str, ...], ("steps",), {"choices": ALL_STEPS})
+    config = PipelineConfig(
+        name=schema.value(top["name"], str, ("name",), {}),
+        output=(base / schema.value(top["output"], Path, ("output",), {})).resolve(),
+        data=DataConfig(**{**asdict(data), "root": base / data.root}),
+        subjects=schema.value(subjects, tuple[str, ...], ("subjects",), {}),
+        features=feats,
+        encoding=schema.section(EncodingConfig, top.get("encoding", {}), ("encoding",)),
         **optional,
         steps=tuple(s for s in ALL_STEPS if s in steps),
-        cache=None if cache is None else base / str(cache),
-        device=_choice(str(top.pop("device", "auto")), ("auto", "cpu", "cuda"), "device", path),
+        cache=None if top.get("cache") is None else base / schema.value(top["cache"], Path, ("cache",), {}),
+        device=schema.value(top.get("device", "auto"), str, ("device",), {"choices": DEVICES}),
         source=path,
     )
+    _check_steps(config, schema)
+    return config
+
+
+def _check_steps(config: PipelineConfig, schema: _Schema) -> None:
+    for s in OPTIONAL_STEPS:
+        if s in config.steps and getattr(config, s) is None:
+            raise schema.error(("steps",), f"step `{s}` needs a `{s}:` section", expected=f"a `{s}:` mapping",
+                               found="<none>", fix=f"add `{s}: {{}}` for the defaults, or drop `{s}` from steps")
+    if config.synthesize is not None and not config.synthesize.rois:
+        raise schema.error(("synthesize",), "`synthesize.rois` is empty", expected="ROI names, e.g. [FFA-1, PPA]",
+                           found="<[]>", fix="list the ROIs to synthesise images for")
+    if "synthesize" in config.steps and all(f.text for f in config.features):
+        raise schema.error(("features",), "`synthesize` needs an image feature source",
+                           expected="a features entry without text: true", found="<text features only>",
+                           fix="add an image model to features")
+
+
+def _key_lines(node: yaml.Node, key: tuple = ()) -> dict[tuple, int]:
+    """1-based line of every key (and list item) in a composed YAML document, by key path."""
+    lines = {key: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            lines.update(_key_lines(v, key + (k.value,)))
+            lines[key + (k.value,)] = k.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            lines.update(_key_lines(v, key + (i,)))
+    return lines
 
 
 def load_config(path: str | Path) -> PipelineConfig:
@@ -218,17 +312,28 @@ def load_config(path: str | Path) -> PipelineConfig:
 
     Examples
     --------
-    >>> cfg = load_config("pipelines/demo.yaml")  # doctest: +SKIP
-    >>> cfg.subjects  # doctest: +SKIP
-    ('subj01', 'subj02')
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "c.yaml").write_text("name: t\\noutput: out\\ndata: {format: synthetic}\\n"
+    ...                                    "subjects: [subj01]\\nfeatures:\\n  - {model: minilm, layers: pooled}\\n")
+    >>> load_config(folder / "c.yaml")
+    Traceback (most recent call last):
+    braincode.errors.ConfigError: .../c.yaml:6: `features[0].layers` must be a list; ...
     """
     path = Path(path).resolve()
     if not path.is_file():
         raise MissingFileError("pipeline config not found", path=path, expected="a YAML file",
                                found="nothing", fix="pass the path of a config, e.g. pipelines/demo.yaml")
+    text = path.read_text()
     try:
-        raw = yaml.safe_load(path.read_text())
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError("the config is not valid YAML", path=path, found=str(exc).splitlines()[0],
-                          fix="fix the YAML syntax at the line shown") from exc
-    return parse_config(raw, path)
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = path if mark is None else f"{path}:{mark.line + 1}"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        shown = "" if mark is None else f" in `{text.splitlines()[mark.line].strip()}`" if mark.line < len(
+            text.splitlines()) else ""
+        raise ConfigError("the config is not valid YAML", path=where, found=f"{problem}{shown}",
+                          fix="fix the YAML syntax at that line") from None
+    return parse_config(raw, path, _key_lines(node) if node is not None else {})

@@ -16,34 +16,19 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import braincode
-from braincode.errors import ConfigError
+from braincode.atomic import honour_umask
+from braincode.pipeline.cluster import cluster_client
 from braincode.pipeline.config import PipelineConfig
+from braincode.pipeline.context import Step, StepContext
+from braincode.pipeline.tasks import STEPS, extract_shared
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
-
-
-@dataclass(frozen=True)
-class StepContext:
-    """What a step sees: the config, the subject, and the final folders of the steps before it."""
-
-    config: PipelineConfig
-    subject: str
-    subject_dir: Path
-
-    def step_dir(self, step: str) -> Path:
-        """Final folder of ``step`` for this subject (only read it from a step that runs after ``step``)."""
-        return self.subject_dir / step
-
-
-#: A step writes its outputs into the folder it is given and returns nothing.
-StepFn = Callable[[StepContext, Path], None]
 
 
 def file_digest(path: Path) -> str:
@@ -64,15 +49,17 @@ def output_digests(folder: Path) -> dict[str, str]:
     }
 
 
-def _expected_manifest(ctx: StepContext, step: str, upstream: list[str]) -> dict:
+def _expected_manifest(ctx: StepContext, name: str, step: Step) -> dict:
     inputs = {}
-    for name in upstream:
-        manifest = json.loads((ctx.step_dir(name) / MANIFEST).read_text())
-        inputs[name] = hashlib.sha256(json.dumps(manifest["outputs"], sort_keys=True).encode()).hexdigest()
+    for upstream in step.upstream:
+        if upstream in ctx.config.steps:
+            manifest = json.loads((ctx.step_dir(upstream) / MANIFEST).read_text())
+            inputs[upstream] = hashlib.sha256(json.dumps(manifest["outputs"], sort_keys=True).encode()).hexdigest()
     return {
-        "step": step,
+        "step": name,
         "subject": ctx.subject,
-        "config": ctx.config.digest(),
+        "config": ctx.config.digest(*step.sections),
+        "sections": list(step.sections),
         "inputs": inputs,
         "version": braincode.__version__,
     }
@@ -94,18 +81,18 @@ def clean_temporaries(subject_dir: Path) -> int:
     return len(stale)
 
 
-def run_step(ctx: StepContext, step: str, fn: StepFn, upstream: list[str]) -> bool:
+def run_step(ctx: StepContext, name: str, step: Step) -> bool:
     """Run one step unless its manifest already matches; returns ``True`` when it ran."""
-    final = ctx.step_dir(step)
-    expected = _expected_manifest(ctx, step, upstream)
+    final = ctx.step_dir(name)
+    expected = _expected_manifest(ctx, name, step)
     if _matches(final, expected):
-        log.info("%s %s: up to date, skipped", ctx.subject, step)
+        log.info("%s %s: up to date, skipped", ctx.subject, name)
         return False
-    tmp = ctx.subject_dir / f"{TMP_PREFIX}{step}-{uuid.uuid4().hex[:8]}"
+    tmp = ctx.subject_dir / f"{TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     start, started = time.perf_counter(), time.time()
     try:
-        fn(ctx, tmp)
+        step.run(ctx, tmp)
         timing = {
             "started": started,
             "finished": time.time(),
@@ -114,111 +101,106 @@ def run_step(ctx: StepContext, step: str, fn: StepFn, upstream: list[str]) -> bo
         }
         manifest = {**expected, **timing, "outputs": output_digests(tmp)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        honour_umask(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    log.info("%s %s: done in %.1f s", ctx.subject, step, time.perf_counter() - start)
+    log.info("%s %s: done in %.1f s", ctx.subject, name, time.perf_counter() - start)
     return True
 
 
-def run_subject(config: PipelineConfig, subject: str, steps: Sequence[str] | None = None) -> dict[str, bool]:
-    """Run the configured steps (or those of ``steps``) for one subject, in order.
+def run_subject_step(config: PipelineConfig, subject: str, name: str, *after: object) -> tuple[str, str, bool, float]:
+    """Run step ``name`` of ``subject`` (``after``: results of the tasks it waits for, unused).
 
-    Returns which steps ran (``False`` = skipped because its manifest matched). Every configured step before a
-    step is its upstream, whether it runs in this call or ran before.
+    Returns ``(subject, step, ran, seconds)``.
     """
-    from braincode.pipeline.tasks import STEP_FUNCTIONS
-
     ctx = StepContext(config, subject, config.output / subject)
     ctx.subject_dir.mkdir(parents=True, exist_ok=True)
-    clean_temporaries(ctx.subject_dir)
+    clean_temporaries(ctx.subject_dir)  # a subject's steps run one at a time: any temporary is a killed run's
+    start = time.perf_counter()
+    ran = run_step(ctx, name, STEPS[name])
+    return subject, name, ran, time.perf_counter() - start
+
+
+def run_subject(config: PipelineConfig, subject: str, steps: Sequence[str] | None = None) -> dict[str, bool]:
+    """Run the configured steps (or those of ``steps``) for one subject, in order, in this process.
+
+    Returns which steps ran (``False`` = skipped because its manifest matched).
+    """
     wanted = config.steps if steps is None else steps
-    ran = {}
-    for i, step in enumerate(config.steps):
-        if step in wanted:
-            ran[step] = run_step(ctx, step, STEP_FUNCTIONS[step], list(config.steps[:i]))
-    return ran
+    return {name: run_subject_step(config, subject, name)[2] for name in config.steps if name in wanted}
 
 
-def _slurm_cluster(jobs: int):
-    try:
-        from dask_jobqueue import SLURMCluster
-    except ImportError as exc:
-        raise ConfigError(
-            "--scheduler slurm needs dask-jobqueue",
-            expected="the package dask-jobqueue",
-            found="not installed",
-            fix="pip install 'braincode[slurm]'",
-        ) from exc
-    cluster = SLURMCluster()
-    cluster.scale(jobs=jobs)
-    return cluster
-
-
-def _run_phases(client, config: PipelineConfig) -> list[dict[str, bool]]:
-    """Subjects in parallel, with one shared feature extraction between ``validate`` and the later steps.
+def _submit_all(client, config: PipelineConfig) -> list:
+    """One task per subject and step, chained per subject, with one shared feature extraction after ``validate``.
 
     Extracting the union of every subject's stimuli in one task computes shared stimuli once and makes each
-    subject's features independent of which subject ran first, so results do not depend on scheduling.
+    subject's features independent of which subject ran first, so results do not depend on scheduling. Each
+    subject's chain is placed on one worker (subjects spread over the workers), so subjects run in parallel.
     """
-    from braincode.pipeline.tasks import extract_shared
+    workers = sorted(client.scheduler_info().get("workers", {}))
+    chains: dict[str, object] = dict.fromkeys(config.subjects)
+    futures = []
 
-    subjects = list(config.subjects)
-    results: list[dict[str, bool]] = [{} for _ in subjects]
+    def submit(subject: str, name: str, *after: object):
+        i = config.subjects.index(subject)
+        where = {"workers": [workers[i % len(workers)]], "allow_other_workers": True} if workers else {}
+        future = client.submit(run_subject_step, config, subject, name, *after, pure=False, **where)
+        futures.append(future)
+        return future
 
-    def phase(steps: list[str]) -> None:
-        if steps:
-            futures = client.map(run_subject, [config] * len(subjects), subjects, [steps] * len(subjects), pure=False)
-            for res, done in zip(results, client.gather(futures)):
-                res.update(done)
-
-    phase([s for s in config.steps if s == "validate"])
+    if "validate" in config.steps:
+        chains = {s: submit(s, "validate") for s in config.subjects}
+    shared = None
     if "extract" in config.steps:
-        client.submit(extract_shared, config, pure=False).result()
-    phase([s for s in config.steps if s != "validate"])
-    return results
+        shared = client.submit(extract_shared, config, *[f for f in chains.values() if f is not None], pure=False)
+    for name in config.steps:
+        if name != "validate":
+            chains = {s: submit(s, name, *[f for f in (chains[s], shared) if f is not None]) for s in config.subjects}
+    return futures
 
 
 def run_pipeline(
-    config: PipelineConfig, *, scheduler: str | None = None, n_workers: int = 2
+    config: PipelineConfig,
+    *,
+    scheduler: str | None = None,
+    n_workers: int = 2,
+    client=None,
+    echo: Callable[[str], object] | None = None,
 ) -> dict[str, dict]:
-    """Run every subject of ``config`` on dask.distributed, subjects in parallel.
+    """Run every subject of ``config`` on dask.distributed, subjects in parallel, one task per step.
 
     Parameters
     ----------
     config : PipelineConfig
         The validated configuration.
-    scheduler : str, optional
-        Address of an existing scheduler (``tcp://host:port``), or ``"slurm"`` to submit ``n_workers`` SLURM jobs
-        with dask-jobqueue (queue, memory and account from dask's ``jobqueue.slurm`` configuration); by default a
-        ``LocalCluster`` of ``n_workers`` single-threaded worker processes is started and closed.
-    n_workers : int
-        Workers of the local cluster, or SLURM jobs.
+    scheduler, n_workers
+        Where to run when no ``client`` is given (see :func:`~braincode.pipeline.cluster.cluster_client`): by
+        default a local cluster of ``n_workers`` processes, started and closed here.
+    client : dask.distributed.Client, optional
+        A client to run on (left open).
+    echo : callable, optional
+        Called with one line per finished step (e.g. ``print``), as steps finish.
 
     Returns
     -------
     dict
-        ``{subject: {step: ran}}``.
+        ``{subject: {step: ran}}``, steps in their configured order.
     """
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import as_completed
 
+    if client is None:
+        with cluster_client(scheduler, min(n_workers, len(config.subjects))) as own:
+            return run_pipeline(config, client=own, echo=echo)
     config.output.mkdir(parents=True, exist_ok=True)
-    workers = min(n_workers, len(config.subjects))
-    if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR)
-    elif scheduler == "slurm":
-        cluster = _slurm_cluster(workers)
-    else:
-        cluster = None
-    client = Client(cluster if cluster is not None else scheduler)
-    try:
-        results = _run_phases(client, config)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    return dict(zip(config.subjects, results))
+    results: dict[str, dict[str, bool]] = {s: {} for s in config.subjects}
+    futures = _submit_all(client, config)
+    for i, future in enumerate(as_completed(futures), 1):
+        subject, name, ran, seconds = future.result()
+        results[subject][name] = ran
+        if echo is not None:
+            echo(f"[{i}/{len(futures)}] {subject} {name}: {f'done in {seconds:.1f} s' if ran else 'up to date'}")
+    return {s: {name: results[s][name] for name in config.steps} for s in config.subjects}

@@ -19,11 +19,12 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from braincode.atomic import atomic_write
-from braincode.data.algonauts import write_algonauts_predictions
 from braincode.data.core import Dataset
+from braincode.data.predictions import write_algonauts_predictions
 from braincode.data.rois import roi_families, roi_table
 from braincode.encoding.estimators import RidgeEncoder
-from braincode.encoding.metrics import algonauts_score, pearson_r, roi_bootstrap_ci, score_table
+from braincode.encoding.metrics import algonauts_score, pearson_r
+from braincode.encoding.stats import roi_bootstrap_ci, score_table
 from braincode.encoding.torch_encoder import TorchEncoder
 from braincode.features import FeatureStore
 from braincode.features.design import FeatureSpec, extract_design
@@ -92,7 +93,7 @@ def fit_and_score(
     The outer ``cv``-fold split (shuffled with ``random_state``) gives held-out predictions for every training
     stimulus; inside each fold the :class:`RidgeEncoder` picks each voxel's alpha by its own inner CV, so the
     reported scores never see the data that chose the alphas. The scores are those of
-    :func:`braincode.encoding.metrics.score_table`: ``r`` and ``r2``; with ``n_permutations`` a permutation
+    :func:`braincode.encoding.stats.score_table`: ``r`` and ``r2``; with ``n_permutations`` a permutation
     p-value and its FDR q-value per voxel; when the voxel table has a ``noise_ceiling`` column, the Algonauts
     noise-normalised score; when the test split's responses ``Y_test`` are given (NSD's shared images), the
     test-split correlation ``test_r``.

@@ -1,7 +1,8 @@
-"""The step functions of a subject's pipeline: validate -> extract -> fit -> evaluate -> report.
+"""The steps of a subject's pipeline: validate -> extract -> fit -> evaluate -> caption -> synthesize -> report.
 
-Each takes a :class:`~braincode.pipeline.runner.StepContext` and the folder to write into, and is deterministic:
-the same config and inputs give the same bytes.
+Each takes a :class:`~braincode.pipeline.context.StepContext` and the folder to write into, and is deterministic:
+the same config and inputs give the same bytes. :data:`STEPS` says which config sections and which earlier steps'
+outputs each one reads, so that editing one section re-runs only the steps that depend on it.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from braincode.data import Dataset, load_algonauts
+from braincode.data import Dataset, check_fittable, load_subject
 from braincode.data.rois import roi_labels
 from braincode.encoding.metrics import pearson_r
 from braincode.features import FeatureStore
 from braincode.features.design import FeatureSpec, extract_design
 from braincode.pipeline.config import FeatureConfig, PipelineConfig
-from braincode.pipeline.runner import StepContext, StepFn
+from braincode.pipeline.context import Step, StepContext
 from braincode.pipeline.steps import fit_and_score, roi_table, write_fit_outputs
 
 SPLITS = ("train", "test")
@@ -33,13 +34,11 @@ def data_root(ctx: StepContext) -> Path:
 
 
 def _dataset(ctx: StepContext, *, check: bool = False) -> Dataset:
-    """Load the subject's dataset with the configured loader (``check``: also decode every image)."""
+    """Load the subject's dataset with the configured layout (``check``: also decode every Algonauts image)."""
     cfg = ctx.config.data
-    if cfg.format == "nsd":
-        from braincode.data import load_nsd
-
-        return load_nsd(cfg.root, ctx.subject, **cfg.options)
-    return load_algonauts(data_root(ctx), ctx.subject, check_images=check, **cfg.options)
+    fmt = "algonauts" if cfg.format == "synthetic" else cfg.format
+    options = {**cfg.options, **({"check_images": True} if check and fmt == "algonauts" else {})}
+    return load_subject(data_root(ctx), ctx.subject, format=fmt, **options)
 
 
 def _subject_seed(ctx: StepContext) -> int:
@@ -54,7 +53,7 @@ def validate(ctx: StepContext, out: Path) -> None:
         from braincode.data.synthetic import make_synthetic
 
         make_synthetic(out / "data", ctx.subject, n_train=cfg.n_train, n_test=cfg.n_test, seed=_subject_seed(ctx))
-        ds = load_algonauts(out / "data", ctx.subject, check_images=True)
+        ds = load_subject(out / "data", ctx.subject, format="algonauts", check_images=True)
     else:
         ds = _dataset(ctx, check=True)
     info = {
@@ -72,10 +71,10 @@ def _feature_spec(f: FeatureConfig) -> FeatureSpec:
     return FeatureSpec(f.model, f.layers, f.pool, f.grid)
 
 
-def extract_shared(config: PipelineConfig) -> None:
+def extract_shared(config: PipelineConfig, *after: object) -> None:
     """Fill the feature cache with every subject's stimuli, subject by subject and split by split, in one task.
 
-    Runs between ``validate`` and ``extract``. Stimuli shared between subjects are computed once, and always in
+    Runs between ``validate`` and ``extract`` (``after``: the results of the tasks it waits for, unused). Stimuli shared between subjects are computed once, and always in
     the same batches whatever the order in which subjects are scheduled or whether an earlier run was killed
     (the cache commits each set whole), so every subject's ``extract`` then reads the same bytes.
     """
@@ -105,6 +104,7 @@ def fit(ctx: StepContext, out: Path) -> None:
     """Fit the encoder, score it by cross-validation and predict the test split (files of ``braincode fit``)."""
     ds = _dataset(ctx)
     enc = ctx.config.encoding
+    check_fittable(ds, n_folds=enc.cv)
     X = {split: np.load(ctx.step_dir("extract") / f"{split}.npy") for split in SPLITS}
     test = ds["test"].responses
     result = fit_and_score(X["train"], ds["train"].responses.data, X["test"], ds.voxels,
@@ -193,24 +193,21 @@ def synthesize(ctx: StepContext, out: Path) -> None:
 
 
 def report(ctx: StepContext, out: Path) -> None:
-    """Write the subject's HTML report (``report.html``) with its figures."""
-    from braincode.report.subject import write_subject_report
+    """Write the subject's HTML report (``report.html``): everything the subject's step folders hold."""
+    from braincode.report.subject import write_folder_report
 
-    volume = ctx.step_dir("fit") / "r.nii.gz"
-    captions = ctx.step_dir("caption") / "captions.csv" if "caption" in ctx.config.steps else None
-    synthesized = ctx.step_dir("synthesize") if "synthesize" in ctx.config.steps else None
-    write_subject_report(ctx.step_dir("evaluate") / "scores.csv", out / "report.html", subject=ctx.subject,
-                         title=f"{ctx.config.name}: {ctx.subject}", volume=volume if volume.exists() else None,
-                         captions=captions, images=_dataset(ctx)["train"].stimuli if captions else None,
-                         synthesized=synthesized)
+    images = _dataset(ctx)["train"].stimuli if "caption" in ctx.config.steps else None
+    write_folder_report(ctx.step_dir("fit").parent, out / "report.html", subject=ctx.subject,
+                        title=f"{ctx.config.name}: {ctx.subject}", images=images)
 
 
-STEP_FUNCTIONS: dict[str, StepFn] = {
-    "validate": validate,
-    "extract": extract,
-    "fit": fit,
-    "evaluate": evaluate,
-    "caption": caption,
-    "synthesize": synthesize,
-    "report": report,
+#: Every step, with the config sections and upstream steps its outputs depend on.
+STEPS: dict[str, Step] = {
+    "validate": Step(validate, ("data",)),
+    "extract": Step(extract, ("data", "features", "device"), ("validate",)),
+    "fit": Step(fit, ("data", "features", "encoding", "device"), ("validate", "extract")),
+    "evaluate": Step(evaluate, ("data",), ("validate", "fit")),
+    "caption": Step(caption, ("data", "caption", "encoding", "device"), ("validate",)),
+    "synthesize": Step(synthesize, ("data", "features", "synthesize", "encoding", "device"), ("validate",)),
+    "report": Step(report, ("name",), ("validate", "fit", "evaluate", "caption", "synthesize")),
 }

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from braincode.data.algonauts import (
-    FAMILIES,
+from braincode.data import (
     hemisphere_slices,
     load_algonauts,
     validate_algonauts,
     write_algonauts_predictions,
 )
+from braincode.data.rois import FAMILIES
 from braincode.data.synthetic import load_truth
 from braincode.errors import ConfigError, DataFormatError, MissingFileError
 

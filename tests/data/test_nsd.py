@@ -1,5 +1,6 @@
 """NSD loader on tiny fixture files written in NSD's own formats (3 sessions of 12 trials, a 4x5x3 grid)."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import scipy.io
-from nsd_fixture import AFFINE, N_VERTICES, SHAPE, SUBJECT_ROW, TRIALS, write_nsd
+from nsd_fixture import AFFINE, N_VERTICES, SHAPE, SUBJECT_ROW, TRIALS, write_nsd, write_nsd_fsaverage
 
 from braincode import io
 from braincode.data.nsd import HDF5Stimuli, load_nsd, read_expdesign
@@ -206,7 +207,7 @@ def test_errors_on_malformed_files(broken):
         load_nsd(broken, 2, betas="betas_glm")
     with pytest.raises(ConfigError, match="NSD space"):
         load_nsd(broken, 2, space="MNI")
-    with pytest.raises(ConfigError, match="NSD subject"):
+    with pytest.raises(ConfigError, match="cannot read .subj00. as a subject"):
         load_nsd(broken, "subj00")
 
 
@@ -222,3 +223,73 @@ def test_error_on_small_stimulus_brick(broken):
         f.create_dataset("imgBrick", data=np.zeros((3, 6, 6, 3), np.uint8))
     with pytest.raises(DataFormatError, match="fewer images than the design needs"):
         load_nsd(broken, 2)
+
+
+@pytest.mark.parametrize(("space", "average"), [("func1pt8mm", True), ("fsaverage", True), ("fsaverage", False)])
+def test_memory_mapped_responses_equal_the_in_memory_ones(nsd, tmp_path, space, average):
+    """Session by session into .npy files (read back memory-mapped) gives exactly the in-memory responses."""
+    root, truth = nsd
+    options = {"space": space, "average_repeats": average, "images": False, "mask": None}
+    memory = load_nsd(root, 2, memmap=False, **options)
+    mapped = load_nsd(root, 2, memmap=True, cache=tmp_path, **options)
+    assert memory.meta["memmap"] is None and mapped.meta["memmap"].parent == tmp_path
+    for split in ("train", "test"):
+        data = mapped[split].responses.data
+        assert isinstance(data.base, np.memmap) or isinstance(data, np.memmap)
+        np.testing.assert_array_equal(data, memory[split].responses.data)
+        np.testing.assert_array_equal(mapped.meta["nsd_ids"][split], memory.meta["nsd_ids"][split])
+    if space == "fsaverage" and average:  # against direct numpy on the whole surface (no mask)
+        full = np.concatenate([truth["surface"]["lh"], truth["surface"]["rh"]])
+        expected = _expected(full, truth["design"])
+        for split, (_, values, _) in expected.items():
+            np.testing.assert_allclose(mapped[split].responses.data, values, atol=1e-5)
+    assert [p.name for p in tmp_path.iterdir()] == [mapped.meta["memmap"].name]  # no temporary left
+
+
+def test_memory_mapped_responses_are_reused_until_a_beta_file_changes(nsd, tmp_path):
+    root, _ = nsd
+    copy = Path(shutil.copytree(root, tmp_path / "nsd"))
+    options = {"space": "fsaverage", "memmap": True, "cache": tmp_path / "cache", "images": False}
+    first = load_nsd(copy, 2, **options)
+    beta = copy / "nsddata_betas/ppdata/subj02/fsaverage/betas_fithrf_GLMdenoise_RR/lh.betas_session02.mgh"
+    stat = beta.stat()
+    img = nib.load(beta)
+    nib.save(nib.MGHImage(np.asarray(img.dataobj)[..., ::-1].copy(), img.affine), beta)  # trials reversed
+    os.utime(beta, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert beta.stat().st_size == stat.st_size
+    again = load_nsd(copy, 2, **options)  # same names, sizes and times: the cached responses, betas not read
+    assert again.meta["memmap"] == first.meta["memmap"]
+    np.testing.assert_array_equal(again["train"].responses.data, first["train"].responses.data)
+    os.utime(beta)  # a newer file: the responses are rebuilt
+    rebuilt = load_nsd(copy, 2, **options)
+    assert rebuilt.meta["memmap"] != first.meta["memmap"]
+    assert not np.array_equal(rebuilt["train"].responses.data, first["train"].responses.data)
+    np.testing.assert_array_equal(rebuilt["train"].responses.data,
+                                  load_nsd(copy, 2, space="fsaverage", memmap=False,
+                                           images=False)["train"].responses.data)
+
+
+def test_memmap_is_chosen_by_size():
+    from braincode.data._nsd_betas import available_memory, should_memmap
+
+    assert available_memory() > 0
+    assert should_memmap(10**15) and not should_memmap(10**3)
+
+
+def test_whole_surface_int16_betas_are_scaled_and_memory_mapped(tmp_path):
+    """The whole-cortex path at small size: int16 x 300 MGH betas, no mask, one row per image."""
+    truth = write_nsd_fsaverage(tmp_path / "nsd", n_vertices=40, sessions=2, trials=25)
+    options = {"space": "fsaverage", "mask": None, "rois": (), "images": False, "zscore": False}
+    mapped = load_nsd(tmp_path / "nsd", 1, memmap=True, cache=tmp_path / "cache", **options)
+    memory = load_nsd(tmp_path / "nsd", 1, memmap=False, **options)
+    order = truth["design"]["masterordering"][0][:25] - 1
+    ids = truth["design"]["subjectim"][0, order] - 1
+    first = np.concatenate([truth["first_session"]["lh"], truth["first_session"]["rh"]])  # (80, 25)
+    for split in ("train", "test"):
+        data = mapped[split].responses.data
+        np.testing.assert_array_equal(data, memory[split].responses.data)
+        rows = {i: r for r, i in enumerate(mapped.meta["nsd_ids"][split])}
+        for t in range(25):
+            if ids[t] in rows:
+                np.testing.assert_allclose(data[rows[ids[t]]], first[:, t], rtol=1e-6)
+    assert mapped["train"].responses.shape[1] == 80 and len(mapped.meta["nsd_ids"]["train"]) > 0

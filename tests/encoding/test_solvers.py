@@ -223,7 +223,49 @@ def test_partial_fraction_scores_match_direct_predictions(spectrum):
     assert (len(quad.within_idx) > 0) == (spectrum == "degenerate")
     Yv0 = Yv - Yv.mean(0)
     sst = (Yv0**2).sum(0)
-    scores = quad.scores(E, A.T @ Yv0, sst, Yv.mean(0), n_val, "r2")
+    targets = solvers._Targets(None, None, sst, Yv.mean(0), n_val, Yv.mean(0))  # fold intercept 0
+    scores = solvers._fold_score(*quad.moments(E, A.T @ Yv0), targets, "r2")
     pred = torch.stack([A @ (E / (lam[:, None] + a)) for a in alphas])
     direct = 1 - ((Yv - pred) ** 2).sum(1) / sst
     torch.testing.assert_close(scores, direct, rtol=0, atol=1e-10)
+
+
+def direct_out_of_fold(X, Y, alphas_per_voxel, splits, fit_intercept=True):
+    """Out-of-fold predictions at each voxel's alpha, every ridge problem solved in float64."""
+    X, Y = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(Y, dtype=torch.float64)
+    pred = torch.full_like(Y, torch.nan)
+    for train, val in splits:
+        Xt, Yt = X[train], Y[train]
+        mx, my = (Xt.mean(0), Yt.mean(0)) if fit_intercept else (0.0, torch.zeros(Y.shape[1], dtype=Y.dtype))
+        Xt, Yt = Xt - mx, Yt - my
+        for j, a in enumerate(np.asarray(alphas_per_voxel)):
+            if X.shape[0] >= X.shape[1]:
+                b = torch.linalg.solve(Xt.T @ Xt + a * torch.eye(X.shape[1], dtype=X.dtype), Xt.T @ Yt[:, j])
+            else:
+                b = Xt.T @ torch.linalg.solve(Xt @ Xt.T + a * torch.eye(len(train), dtype=X.dtype), Yt[:, j])
+            pred[val, j] = (X[val] - mx) @ b + my[j]
+    return pred.numpy()
+
+
+@pytest.mark.parametrize(("n", "p", "fit_intercept"), [(90, 12, True), (40, 70, True), (90, 12, False)])
+def test_out_of_fold_r_equals_direct_float64_recomputation(n, p, fit_intercept):
+    X, Y = signal_data(n, p, 6, seed=3)
+    Y[:, 2] = 4.0  # a constant voxel: no score (NaN), not 0
+    splits = list(KFold(5, shuffle=True, random_state=0).split(X))
+    res = ridge_cv(X, Y, ALPHAS, splits, fit_intercept=fit_intercept, device="cpu", show_progress=False,
+                   keep_oof=True)
+    ref = direct_out_of_fold(X, Y, res.best_alphas.numpy(), splits, fit_intercept)
+    np.testing.assert_allclose(res.oof.numpy(), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    live = np.arange(6) != 2
+    a, b = Y[:, live] - Y[:, live].mean(0), ref[:, live] - ref[:, live].mean(0)
+    r_ref = (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0))
+    r2_ref = 1 - ((Y[:, live] - ref[:, live]) ** 2).sum(0) / (a * a).sum(0)
+    np.testing.assert_allclose(res.cv_r.numpy()[live], r_ref, atol=1e-6)
+    np.testing.assert_allclose(res.cv_r2.numpy()[live], r2_ref, atol=1e-6)
+    assert np.isnan(res.cv_r.numpy()[2]) and np.isnan(res.cv_r2.numpy()[2])
+
+
+def test_out_of_fold_needs_a_partition():
+    X, Y = signal_data(60, 5, 2)
+    with pytest.raises(ConfigError, match="partition"):
+        ridge_cv(X, Y, ALPHAS, list(ShuffleSplit(3, random_state=0).split(X)), device="cpu", keep_oof=True)

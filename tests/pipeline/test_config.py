@@ -53,8 +53,8 @@ def test_digest_changes_with_content_only(tmp_path):
         ({"dat": {}}, "unknown key(s) ['dat'] in `top level`"),
         ({"data": {"format": "bids", "root": "x"}}, "invalid `data.format`"),
         ({"features": []}, "`features` must be a non-empty list"),
-        ({"features": [{"layers": ["x"]}]}, "features[0] has no model"),
-        ({"steps": ["fit", "plot"]}, "invalid `steps`"),
+        ({"features": [{"layers": ["x"]}]}, "`features[0].model` is missing"),
+        ({"steps": ["fit", "plot"]}, "invalid `steps[1]`"),
         ({"subjects": "subj01"}, "`subjects` must be a non-empty list"),
         ({"encoding": {"readout": "mlp"}}, "invalid `encoding.readout`"),
         ({"steps": ["validate", "caption"]}, "step `caption` needs a `caption:` section"),
@@ -70,6 +70,33 @@ def test_bad_configs_name_file_and_problem(tmp_path, change, message):
         load_config(path)
     assert message in str(err.value)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("features:\n  - {model: m, layers: blocks.1}\n", 6, "`features[0].layers` must be a list"),
+        ("features: [{model: m}]\nsteps: validate\n", 6, "`steps` must be a list"),
+        ("features:\n  - model: m\n    pool: gird\n", 7, "invalid `features[0].pool`"),
+        ("features: [{model: m}]\nencoding: {permutations: -5}\n", 6, "`encoding.permutations` is too small"),
+        ("features: [{model: m}]\nencoding:\n  cv: three\n", 7, "`encoding.cv` must be an integer"),
+        ("features: [{model: m}]\nencoding: {cv: 1}\n", 6, "`encoding.cv` is too small"),
+        ("features: [{model: m}]\nencoding: {alphas: [1, abc]}\n", 6, "`encoding.alphas[1]` must be a number"),
+        ("features: [{model: m}]\nencoding: {alphas: [1, 0]}\n", 6, "`encoding.alphas[1]` must be positive"),
+        ("features: [{model: m]\n", 5, "not valid YAML"),
+    ],
+)
+def test_values_are_typed_when_read_and_errors_point_to_the_line(tmp_path, text, line, message):
+    head = "name: t\noutput: out\ndata: {format: synthetic}\nsubjects: [subj01]\n"
+    if text.startswith("features") and "\ndata:" in text:
+        head = head.replace("data: {format: synthetic}\n", "")
+        text = text.replace("data:", "\ndata:", 1).replace("\n\n", "\n")
+    path = tmp_path / "c.yaml"
+    path.write_text(head + text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert message in str(err.value)
+    assert f"{path}:{line}:" in str(err.value), str(err.value)
 
 
 def test_missing_key_and_file_and_yaml_syntax(tmp_path):

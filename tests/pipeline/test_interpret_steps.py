@@ -8,17 +8,19 @@ import yaml
 from braincode.pipeline.config import load_config
 from braincode.pipeline.runner import run_subject
 
+CONFIG = {
+    "name": "interpret", "output": "out", "subjects": ["subj01"],
+    "data": {"format": "synthetic", "root": "data", "n_train": 60, "n_test": 8, "seed": 0},
+    "features": [{"model": "open_clip:tiny-vit@random", "layers": ["pooled"]}],
+    "encoding": {"cv": 3, "alphas": [1, 100, 10000]},
+    "caption": {"model": "minilm", "text": True, "top": 3},
+    "synthesize": {"rois": ["FFA-1"], "n": 1, "steps": 3},
+}
+
 
 def test_caption_and_synthesize_steps_feed_the_report(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "interpret", "output": "out", "subjects": ["subj01"],
-        "data": {"format": "synthetic", "root": "data", "n_train": 60, "n_test": 8, "seed": 0},
-        "features": [{"model": "open_clip:tiny-vit@random", "layers": ["pooled"]}],
-        "encoding": {"cv": 3, "alphas": [1, 100, 10000]},
-        "caption": {"model": "minilm", "text": True, "top": 3},
-        "synthesize": {"rois": ["FFA-1"], "n": 1, "steps": 3},
-    }))
+    path.write_text(yaml.safe_dump(CONFIG))
     config = load_config(path)
     ran = run_subject(config, "subj01")
     assert list(ran) == ["validate", "extract", "fit", "evaluate", "caption", "synthesize", "report"]
@@ -33,3 +35,13 @@ def test_caption_and_synthesize_steps_feed_the_report(tmp_path):
     assert "floc-faces: FFA-1" in html and face["caption"] in html and "BrainDiVE" in html
     # nothing to redo on a second run
     assert not any(run_subject(config, "subj01").values())
+    # editing the synthesize section re-runs synthesize and the report only
+    path.write_text(yaml.safe_dump({**CONFIG, "synthesize": {**CONFIG["synthesize"], "n": 2}}))
+    ran = run_subject(load_config(path), "subj01")
+    assert [step for step, did in ran.items() if did] == ["synthesize", "report"]
+    assert (subject / "synthesize" / "FFA-1" / "seed-00000001.png").exists()
+    # and editing the caption section re-runs caption and the report only
+    path.write_text(yaml.safe_dump({**CONFIG, "synthesize": {**CONFIG["synthesize"], "n": 2},
+                                    "caption": {**CONFIG["caption"], "top": 2}}))
+    ran = run_subject(load_config(path), "subj01")
+    assert [step for step, did in ran.items() if did] == ["caption", "report"]

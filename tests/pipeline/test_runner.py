@@ -1,11 +1,13 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
 from braincode.pipeline.config import load_config
-from braincode.pipeline.runner import MANIFEST, StepContext, clean_temporaries, run_step
+from braincode.pipeline.context import Step, StepContext
+from braincode.pipeline.runner import MANIFEST, clean_temporaries, run_step
 
 
 @pytest.fixture
@@ -30,18 +32,21 @@ def test_step_runs_once_then_skips_and_reruns_when_input_changes(ctx):
         calls.append("second")
         (out / "b.txt").write_text(c.step_dir("first").joinpath("a.txt").read_text() + "!")
 
-    assert run_step(ctx, "first", first, []) is True
-    assert run_step(ctx, "second", second, ["first"]) is True
-    assert run_step(ctx, "first", first, []) is False
-    assert run_step(ctx, "second", second, ["first"]) is False
+    steps = {"first": Step(first, ("data",)), "second": Step(second, ("data",), ("first",))}
+    cfg = replace(ctx.config, steps=("first", "second"))
+    ctx = replace(ctx, config=cfg)
+    assert run_step(ctx, "first", steps["first"]) is True
+    assert run_step(ctx, "second", steps["second"]) is True
+    assert run_step(ctx, "first", steps["first"]) is False
+    assert run_step(ctx, "second", steps["second"]) is False
     assert calls == ["first", "second"]
     manifest = json.loads((ctx.step_dir("second") / MANIFEST).read_text())
     assert set(manifest["inputs"]) == {"first"} and "b.txt" in manifest["outputs"]
     # a changed upstream output invalidates the downstream step
     (ctx.step_dir("first") / MANIFEST).unlink()
-    assert run_step(ctx, "first", first, []) is True
+    assert run_step(ctx, "first", steps["first"]) is True
     assert (ctx.step_dir("first") / "a.txt").read_text() == "3"
-    assert run_step(ctx, "second", second, ["first"]) is True
+    assert run_step(ctx, "second", steps["second"]) is True
     assert (ctx.step_dir("second") / "b.txt").read_text() == "3!"
 
 
@@ -51,7 +56,7 @@ def test_failed_step_leaves_no_output_or_temporary(ctx):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        run_step(ctx, "broken", broken, [])
+        run_step(ctx, "broken", Step(broken, ("data",)))
     assert not ctx.step_dir("broken").exists()
     assert [p.name for p in ctx.subject_dir.iterdir()] == []
 

@@ -2,8 +2,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from nilearn import datasets
 
-from braincode.report.plots import FSAVERAGE5_VERTICES, fsaverage5_values, surface_figure
+from braincode.report.plots import _outline_segments, surface_figure
 from braincode.report.summary import render_summary, write_summary
 
 
@@ -20,23 +21,37 @@ def test_summary_escapes_text_and_inlines_figures(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["index.html"]
 
 
-def test_fsaverage5_values_keeps_first_10242_vertices():
-    out = fsaverage5_values(np.array([0, 5, 10242, 163841]), np.array([1.0, 2.0, 3.0, 4.0]))
-    assert out.shape == (FSAVERAGE5_VERTICES,)
-    assert out[0] == 1.0 and out[5] == 2.0 and np.isnan(out).sum() == FSAVERAGE5_VERTICES - 2
-
-
-def test_surface_figure_colours_the_scored_patch():
-    from nilearn import datasets
-
-    sphere = datasets.load_fsaverage("fsaverage5")["sphere"]
-    rows = []
-    for hemi, side in (("lh", "left"), ("rh", "right")):
-        xyz = sphere.parts[side].coordinates
-        patch = np.argsort(np.linalg.norm(xyz - xyz[np.argmin(xyz[:, 1])], axis=1))[:300]
-        rows.append(pd.DataFrame({"hemisphere": hemi, "vertex": patch, "r": np.linspace(0.5, 1.0, len(patch))}))
-    canvas = FigureCanvasAgg(surface_figure(pd.concat(rows), "r"))
+def _render(fig) -> np.ndarray:
+    canvas = FigureCanvasAgg(fig)
     canvas.draw()
-    rgb = np.asarray(canvas.buffer_rgba())[..., :3].astype(int)
-    colourful = (np.abs(rgb[..., 0] - rgb[..., 2]) > 60).sum()  # the hot colormap; the background is grey
-    assert colourful > 500
+    return np.asarray(canvas.buffer_rgba())[..., :3].astype(int)
+
+
+def test_scattered_vertices_paint_and_the_map_has_a_labelled_colour_bar():
+    rng = np.random.default_rng(0)
+    rows = [pd.DataFrame({"hemisphere": hemi, "vertex": rng.choice(10242, 120, replace=False), "r": 0.8,
+                          "roi:floc-faces": ""}) for hemi in ("lh", "rh")]
+    fig = surface_figure(pd.concat(rows), "r", label="r (unitless)", vmax=1.0)
+    bars = [ax for ax in fig.axes if ax.get_xlabel() == "r (unitless)"]
+    assert len(bars) == 1, "one colour bar, labelled with the values' meaning and unit"
+    rgb = _render(fig)
+    hot = (rgb[..., 0] - rgb[..., 2] > 60) & (rgb[..., 0] > 150)
+    bar_rows = int(bars[0].get_window_extent().height)
+    # 240 isolated vertices, each painting its faces in 8 panels: far more than the colour bar's own hot pixels
+    assert hot.sum() > 1500 + 600 * bar_rows
+
+
+def test_outline_encloses_an_roi_between_its_vertices():
+    mesh = datasets.load_fsaverage("fsaverage5")["flat"].parts["left"]
+    xy, faces = np.asarray(mesh.coordinates)[:, :2], np.asarray(mesh.faces)
+    centre = faces[5000, 0]
+    inside = np.zeros(len(xy), bool)
+    inside[np.argsort(np.linalg.norm(xy - xy[centre], axis=1))[:40]] = True
+    segments = _outline_segments(faces, xy, inside)
+    assert len(segments) > 0
+    ends = np.round(segments.reshape(-1, 2), 6)
+    _, counts = np.unique(ends, axis=0, return_counts=True)
+    assert (counts % 2 == 0).all(), "every segment end meets another: the outline is closed"
+    # the outline runs between the ROI and its neighbours: every ROI vertex is nearer its own centre than the line
+    inner = np.linalg.norm(xy[inside] - xy[centre], axis=1).max()
+    assert np.linalg.norm(segments.reshape(-1, 2) - xy[centre], axis=1).min() > 0.3 * inner
