@@ -269,3 +269,14 @@ def test_out_of_fold_needs_a_partition():
     X, Y = signal_data(60, 5, 2)
     with pytest.raises(ConfigError, match="partition"):
         ridge_cv(X, Y, ALPHAS, list(ShuffleSplit(3, random_state=0).split(X)), device="cpu", keep_oof=True)
+
+
+def test_dual_refit_equals_sklearn_ridge_at_the_chosen_alphas():
+    from sklearn.linear_model import Ridge
+
+    X, Y = signal_data(50, 80, 6, seed=4)
+    res = ridge_cv(X, Y, ALPHAS, list(KFold(5).split(X)), device="cpu", show_progress=False, voxel_batch=4)
+    for j, alpha in enumerate(res.best_alphas.numpy()):
+        ref = Ridge(alpha=alpha).fit(X, Y[:, j])
+        np.testing.assert_allclose(res.coef[:, j].numpy(), ref.coef_, rtol=1e-4, atol=1e-5 * np.abs(ref.coef_).max())
+        np.testing.assert_allclose(float(res.intercept[j]), ref.intercept_, rtol=1e-5, atol=1e-4)
