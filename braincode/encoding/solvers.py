@@ -736,7 +736,7 @@ def ridge_cv(
     X: torch.Tensor | np.ndarray,
     Y: torch.Tensor | np.ndarray,
     alphas: Sequence[float] | np.ndarray | torch.Tensor,
-    splits: Splits,
+    splits: Splits | str,
     *,
     score: str = "r2",
     fit_intercept: bool = True,
@@ -758,7 +758,10 @@ def ridge_cv(
     Y : Tensor or ndarray of shape (n_samples, n_voxels)
     alphas : sequence of float
         Candidate regularisations (positive).
-    splits : sequence of (train_indices, validation_indices)
+    splits : sequence of (train_indices, validation_indices), or "loo"
+        ``"loo"``: efficient leave-one-out (:mod:`braincode.encoding._loo`): one float64 eigen-decomposition of
+        all samples gives every sample's held-out prediction for every alpha; the scores are those of the
+        leave-one-out predictions.
     score : {"r2", "pearson"}
         Validation score that selects alphas.
     fit_intercept : bool
@@ -786,6 +789,16 @@ def ridge_cv(
     ((5, 3), 3)
     """
     X, Y = as_tensor(X), as_tensor(Y)
+    if isinstance(splits, str):
+        _check_inputs([X], Y, [], score)
+        if splits != "loo":
+            raise ConfigError("unknown cross-validation", expected='splits or "loo"', found=repr(splits))
+        from braincode.encoding._loo import loo_ridge  # same layer; imports this module
+
+        fit = loo_ridge(X, Y, check_alphas(alphas), score=score, fit_intercept=fit_intercept,
+                        device=resolve_device(device), voxel_batch=voxel_batch, show_progress=show_progress,
+                        keep_oof=keep_oof)
+        return RidgeCVResult(**fit)
     _check_inputs([X], Y, splits, score)
     res = _search(
         [X],
