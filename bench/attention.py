@@ -188,7 +188,7 @@ def _run_case(case: dict, args) -> dict:
 
 
 def _child(case: dict, argv: list[str], args) -> dict:
-    if args.in_process:  # smoke runs: no process per case (peak memory then includes earlier cases)
+    if args.in_process:  # one process for all cases: exact on CUDA (peak counters reset); on CPU a smoke run only
         return _run_case(case, args)
     cmd = [sys.executable, __file__, *argv, "--case", json.dumps(case)]
     env = {**os.environ, "BRAINCODE_PROGRESS": "0"}
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--impls", nargs="+", choices=sorted(IMPLS),
                    help="attention implementations (default: chunked sdpa reference, and triton on CUDA)")
     p.add_argument("--modes", nargs="+", default=["forward", "forward+backward"], choices=["forward", "forward+backward"])
-    p.add_argument("--in-process", action="store_true", help="run every case in this process (smoke runs)")
+    p.add_argument("--in-process", action="store_true", help="run every case in this process (exact on CUDA; on the CPU for smoke runs)")
     p.add_argument("--skip-project", action="store_true")
     p.add_argument("--skip-attention", action="store_true")
     p.add_argument("--case", help=argparse.SUPPRESS)

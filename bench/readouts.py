@@ -25,7 +25,7 @@ on test images with one face: the share of attention inside the face's box again
 Prints a markdown table (mean +- sd over seeds) and one JSON line; ``--out`` also gets an overlay PNG.
 
 ``--scale`` (issue: token readouts at scale) trains the routing readout at the published size (768/16/1024) on
-10,000 images x 50 tokens x 768 features memory-mapped from disk, with 40,000 vertices in 2 x 25 ROI queries, for
+10,000 images x 50 tokens (a class token and 7 x 7 patches) x 768 features memory-mapped from disk, with 40,000 vertices in 2 x 25 ROI queries, for
 ``--scale-steps`` optimiser steps, and prints the seconds per epoch extrapolated from them (one JSON line).
 """
 
@@ -147,12 +147,12 @@ def scale_bench(args: argparse.Namespace, work: Path) -> dict:
     family_of = rng.integers(0, len(names), n_vox)
     for f, (family, rois) in enumerate(names.items()):  # each vertex in one family's ROI, 20% in none
         inside = (family_of == f) & (rng.random(n_vox) > 0.2)
-        voxels[family] = np.where(inside, np.array(rois)[rng.integers(0, len(rois), n_vox)], "")
+        voxels[f"roi:{family}"] = np.where(inside, np.array(rois)[rng.integers(0, len(rois), n_vox)], "")
     train, val = np.arange(int(0.9 * n)), np.arange(int(0.9 * n), n)
     steps, batch = args.scale_steps, 16
     sample = np.sort(rng.choice(train, steps * batch, replace=False))  # rows spread over the whole memory map
     val_sample = val[:64]
-    readout = RoutingReadout(families=list(names), max_epochs=1, device="cpu")  # the published 768/16/1024
+    readout = RoutingReadout(families=list(names), num_prefix_tokens=1, max_epochs=1, device="cpu")  # 768/16/1024
     start = time.perf_counter()
     readout.fit(Rows(tokens, sample), Rows(Y, sample), voxels, X_val=Rows(tokens, val_sample), Y_val=Y[val_sample])
     fit_s = time.perf_counter() - start
@@ -207,11 +207,12 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench-readouts-"))
-    if args.scale:
-        result = scale_bench(args, work)
+    if args.scale:  # ~3 GB of memory-mapped arrays: kept in --work, else removed afterwards
+        with tempfile.TemporaryDirectory(prefix="bench-readouts-scale-") as tmp:
+            result = scale_bench(args, args.work or Path(tmp))
         print(json.dumps(result))
         return result
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-readouts-"))
     rows, faces = [], []
     for seed in args.seeds:
         seed_rows, face = run_seed(seed, args, work)

@@ -1,6 +1,6 @@
 """NSD single-trial betas -> per-image responses, one session at a time, in bounded memory.
 
-Each session is read into one float32 (n_voxels, trials) block, z-scored per voxel (float64 inside voxel chunks),
+Each session is read into one float32 (trials, n_voxels) block, z-scored per voxel (float64 inside voxel chunks),
 and its trials are added, weighted ``1 / repeats``, into the rows of their images. The rows live in memory, or -
 when the responses would not fit comfortably - in ``.npy`` files written with plain file I/O (never mapped while
 being written, so the process holds at most one session and one chunk of rows) and returned memory-mapped.
@@ -50,13 +50,13 @@ def split_rows(trial_ids: np.ndarray, in_split: np.ndarray, average: bool) -> Sp
     return SplitRows(trials, np.arange(trials.size), np.ones(trials.size, np.float32), ids, counts)
 
 
-def zscore_rows(x: np.ndarray) -> None:
-    """z-score each voxel (row) of float32 ``x`` across trials in place (ddof=0); constant rows become 0."""
-    for start in range(0, x.shape[0], VOXEL_CHUNK):
-        block = x[start : start + VOXEL_CHUNK].astype(np.float64)
-        block -= block.mean(1, keepdims=True)
-        sd = block.std(1, keepdims=True)
-        x[start : start + VOXEL_CHUNK] = np.divide(block, sd, out=np.zeros_like(block), where=sd > 0)
+def zscore_columns(x: np.ndarray) -> None:
+    """z-score each voxel (column) of float32 ``x`` across trials in place (ddof=0); constant voxels become 0."""
+    for start in range(0, x.shape[1], VOXEL_CHUNK):
+        block = x[:, start : start + VOXEL_CHUNK].astype(np.float64)
+        block -= block.mean(0)
+        sd = block.std(0)
+        x[:, start : start + VOXEL_CHUNK] = np.divide(block, sd, out=np.zeros_like(block), where=sd > 0)
 
 
 class _Rows:
@@ -75,7 +75,8 @@ class _Rows:
     def add(self, rows: np.ndarray, start: int, block: np.ndarray) -> None:
         """``out[rows, start:start + block.shape[1]] += block`` (rows sorted, distinct)."""
         if self.path is None:
-            self.array[rows, start : start + block.shape[1]] += block
+            for row, values in zip(rows.tolist(), block):
+                self.array[row, start : start + block.shape[1]] += values
             return
         buffer = np.empty(block.shape[1], np.float32)
         for row, values in zip(rows.tolist(), block):
@@ -113,11 +114,11 @@ def session_responses(
         name: _Rows((split.ids.size, n_voxels), None if folder is None else folder / f"{name}.npy")
         for name, split in splits.items()
     }
-    block = np.empty((n_voxels, per_session), np.float32)
+    block = np.empty((per_session, n_voxels), np.float32)
     for k, (number, files) in enumerate(progress(sessions, desc="NSD sessions", total=len(sessions))):
         reader.read_into(number, files, block, scale)
         if zscore:
-            zscore_rows(block)
+            zscore_columns(block)
         first = k * per_session
         for name, split in splits.items():
             here = (split.trials >= first) & (split.trials < first + per_session)
@@ -128,8 +129,8 @@ def session_responses(
                 (split.weights[here], (inverse, split.trials[here] - first)), shape=(rows.size, per_session)
             )
             for start in range(0, n_voxels, VOXEL_CHUNK):
-                chunk = block[start : start + VOXEL_CHUNK]
-                outputs[name].add(rows, start, np.asarray(weights @ chunk.T, dtype=np.float32))
+                chunk = np.ascontiguousarray(block[:, start : start + VOXEL_CHUNK])
+                outputs[name].add(rows, start, np.asarray(weights @ chunk, dtype=np.float32))
     return {name: out.result() for name, out in outputs.items()}
 
 

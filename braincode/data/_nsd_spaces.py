@@ -1,7 +1,7 @@
 """Readers of NSD's two kinds of spaces: volumes (``func1pt8mm``, ``func1mm``) and the fsaverage surface.
 
-A reader knows its voxel table (inside a mask), reads one session's betas into a float32 (n_voxels, trials)
-block, reads ROI columns and the ``ncsnr`` map, and lists the session files of a beta folder.
+A reader knows its voxel table (inside a mask), reads one session's betas into a float32 (trials, n_voxels)
+block (samples first; NIfTI and MGH store each trial's volume contiguously, so nothing is transposed), reads ROI columns and the ``ncsnr`` map, and lists the session files of a beta folder.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ NSD_INT16_SCALE = 300.0
 def scaled_into(raw: np.ndarray, dtype: np.dtype, scale: float | str, out: np.ndarray) -> None:
     """``out[...] = raw / divisor`` in float32; ``scale="auto"`` divides integers by 300 and floats by 1."""
     by = (NSD_INT16_SCALE if np.issubdtype(dtype, np.integer) else 1.0) if scale == "auto" else float(scale)
-    np.divide(raw, np.float32(by), out=out, casting="unsafe")
+    np.copyto(out, raw, casting="unsafe")  # one cast (10x faster than dividing big-endian int16 directly)
+    out /= np.float32(by)
 
 
 def _check_trials(number: int, path: Path, found: int, expected: int) -> None:
@@ -57,7 +58,8 @@ class VolumeReader:
             mask_img = read_image(self._roi_path(mask), what="mask")
         self.grid = mask_img  # the file named in grid-mismatch messages
         self.mask_img, self.voxels = mask_voxels(mask_img)
-        self.inside = np.asarray(self.mask_img.dataobj) > 0
+        ijk = tuple(self.voxels[c].to_numpy() for c in "ijk")
+        self.columns = np.ravel_multi_index(ijk, self.mask_img.shape, order="F")  # voxels in a trial's volume
 
     def _roi_path(self, name: str | Path) -> Path:
         return Path(name) if Path(name).suffix else self.roi_dir / f"{name}.nii.gz"
@@ -78,7 +80,7 @@ class VolumeReader:
         return len(self.voxels)
 
     def read_into(self, number: int, files: Sequence[Path], out: np.ndarray, scale: float | str) -> None:
-        """Session ``number``'s betas inside the mask, divided by the scale, into ``out`` (n_voxels, trials)."""
+        """Session ``number``'s betas inside the mask, divided by the scale, into ``out`` (trials, n_voxels)."""
         img = read_image(files[0], what="betas")
         if img.ndim != 4:
             raise DataFormatError(
@@ -88,8 +90,9 @@ class VolumeReader:
                 found=f"shape {img.shape}",
             )
         check_grid(img, self.grid, "betas")
-        _check_trials(number, files[0], img.shape[3], out.shape[1])
-        scaled_into(np.asarray(img.dataobj)[self.inside], img.get_data_dtype(), scale, out)
+        _check_trials(number, files[0], img.shape[3], out.shape[0])
+        trials = np.asarray(img.dataobj).reshape(-1, img.shape[3], order="F").T  # (trials, grid voxels)
+        scaled_into(trials[:, self.columns], img.get_data_dtype(), scale, out)
 
     def ncsnr(self) -> np.ndarray:
         return sample_volume(self.beta_dir / "ncsnr.nii.gz", self.voxels, self.grid, "ncsnr volume")
@@ -153,10 +156,11 @@ class SurfaceReader:
                     expected=f"{self.n_vertices[hemi]}",
                     found=f"{data.shape[0]}",
                 )
-            _check_trials(number, path, data.shape[1], out.shape[1])
+            _check_trials(number, path, data.shape[1], out.shape[0])
             keep = self.keep[hemi]
             n = int(keep.sum())
-            scaled_into(data if n == keep.size else data[keep], dtype, scale, out[start : start + n])
+            trials = data.T  # (trials, vertices): contiguous for MGH, whose trials are stored one after another
+            scaled_into(trials if n == keep.size else trials[:, keep], dtype, scale, out[:, start : start + n])
             start += n
 
     def ncsnr(self) -> np.ndarray:

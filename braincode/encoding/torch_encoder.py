@@ -162,7 +162,6 @@ class TorchEncoder(nn.Module):
         self.side, mean, std = _image_geometry(extractor.transform)
         self.register_buffer("pixel_mean", torch.tensor(mean, device=extractor.device).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(std, device=extractor.device).view(1, 3, 1, 1))
-        self.block_ids = [int(name.split(".")[1]) for name in config.layers if name.startswith("blocks.")]
         unknown = [name for name in config.layers if name not in extractor.layers]
         if unknown:
             raise ConfigError(f"{extractor.model_id} has no layer(s) {unknown}", expected=str(extractor.layers))
@@ -202,16 +201,11 @@ class TorchEncoder(nn.Module):
     def design(self, images: torch.Tensor) -> torch.Tensor:
         """The design vector (n, n_features) of ``images``, with gradients."""
         x = self.preprocess(images.to(self.device, torch.float32))
-        pooled, tokens = self.extractor.run(x, self.block_ids)
-        parts = []
-        for name in self.config.layers:
-            if name == "pooled":
-                parts.append(pooled.reshape(len(x), -1))
-                continue
-            parts.append(pool_token_tensor(tokens[int(name.split(".")[1])],
-                                           num_prefix_tokens=self.extractor.num_prefix_tokens,
-                                           grid=self.extractor.grid, mode=self.config.pool,
-                                           out_grid=self.config.out_grid))
+        found = self.extractor.run_layers(x, list(self.config.layers))
+        parts = [found[name].reshape(len(x), -1) if name == "pooled" else
+                 pool_token_tensor(found[name], num_prefix_tokens=self.extractor.num_prefix_tokens,
+                                   grid=self.extractor.grid, mode=self.config.pool, out_grid=self.config.out_grid)
+                 for name in self.config.layers]
         return torch.cat([p.float() for p in parts], dim=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Model features: extractors for open_clip, timm and transformers models, token pooling, and an on-disk cache.
+"""Model features: extractors for open_clip, timm and transformers models or your own model
+(:func:`extractor_from_model`), token pooling, and an on-disk cache.
 
 Examples
 --------
@@ -8,6 +9,7 @@ Examples
 >>> X = pool_tokens(feats["blocks.1"], num_prefix_tokens=ext.num_prefix_tokens, grid=ext.grid)  # doctest: +SKIP
 """
 
+from braincode.features.custom import extractor_from_model
 from braincode.features.design import FeatureSpec, extract_design
 from braincode.features.extractor import Extractor
 from braincode.features.model_id import ModelId, parse_model_id
@@ -28,6 +30,7 @@ __all__ = [
     "TextExtractor",
     "VisionExtractor",
     "extract_design",
+    "extractor_from_model",
     "get_extractor",
     "parse_model_id",
     "pool_tokens",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,6 +21,51 @@ _MAX_LOAD_THREADS = 8
 
 #: ``run(x, block_indices) -> (pooled (B, D), {i: tokens (B, T, D)})``: one forward pass of a vision model.
 VisionRun = Callable[[torch.Tensor, Sequence[int]], tuple[torch.Tensor, dict[int, torch.Tensor]]]
+
+#: A facet layer (e.g. ``"blocks.11.q"``): the module whose output holds it, and how to read it from that output.
+Facet = tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]
+
+#: Side the images are resized to before DINOv2's zero padding: the NSD stimuli's own 425 px, which the
+#: transformer brain encoder feeds unresized (padded to 434 px: a 31 x 31 patch grid).
+DINOV2_IMAGE_SIZE = 425
+
+
+class PatchPad:
+    """PIL image -> normalised tensor zero-padded at the bottom and right to a multiple of the patch size.
+
+    How the transformer brain encoder feeds DINOv2 (its ``datasets/nsd.py``): ``ToTensor``, ``Normalize``, then
+    zeros appended so that both sides are multiples of ``patch``. Images are first resized to ``image_size``
+    square (bicubic; a no-op for NSD's 425 px stimuli) so that every image gives the same patch grid.
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> pad = PatchPad(14, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), image_size=20)
+    >>> x = pad(Image.new("RGB", (20, 20), (255, 255, 255)))
+    >>> tuple(x.shape), float(x[0, 19, 19]), float(x[0, 20, 20]), pad.grid
+    ((3, 28, 28), 1.0, 0.0, (2, 2))
+    """
+
+    def __init__(self, patch: int, mean: Sequence[float], std: Sequence[float],
+                 image_size: int = DINOV2_IMAGE_SIZE) -> None:
+        self.patch, self.image_size = int(patch), int(image_size)
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
+        side = math.ceil(self.image_size / self.patch)
+        self.grid = (side, side)
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        image = image.convert("RGB")
+        if image.size != (self.image_size, self.image_size):
+            image = image.resize((self.image_size, self.image_size), resample=3)  # PIL bicubic
+        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        x = (x - self.mean) / self.std
+        side = self.grid[0] * self.patch
+        return torch.nn.functional.pad(x, (0, side - x.shape[2], 0, side - x.shape[1]))
+
+    def __repr__(self) -> str:
+        return (f"PatchPad(patch={self.patch}, image_size={self.image_size}, mean={self.mean.flatten().tolist()}, "
+                f"std={self.std.flatten().tolist()})")
 
 
 def hooked_run(
@@ -71,6 +117,9 @@ class VisionExtractor(Extractor):
         Patch grid (gh, gw): ``T = num_prefix_tokens + gh * gw``.
     transform : callable
         PIL image -> tensor (3, H, W), the model's own preprocessing.
+    facets : dict of str to Facet
+        Extra layers read from inside a block, e.g. ``"blocks.{i}.q"``: the attention query projection of block
+        ``i`` (the transformer brain encoder's input), tokens laid out as ``"blocks.{i}"``.
     """
 
     kind = "vision"
@@ -83,13 +132,15 @@ class VisionExtractor(Extractor):
         n_blocks: int,
         num_prefix_tokens: int | None,
         grid: tuple[int, int] | None,
+        facets: Mapping[str, Facet] | None = None,
         **common: Any,
     ) -> None:
         self.transform = transform
         self._run = run
         self.num_prefix_tokens = num_prefix_tokens
         self.grid = None if grid is None else (int(grid[0]), int(grid[1]))
-        super().__init__(layers=["pooled", *(f"blocks.{i}" for i in range(n_blocks))], **common)
+        self.facets = dict(facets or {})
+        super().__init__(layers=["pooled", *(f"blocks.{i}" for i in range(n_blocks)), *self.facets], **common)
 
     def run(
         self, x: torch.Tensor, blocks: Sequence[int] = ()
@@ -121,6 +172,19 @@ class VisionExtractor(Extractor):
         """
         return self._run(x, list(blocks))
 
+    def run_layers(self, x: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """One forward pass on preprocessed images returning the layers ``names`` (pooled, blocks, facets).
+
+        Like :meth:`run`, outside inference mode: gradients flow back to ``x``.
+        """
+        facets = {name: self.facets[name] for name in names if name in self.facets}
+        wanted = [int(name.split(".")[1]) for name in names if name.startswith("blocks.") and name not in facets]
+        with capture_outputs({name: module for name, (module, _) in facets.items()}) as out:
+            pooled, tokens = self.run(x, wanted)
+        found = {"pooled": pooled, **{f"blocks.{i}": t for i, t in tokens.items()},
+                 **{name: read(out[name]) for name, (_, read) in facets.items()}}
+        return {name: found[name] for name in names}
+
     def _inputs(self, stimuli: Stimuli | Sequence[str]) -> tuple[Stimuli, list[str]]:
         if not isinstance(stimuli, Stimuli) or not stimuli.has_images:
             raise DataFormatError(
@@ -133,7 +197,4 @@ class VisionExtractor(Extractor):
 
     def _run_batch(self, source: Stimuli, index: np.ndarray) -> dict[str, torch.Tensor]:
         x = load_images(source, index, self.transform).to(self.device)
-        wanted = [int(name.split(".")[1]) for name in self.requested if name.startswith("blocks.")]
-        pooled, tokens = self.run(x, wanted)
-        found = {"pooled": pooled, **{f"blocks.{i}": t for i, t in tokens.items()}}
-        return {name: found[name] for name in self.requested}
+        return self.run_layers(x, self.requested)

@@ -111,7 +111,7 @@ def subject_report_html(scores: pd.DataFrame, *, title: str, subject: str, input
         figures[f"r on the cortical surface (fsaverage5); r: {r_method}"] = surface_figure(
             scores, "r", label="r (Pearson correlation of predicted and measured responses, unitless)")
     elif inputs.volume is not None:
-        figures[f"r (axial slices); r: {r_method}"] = volume_figure(inputs.volume, "r")
+        figures[f"r (axial slices); r: {r_method}"] = volume_figure(inputs.volume, "r (Pearson correlation, unitless)")
     if "alpha" in scores and on_surface:
         log_alpha = np.log10(scores["alpha"].astype(float).clip(lower=1e-12))
         figures["Chosen ridge alpha per vertex"] = surface_figure(
@@ -128,6 +128,10 @@ def subject_report_html(scores: pd.DataFrame, *, title: str, subject: str, input
     notes = [f"Subject {subject}: {len(scores)} vertices, ROI families: {', '.join(families) or 'none'}."]
     if on_surface:
         notes.append(coverage_note(scores))
+        negative = int((scores["r"].astype(float) < 0).sum())
+        if negative:
+            notes.append(f"{negative} of {len(scores)} vertices ({negative / len(scores):.0%}) have r < 0: the r map "
+                         "draws them at 0 (the colour bar's lower arrow), the ROI table and box plots keep them.")
     if diagnostics is None:
         notes.append("Fit diagnostics: not recorded in summary.json.")
     return render_summary(title, tables, figures, notes, inputs.galleries, pictures=inputs.pictures)

@@ -76,9 +76,10 @@ def test_report_shows_captions_images_methods_and_diagnostics(report):
 def test_report_without_the_full_mesh_says_which_share_it_shows(tmp_path):
     from braincode.report.subject import subject_report_html
 
-    scores = pd.DataFrame({"hemisphere": ["lh"] * 4, "vertex": [3, 10, 20000, 150000], "r": [0.1, 0.2, 0.3, 0.4]})
+    scores = pd.DataFrame({"hemisphere": ["lh"] * 4, "vertex": [3, 10, 20000, 150000], "r": [-0.1, 0.2, 0.3, 0.4]})
     html = subject_report_html(scores, title="t", subject="s")
     assert "Surface maps show 2 of 4 values (50.0%)" in html
+    assert "1 of 4 vertices (25%) have r &lt; 0" in html
     assert "not recorded" in html and "Fit diagnostics: not recorded" in html
 
 

