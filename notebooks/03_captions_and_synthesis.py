@@ -71,10 +71,10 @@ describe(encoder.coef[face_voxels], bank, encode_text=None, n_top=20, n_keywords
 # ## BrainDiVE: diffusion guided towards FFA-1 (tiny random diffusion model)
 
 # %%
+from braincode.encoding.analysis import make_encoder
 from braincode.encoding.torch_encoder import TorchEncoder
 from braincode.interpret._dive_models import random_diffusion
 from braincode.interpret.dive import BrainDiVEPipeline, roi_objective
-from braincode.pipeline.steps import make_encoder
 
 spec = FeatureSpec("open_clip:tiny-vit@random", ("pooled",))
 X = extract_design({"train": train.stimuli}, spec, store=store)["train"]

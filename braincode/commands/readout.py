@@ -43,10 +43,11 @@ def _build(args: argparse.Namespace, num_prefix_tokens: int) -> FactorizedReadou
 def fit_tokens(args: argparse.Namespace) -> int:
     """Run ``braincode fit`` with a token readout (``args.readout`` is ``factorized`` or ``routing``)."""
     from braincode.data import load_algonauts
+    from braincode.encoding.analysis import VoxelCVResult
+    from braincode.encoding.analysis_outputs import write_result
     from braincode.encoding.readouts_fit import fit_readout
     from braincode.encoding.routing_maps import routing_maps, save_overlays
     from braincode.features import FeatureStore, get_extractor
-    from braincode.pipeline.steps import FitResult, write_fit_outputs
 
     layers = args.layer or []
     if len(layers) != 1 or not layers[0].startswith("blocks."):
@@ -61,7 +62,8 @@ def fit_tokens(args: argparse.Namespace) -> int:
     tokens = {split: extractor.extract(s, store=store)[layers[0]] for split, s in stimuli.items()}
     readout = _build(args, extractor.num_prefix_tokens)
     fit = fit_readout(readout, ds, tokens)
-    result = FitResult(scores=fit.scores, test_predictions=fit.test_predictions, model=readout)
+    methods = {key: fit.info[key] for key in ("r", "r_test") if key in fit.info}
+    result = VoxelCVResult(scores=fit.scores, methods=methods, test_predictions=fit.test_predictions, model=readout)
     readout.save(out / "readout")
     if isinstance(readout, RoutingReadout) and readout.queries != "voxel":
         maps = routing_maps(readout, tokens["test"][:8])
@@ -69,7 +71,7 @@ def fit_tokens(args: argparse.Namespace) -> int:
         save_overlays(maps, stimuli["test"], out / "routing_maps.png", queries=face[:4])
     info = {"model": args.model, "layers": layers, "readout": args.readout, **fit.info,
             "seconds": round(time.perf_counter() - start, 1)}
-    write_fit_outputs(result, ds, out, info)
+    write_result(result, ds, out, info)
     print(f"wrote {out}: scores.csv, summary.json, lh_pred_test.npy, rh_pred_test.npy, readout/")
     print(f"mean validation r over {len(result.scores)} vertices: {result.scores['r'].mean():.3f} ({fit.info['r']})")
     if fit.info.get("stopped_improving"):
