@@ -55,9 +55,6 @@ def _fit_ridge(args: argparse.Namespace, ds, out: Path) -> str:
     spaces, info = feature_spaces(args, {split: ds[split].stimuli for split in splits})
     X = {split: stack_spaces(spaces[split]) for split in splits}
     columns = X["train"][1]
-    if args.banded and len(columns) < 2:
-        raise ConfigError("--banded needs at least two feature spaces", expected="two --layer, or --text-features",
-                          found=f"the space(s) {list(columns)}", fix="add a --layer or --text-features")
     widths = [c.stop - c.start for c in columns.values()]
     estimator = make_encoder(cv=args.cv, device=args.device, spaces=widths if args.banded else None)
     test = ds.splits.get("test")
@@ -84,10 +81,14 @@ def _fit_ridge(args: argparse.Namespace, ds, out: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run ``braincode fit``; returns the exit status."""
     from braincode.atomic import output_folder
-    from braincode.data import check_fittable, load_subject
+    from braincode.data import check_fittable, load_subject, require_captions
     from braincode.data.checks import min_samples
 
     min_samples(args.cv)  # refuses fewer than 2 folds before any data is read
+    n_spaces = len(dict.fromkeys(args.layer or ["pooled"])) + args.text_features
+    if args.banded and n_spaces < 2:
+        raise ConfigError("--banded needs at least two feature spaces", expected="two --layer, or --text-features",
+                          found=f"{n_spaces} feature space", fix="add a --layer or --text-features")
     if args.permutations < 0:
         raise ConfigError("--permutations must be 0 or more", found=str(args.permutations))
     start = time.perf_counter()
@@ -100,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             ds = load_subject(args.data, args.subject, format=args.format)
             check_fittable(ds, n_folds=args.cv)
+            if args.text_features:
+                require_captions(ds)
             line = _fit_ridge(args, ds, tmp)
     print(f"fit {line}; wrote {args.out} in {time.perf_counter() - start:.0f} s")
     return 0
