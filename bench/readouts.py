@@ -207,11 +207,12 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench-readouts-"))
-    if args.scale:
-        result = scale_bench(args, work)
+    if args.scale:  # ~3 GB of memory-mapped arrays: kept in --work, else removed afterwards
+        with tempfile.TemporaryDirectory(prefix="bench-readouts-scale-") as tmp:
+            result = scale_bench(args, args.work or Path(tmp))
         print(json.dumps(result))
         return result
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-readouts-"))
     rows, faces = [], []
     for seed in args.seeds:
         seed_rows, face = run_seed(seed, args, work)

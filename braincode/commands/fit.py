@@ -144,5 +144,6 @@ def register(subparsers) -> None:
                    help="maximum epochs (default: the readout's; early stopping on validation r)")
     g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--lr", type=float, default=None, help="learning rate (default: the readout's)")
+    g.add_argument("--runs", type=int, default=None, help="average this many seeded runs (an ensemble, as the paper)")
     g.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)

@@ -6,7 +6,8 @@
         --readout routing --out OUT [--preset published|cpu] [--queries roi|voxel] [--epochs N]
 
 The routing readout is the published transformer brain encoder (``--preset published``: 768/16/1024); ``--preset
-cpu`` (256/8/512, with an input projection) is a smaller variant for CPUs. Writes ``scores.csv``, ``summary.json``
+cpu`` (256/8/512, with an input projection) is a smaller variant for CPUs; ``args.runs`` > 1 averages that many
+runs (the paper ensembles runs; the maps show the first). Writes ``scores.csv``, ``summary.json``
 and ``{lh,rh}_pred_test.npy`` as the ridge ``fit`` does, plus ``OUT/readout/`` (``config.json`` +
 ``model.safetensors``, read by ``braincode.persist.load``) and, for routing, ``OUT/routing_maps.png``. The
 ``r``/``r2`` columns are *validation* scores (the split held out for early stopping), ``r_test`` the test split's
@@ -20,14 +21,16 @@ import logging
 import time
 from pathlib import Path
 
-from braincode.encoding.readouts import FactorizedReadout, RoutingReadout
+from braincode.encoding.readouts import FactorizedReadout, ReadoutEnsemble, RoutingReadout
+from braincode.encoding.readouts_base import TokenReadout
 from braincode.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-def _build(args: argparse.Namespace, num_prefix_tokens: int) -> FactorizedReadout | RoutingReadout:
-    common = {"num_prefix_tokens": num_prefix_tokens, "random_state": args.seed, "device": args.device}
+def _build(args: argparse.Namespace, num_prefix_tokens: int,
+           grid: tuple[int, int] | None) -> FactorizedReadout | RoutingReadout:
+    common = {"num_prefix_tokens": num_prefix_tokens, "grid": grid, "random_state": args.seed, "device": args.device}
     for option, param in (("epochs", "max_epochs"), ("batch_size", "batch_size"), ("lr", "lr")):
         if getattr(args, option, None) is not None:
             common[param] = getattr(args, option)
@@ -40,10 +43,18 @@ def _build(args: argparse.Namespace, num_prefix_tokens: int) -> FactorizedReadou
                                       **{k: v for k, v in sizes.items() if v is not None}, **common)
 
 
+def build_readout(args: argparse.Namespace, num_prefix_tokens: int,
+                  grid: tuple[int, int] | None = None) -> TokenReadout | ReadoutEnsemble:
+    """The readout ``args`` ask for, on tokens with ``num_prefix_tokens`` prefix tokens and a patch ``grid``
+    (``None``: square); ``args.runs`` > 1 averages that many runs (:class:`ReadoutEnsemble`)."""
+    readout = _build(args, num_prefix_tokens, grid)
+    runs = getattr(args, "runs", None) or 1
+    return ReadoutEnsemble(readout, n_runs=runs) if runs > 1 else readout
+
+
 def fit_tokens(args: argparse.Namespace) -> int:
     """Run ``braincode fit`` with a token readout (``args.readout`` is ``factorized`` or ``routing``)."""
-    from braincode.data import load_algonauts
-    from braincode.encoding.analysis import VoxelCVResult
+    from braincode.data import load_subject
     from braincode.encoding.analysis_outputs import write_result
     from braincode.encoding.readouts_fit import fit_readout
     from braincode.encoding.routing_maps import routing_maps, save_overlays
@@ -54,27 +65,27 @@ def fit_tokens(args: argparse.Namespace) -> int:
         raise ConfigError(f"--readout {args.readout} reads the tokens of one block", expected="one --layer blocks.N",
                           found=str(layers or "none"), fix="pass e.g. --layer blocks.6")
     start = time.perf_counter()
-    ds = load_algonauts(args.data, args.subject)
+    ds = load_subject(args.data, args.subject, format=getattr(args, "format", "auto"))
     store = FeatureStore(args.cache)
     stimuli = {split: ds[split].stimuli for split in ("train", "test")}
     out = Path(args.out)
     extractor = get_extractor(args.model, layers=layers, device=args.device)
     tokens = {split: extractor.extract(s, store=store)[layers[0]] for split, s in stimuli.items()}
-    readout = _build(args, extractor.num_prefix_tokens)
-    fit = fit_readout(readout, ds, tokens)
-    methods = {key: fit.info[key] for key in ("r", "r_test") if key in fit.info}
-    result = VoxelCVResult(scores=fit.scores, methods=methods, test_predictions=fit.test_predictions, model=readout)
+    readout = build_readout(args, extractor.num_prefix_tokens, extractor.grid)
+    result = fit_readout(readout, ds, tokens)
     readout.save(out / "readout")
-    if isinstance(readout, RoutingReadout) and readout.queries != "voxel":
-        maps = routing_maps(readout, tokens["test"][:8])
+    routing = readout.members_[0] if isinstance(readout, ReadoutEnsemble) else readout
+    if isinstance(routing, RoutingReadout) and routing.queries != "voxel":
+        maps = routing_maps(routing, tokens["test"][:8])
         face = [q for q in maps.labels if "FFA" in q or "faces" in q] or maps.labels[:4]
         save_overlays(maps, stimuli["test"], out / "routing_maps.png", queries=face[:4])
-    info = {"model": args.model, "layers": layers, "readout": args.readout, **fit.info,
-            "seconds": round(time.perf_counter() - start, 1)}
-    write_result(result, ds, out, info)
-    print(f"wrote {out}: scores.csv, summary.json, lh_pred_test.npy, rh_pred_test.npy, readout/")
-    print(f"mean validation r over {len(result.scores)} vertices: {result.scores['r'].mean():.3f} ({fit.info['r']})")
-    if fit.info.get("stopped_improving"):
+    run = result.diagnostics
+    info = {"model": args.model, "layers": layers, "readout": run["readout"], "stopped_improving":
+            run["stopped_improving"], "seconds": round(time.perf_counter() - start, 1)}
+    written = write_result(result, ds, out, info)
+    print(f"wrote {out}: {', '.join(written)}, readout/")
+    print(f"mean r over {len(result.scores)} vertices: {result.scores['r'].mean():.3f} ({result.methods['r']})")
+    if run["stopped_improving"]:
         print(f"warning: the readout stopped at its epoch limit while validation r was still improving; "
-              f"raise --epochs (ran {fit.info['epochs_run']})")
+              f"raise --epochs (ran {run['epochs_run']})")
     return 0

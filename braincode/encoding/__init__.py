@@ -12,7 +12,8 @@ from braincode.encoding.readouts import (
     load_reference_checkpoint,
     roi_query_masks,
 )
+from braincode.encoding.readouts_fit import fit_readout
 
 __all__ = ["ROUTING_PRESETS", "BandedRidgeEncoder", "FactorizedReadout", "ReadoutEnsemble", "RidgeEncoder",
-           "RoutingReadout", "VoxelCVResult", "cross_validate_voxels", "load_readout", "load_reference_checkpoint",
-           "make_encoder", "roi_query_masks"]
+           "RoutingReadout", "VoxelCVResult", "cross_validate_voxels", "fit_readout", "load_readout",
+           "load_reference_checkpoint", "make_encoder", "roi_query_masks"]

@@ -193,7 +193,9 @@ class RoutingReadout(TokenReadout):
             labels = [f"{h}/{n}" for h, hemi in zip(("lh", "rh"), names) for n in hemi] if all(names) else \
                 [f"lh/query {i}" for i in range(n_lh)] + [f"rh/query {i}" for i in range(len(masks) - n_lh)]
         self.module_ = self._build_module(d_model, n_voxels, {}, state)
+        weight = state.pop("readout_weight")
         self.module_.load_state_dict({**self.module_.state_dict(), **state})  # untouched: token statistics
+        self.module_.set_vertex_weight(weight)
         self.module_.to(resolve_device(device)).eval()
         self.n_features_in_, self.n_voxels_, self.n_tokens_ = d_model, n_voxels, None
         self.extra_ = {"query_labels": labels, "grid": None, "source": "authors' weights"}

@@ -7,42 +7,17 @@ readout on the training split's tokens (early stopping on a held-out validation 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from braincode.data.core import Dataset
-from braincode.encoding.metrics import pearson_r, r2_score
+from braincode.encoding.analysis import VoxelCVResult
+from braincode.encoding.metrics import normalized_score, pearson_r, r2_score
 from braincode.errors import DataFormatError
 
 
-@dataclass
-class ReadoutFit:
-    """Outcome of :func:`fit_readout`.
-
-    Attributes
-    ----------
-    scores : DataFrame
-        The voxel table plus ``r`` and ``r2`` on the validation rows (``info["r"]`` says so), and ``r_test`` when
-        the test split has responses.
-    test_predictions : ndarray of shape (n_test, n_voxels)
-        float32 predictions for the test split.
-    model : estimator
-        The fitted readout.
-    info : dict
-        How each score was obtained (``"r"``, ``"r_test"``) and the training run (``fit_info_``: epochs, best
-        epoch, ``stopped_improving``).
-    """
-
-    scores: pd.DataFrame
-    test_predictions: np.ndarray
-    model: Any
-    info: dict = field(default_factory=dict)
-
-
-def fit_readout(readout: Any, dataset: Dataset, tokens: dict[str, np.ndarray]) -> ReadoutFit:
+def fit_readout(readout: Any, dataset: Dataset, tokens: dict[str, np.ndarray]) -> VoxelCVResult:
     """Fit ``readout`` on the training split's tokens; validation r per voxel, test predictions (and test r).
 
     Parameters
@@ -56,13 +31,15 @@ def fit_readout(readout: Any, dataset: Dataset, tokens: dict[str, np.ndarray]) -
 
     Returns
     -------
-    ReadoutFit
+    VoxelCVResult
+        ``scores``: the voxel table plus ``r`` and ``r2`` on the validation rows, ``test_r`` when the test split
+        has responses and ``normalized_score`` when the table has a noise ceiling; ``diagnostics``: the run
+        (``epochs_run``, ``best_epoch``, ``stopped_improving``, ...).
 
     Examples
     --------
-    >>> from braincode.data.synthetic import make_synthetic  # doctest: +SKIP
-    >>> fit = fit_readout(RoutingReadout.from_preset("cpu"), ds, {"train": xt, "test": xs})  # doctest: +SKIP
-    >>> fit.info["r"], fit.info["stopped_improving"]  # doctest: +SKIP
+    >>> res = fit_readout(RoutingReadout.from_preset("cpu"), ds, {"train": xt, "test": xs})  # doctest: +SKIP
+    >>> res.methods["r"], res.diagnostics["stopped_improving"]  # doctest: +SKIP
     ('validation (early-stopping split of the training data)', False)
     """
     train = dataset["train"]
@@ -73,14 +50,18 @@ def fit_readout(readout: Any, dataset: Dataset, tokens: dict[str, np.ndarray]) -
     readout.fit(tokens["train"], Y, dataset.voxels)
     val = readout.validation_index_
     pred_val = readout.predict(tokens["train"][val])
-    scores = dataset.voxels.copy()
+    scores = dataset.voxels.copy().reset_index(drop=True)
     scores["r"] = readout.validation_r_
     scores["r2"] = r2_score(Y[val], pred_val)
-    fit_info = readout.fit_info_
-    info = {"r": fit_info.pop("score"), **fit_info}
+    diagnostics = readout.fit_info_
+    how = diagnostics.pop("score")
+    methods = {"r": how, "r2": how}
     test_predictions = readout.predict(tokens["test"]).astype(np.float32)
     test = dataset["test"]
     if test.responses is not None:
-        scores["r_test"] = pearson_r(test.responses.data, test_predictions)
-        info["r_test"] = "test split (never seen in training or early stopping)"
-    return ReadoutFit(scores=scores, test_predictions=test_predictions, model=readout, info=info)
+        scores["test_r"] = pearson_r(test.responses.data, test_predictions)
+        methods["test_r"] = "test split: Pearson r of the readout (never seen in training or early stopping)"
+    if "noise_ceiling" in scores:
+        scores["normalized_score"] = normalized_score(scores["r"].to_numpy(), scores["noise_ceiling"].to_numpy())
+        methods["normalized_score"] = "100 r^2 / noise ceiling, clipped to [0, 100] (Algonauts), from r"
+    return VoxelCVResult(scores, methods, test_predictions, readout, diagnostics=diagnostics)

@@ -210,16 +210,29 @@ class RoutingModule(nn.Module):
         for weight in (self.in_proj_weight, self.out_proj.weight, self.linear1.weight, self.linear2.weight):
             nn.init.xavier_uniform_(weight)  # the authors' Transformer._reset_parameters
         nn.init.zeros_(self.out_proj.bias)
-        bound = 1.0 / math.sqrt(d_model)  # nn.Linear's default, as the authors' lh_embed / rh_embed
+        bound = 1.0 / math.sqrt(d_model)  # nn.Linear's default, as the authors' lh_embed / rh_embed (rows: see below)
         self.readout_weight = nn.Parameter(torch.empty(n_voxels, d_model).uniform_(-bound, bound))
         self.readout_bias = nn.Parameter(torch.empty(n_voxels).uniform_(-bound, bound))
         masks = torch.zeros(0, n_voxels) if per_voxel else torch.as_tensor(query_masks).float()
         self.register_buffer("query_masks", masks)
+        order = torch.arange(n_voxels)
         if not per_voxel:
-            pairs = masks.nonzero()  # (query, voxel) pairs, sorted by query
-            self.register_buffer("_pair_voxel", pairs[:, 1].contiguous(), persistent=False)
-            self.register_buffer("_count", masks.sum(0), persistent=False)
-            self._pair_counts = torch.bincount(pairs[:, 0], minlength=n_queries).tolist()
+            if not bool((masks.sum(0) > 0).all()):
+                raise DataFormatError("every voxel must be assigned to at least one query",
+                                      fix="add an 'unknown' query row for voxels in no ROI (roi_query_masks does)")
+            first = masks.argmax(0)  # each voxel's first query: its readout row sits in that query's block
+            order = torch.argsort(first, stable=True)
+            self._block_sizes = torch.bincount(first, minlength=n_queries).tolist()
+            extra = masks.clone()
+            extra[first, torch.arange(n_voxels)] = 0  # the further queries of voxels in several ROIs
+            pairs = extra.nonzero()  # sorted by query
+            self.register_buffer("_extra_row", torch.argsort(order)[pairs[:, 1]], persistent=False)
+            self._extra_counts = torch.bincount(pairs[:, 0], minlength=n_queries).tolist()
+            self.register_buffer("_count", masks.sum(0)[order], persistent=False)
+        # ROI mode keeps the readout rows grouped by first query (vertex_order), so that a forward pass reads each
+        # query's rows as one slice instead of gathering 40k x d rows every step
+        self.register_buffer("vertex_order", order, persistent=False)
+        self.register_buffer("_unsort", torch.argsort(order), persistent=False)
         self._positions: dict[tuple, torch.Tensor] = {}
 
     def positions(self, n_patches: int, device: torch.device, d_model: int) -> torch.Tensor:
@@ -283,16 +296,28 @@ class RoutingModule(nn.Module):
                      for rows in voxel_chunks(len(self.readout_bias), self.voxel_chunk)]
             return torch.cat(parts, dim=1)
         out = self.decode(slice(None), keys, values)
-        weights = self.readout_weight[self._pair_voxel].split(self._pair_counts)
-        parts = [out[:, q] @ w.T for q, w in enumerate(weights) if len(w)]
-        summed = out.new_zeros(len(out), len(self.readout_bias)).index_add(1, self._pair_voxel, torch.cat(parts, 1))
-        return summed + self.readout_bias * self._count
+        blocks = self.readout_weight.split(self._block_sizes)
+        pred = torch.cat([out[:, q] @ w.T for q, w in enumerate(blocks) if len(w)], 1)
+        if len(self._extra_row):
+            extra = self.readout_weight[self._extra_row].split(self._extra_counts)
+            parts = [out[:, q] @ w.T for q, w in enumerate(extra) if len(w)]
+            pred = pred.index_add(1, self._extra_row, torch.cat(parts, 1))
+        return (pred + self.readout_bias[self.vertex_order] * self._count)[:, self._unsort]
+
+    def vertex_weight(self) -> torch.Tensor:
+        """The readout weights ``(n_voxels, d_model)`` in voxel order (the authors' ``lh_embed``/``rh_embed`` rows)."""
+        return self.readout_weight[self._unsort]
+
+    def set_vertex_weight(self, weight: torch.Tensor) -> None:
+        """Set the readout weights from a ``(n_voxels, d_model)`` tensor in voxel order."""
+        with torch.no_grad():
+            self.readout_weight.copy_(torch.as_tensor(weight)[self.vertex_order])
 
     def per_query(self, tokens: torch.Tensor) -> torch.Tensor:
         """Every voxel's readout of every query, ``(B, n_voxels, n_queries)`` (before the mask-weighted sum)."""
         keys, values = self.memory(tokens)
         out = self.decode(slice(None), keys, values)
-        return (out @ self.readout_weight.T).transpose(1, 2) + self.readout_bias[:, None]
+        return (out @ self.vertex_weight().T).transpose(1, 2) + self.readout_bias[:, None]
 
     def attention_maps(self, tokens: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
         """Each query's attention over the patches, averaged over heads: ``(B, Lq, n_patches)``, rows sum to 1."""

@@ -28,17 +28,25 @@ def get_extractor(model_id: str, layers: Sequence[str] | None = None, device: st
         ``source:name[@pretrained]``: ``open_clip:ViT-B-32@openai``, ``open_clip:tiny-vit@random``
         (image towers), ``open_clip_text:ViT-B-32@openai`` (the text tower, same embedding space),
         ``timm:vit_base_patch16_224[@tag|@random]``, ``hf:<repo-or-folder>[@random]``, or the alias ``minilm``.
+        DINOv2 (``timm:vit_base_patch14_dinov2@lvd142m``, ``hf:facebook/dinov2-base``) is fed as the transformer
+        brain encoder feeds it (zero-padded to a multiple of 14).
         Pretrained weights must already be on this machine; ``@random`` (seeded, so always the same weights) is
         used only when asked for.
     layers : sequence of str, optional
         Layers to return (default ``["pooled"]``); see ``Extractor.layers`` for the names a model offers:
-        vision ``"pooled"``, ``"blocks.{i}"``; text ``"pooled"``, ``"hidden.{i}"``.
+        vision ``"pooled"``, ``"blocks.{i}"`` and, where the blocks have one, ``"blocks.{i}.q"`` (the attention
+        query projection: the transformer brain encoder reads DINOv2's ``blocks.11.q``); text ``"pooled"``,
+        ``"hidden.{i}"``.
     device : {"auto", "cpu", "cuda"}
         Where the model runs (``"auto"``: CUDA when available).
 
     Returns
     -------
     Extractor
+
+    See Also
+    --------
+    braincode.features.extractor_from_model : an extractor for your own ``nn.Module``.
 
     Raises
     ------

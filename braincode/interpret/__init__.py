@@ -10,7 +10,8 @@ from braincode.interpret.bank import EmbeddingBank, bank_from_arrays, build_bank
 from braincode.interpret.clipcap import PrefixDecoder
 from braincode.interpret.decoders import CaptionDecoder, RetrievalDecoder
 from braincode.interpret.lavca import describe
-from braincode.interpret.scuba import LinearEncoder, caption_rois, fit_encoder, load_encoder, project
+from braincode.interpret.scuba import caption_rois, project, roi_summaries
+from braincode.interpret.scuba_encoder import LinearEncoder, fit_encoder, fit_encoder_on_images, load_encoder
 from braincode.interpret.text_eval import evaluate_captions, vocabulary_size
 
 __all__ = [
@@ -25,8 +26,10 @@ __all__ = [
     "describe",
     "evaluate_captions",
     "fit_encoder",
+    "fit_encoder_on_images",
     "load_bank",
     "load_encoder",
     "project",
+    "roi_summaries",
     "vocabulary_size",
 ]

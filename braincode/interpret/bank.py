@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -142,6 +143,47 @@ class EmbeddingBank:
         writer.finish(self.ids, self.captions, self.paths,
                       {"model_id": self.model_id, "layer": self.layer, "source": self.source, **(meta or {})})
         return folder
+
+
+_NSD_ID = re.compile(r"nsd-?(\d+)", re.IGNORECASE)
+
+
+def _stimulus_keys(name: str) -> set[str]:
+    stem = Path(str(name)).stem
+    return {stem, *(f"nsd-{int(m)}" for m in _NSD_ID.findall(stem))}
+
+
+def subject_overlap(bank: EmbeddingBank, stimuli: Stimuli) -> list[str]:
+    """Bank ids that are images of ``stimuli``: the same file stem or NSD image id, confirmed by identical bytes
+    when both sides have image files. BrainSCUBA's bank holds natural images the subject never saw, so a
+    non-empty answer is worth a warning.
+
+    Examples
+    --------
+    >>> bank = bank_from_arrays(["coco/x.jpg", "train-0001_nsd-00013.png"], np.eye(2))
+    >>> subject_overlap(bank, Stimuli(ids=["shared1000_nsd-13"]))
+    ['train-0001_nsd-00013.png']
+    """
+    import hashlib
+
+    names = [*stimuli.ids, *(stimuli.paths or ())]
+    keys = set().union(*(_stimulus_keys(str(n)) for n in names)) if names else set()
+    hits = [j for j, i in enumerate(bank.ids)
+            if _stimulus_keys(i) & keys or (bank.paths is not None and _stimulus_keys(bank.paths[j]) & keys)]
+    if hits and bank.paths is not None and stimuli.paths is not None:
+        digest = lambda path: hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        own = set(stimuli.content_hashes)
+        hits = [j for j in hits if Path(bank.paths[j]).is_file() and digest(bank.paths[j]) in own]
+    return [bank.ids[j] for j in hits]
+
+
+def warn_subject_overlap(bank: EmbeddingBank, stimuli: Stimuli) -> int:
+    """Log a warning when the bank holds the subject's own stimuli; returns how many it holds."""
+    overlap = subject_overlap(bank, stimuli)
+    if overlap:
+        log.warning("the bank holds %d of the subject's own stimuli (e.g. %s): BrainSCUBA's bank has none of them; "
+                    "build it from other natural images", len(overlap), overlap[:3])
+    return len(overlap)
 
 
 def _normalise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

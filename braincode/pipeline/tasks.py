@@ -226,8 +226,10 @@ def caption(ctx: StepContext, out: Path) -> None:
 def synthesize(ctx: StepContext, out: Path) -> None:
     """BrainDiVE images for each configured ROI, guided by an image-only encoder fitted here (``<roi>/``)."""
     from braincode.interpret._dive_models import load_diffusion
-    from braincode.interpret.dive import BrainDiVEPipeline, SampleSettings, roi_objective
-    from braincode.interpret.dive import synthesize as synthesize_images
+    from braincode.interpret.dive import BrainDiVEPipeline
+    from braincode.interpret.dive_objectives import roi_objective
+    from braincode.interpret.dive_runs import SampleSettings
+    from braincode.interpret.dive_runs import synthesize as synthesize_images
 
     cfg, enc = ctx.config.synthesize, ctx.config.encoding
     ds = _dataset(ctx)

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from braincode.atlases import N_VERTICES
+
 logger = logging.getLogger(__name__)
 
 #: Vertices per hemisphere of fsaverage5; fsaverage's first 10242 vertices are fsaverage5's.
-FSAVERAGE5_VERTICES = 10242
+FSAVERAGE5_VERTICES = N_VERTICES["fsaverage5"]
 #: Vertices per hemisphere of fsaverage.
-FSAVERAGE_VERTICES = 163842
+FSAVERAGE_VERTICES = N_VERTICES["fsaverage"]
 #: Hemisphere codes of the voxel table -> nilearn's names.
 SIDES = {"lh": "left", "rh": "right"}
 #: Environment variable naming a folder with the full fsaverage spheres (``sphere_left.gii.gz`` ...).

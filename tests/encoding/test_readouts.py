@@ -250,8 +250,8 @@ def test_fit_command_with_token_readout_labels_its_scores(tmp_path):
     for name in ("scores.csv", "summary.json", "lh_pred_test.npy", "rh_pred_test.npy", "routing_maps.png"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["readout"] == "RoutingReadout" and summary["r"].startswith("validation")
-    assert summary["epochs_run"] == 2 and isinstance(summary["stopped_improving"], bool)
+    assert summary["readout"] == "RoutingReadout" and summary["methods"]["r"].startswith("validation")
+    assert summary["diagnostics"]["epochs_run"] == 2 and isinstance(summary["stopped_improving"], bool)
     assert np.load(out / "lh_pred_test.npy").shape[0] == 6
     again = load_readout(out / "readout")
     assert again.n_voxels_ == len(pd.read_csv(out / "scores.csv"))
@@ -275,4 +275,19 @@ def test_summary_flags_a_run_stopped_while_improving(tmp_path):
          "--epochs", "2", "--lr", "0.001", "--out", str(tmp_path / "out")])
     assert args.func(args) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["stopped_improving"] is True and summary["epochs_run"] == 2
+    assert summary["stopped_improving"] is True and summary["diagnostics"]["epochs_run"] == 2
+
+
+def test_the_command_builds_published_sizes_presets_and_ensembles():
+    import argparse
+
+    from braincode.commands.readout import build_readout
+
+    args = argparse.Namespace(readout="routing", queries="roi", preset="published", d_model=None, heads=None,
+                              d_ff=None, epochs=None, batch_size=None, lr=None, seed=3, device="cpu")
+    published = build_readout(args, 1)
+    assert (published.d_model, published.n_heads, published.d_ff, published.dropout) == (768, 16, 1024, 0.1)
+    cpu = build_readout(argparse.Namespace(**{**vars(args), "preset": "cpu", "heads": 4}), 1)
+    assert (cpu.d_model, cpu.n_heads, cpu.num_prefix_tokens, cpu.random_state) == (256, 4, 1, 3)
+    ensemble = build_readout(argparse.Namespace(**{**vars(args), "runs": 3}), 1)
+    assert isinstance(ensemble, ReadoutEnsemble) and ensemble.n_runs == 3
