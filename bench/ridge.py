@@ -1,6 +1,6 @@
 """Benchmark: per-voxel-alpha ridge with K-fold CV, braincode against himalaya and scikit-learn in one run.
 
-Prints two JSON lines.
+Prints three JSON lines.
 
 1. n=4000 samples, p=768 features, v=10000 voxels, 10 alphas (logspace -2..6), 5-fold CV, random data with a
    known linear signal whose strength varies over voxels. Times braincode ``RidgeEncoder``, himalaya ``RidgeCV``
@@ -22,6 +22,12 @@ Prints two JSON lines.
 
 2. v=100000 voxels, braincode only, in a subprocess: time and peak resident memory (``ru_maxrss``).
 
+3. Features outnumber samples (dual form): n=5000, p=6000, v=4000, 10 alphas, 5 folds. braincode once against
+   himalaya ``RidgeCV`` (numpy and torch backends, or those of ``--backends``), same folds; the ratio is over the
+   faster backend. Also the share of alphas that differ and, where they differ, the gap between the CV score of
+   braincode's alpha and of himalaya's, both computed exactly in float64 on the same folds (by the direct
+   method), and the largest relative prediction difference where they agree.
+
 Run: ``BRAINCODE_PROGRESS=0 .venv/bin/python bench/ridge.py`` (``--quick`` for a small smoke run).
 """
 
@@ -40,6 +46,7 @@ import torch
 from sklearn.model_selection import KFold
 
 N, P, V, N_FOLDS = 4000, 768, 10_000, 5
+WIDE = (5000, 6000, 4000)  # n, p, v of the features-outnumber-samples line
 ALPHAS = np.logspace(-2, 6, 10)
 
 
@@ -215,11 +222,68 @@ def main_large(quick: bool) -> dict:
     }
 
 
+def exact_cv_scores(X, Y, alphas_per_voxel: np.ndarray, cv) -> np.ndarray:
+    """Mean over folds of the validation R^2 of each voxel's alpha, solved directly in float64 (dual form)."""
+    X, Y = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(Y, dtype=torch.float64)
+    out = torch.zeros(Y.shape[1], dtype=torch.float64)
+    splits = list(cv.split(X))
+    for train, val in splits:
+        Xt, Yt = X[train], Y[train]
+        mx, my = Xt.mean(0), Yt.mean(0)
+        Xt, Yt, Xv = Xt - mx, Yt - my, X[val] - mx
+        lam, U = torch.linalg.eigh(Xt @ Xt.T)
+        UtY, KvU = U.T @ Yt, (Xv @ Xt.T) @ U
+        for a in np.unique(alphas_per_voxel):
+            cols = torch.as_tensor(np.flatnonzero(alphas_per_voxel == a))
+            pred = KvU @ (UtY[:, cols] / (lam[:, None] + float(a))) + my[cols]
+            Yv = Y[val][:, cols]
+            out[cols] += 1 - ((Yv - pred) ** 2).sum(0) / ((Yv - Yv.mean(0)) ** 2).sum(0)
+    return (out / len(splits)).numpy()
+
+
+def main_wide(quick: bool, backends: list[str]) -> dict:
+    n, p, v = (1000, 1200, 800) if quick else WIDE
+    X, Y, Xt = make_data(n, p, v, seed=2)
+    cv = KFold(N_FOLDS)
+    speeds = (matmul_speed(torch.float32), matmul_speed(torch.float64))
+    pred_bc, alphas_bc, (t_bc,), _ = run_braincode(X, Y, Xt, cv)
+    peers = {b: run_himalaya(X, Y, Xt, cv, b) for b in backends}
+    best = min(peers, key=lambda b: peers[b][2])
+    pred_h, alphas_h, t_h = peers[best]
+    differ = alphas_differ(alphas_bc, alphas_h)
+    gap = float("nan")
+    if differ.any():
+        cols = np.flatnonzero(differ)
+        ours = exact_cv_scores(X, Y[:, cols], alphas_bc[cols], cv)
+        theirs = exact_cv_scores(X, Y[:, cols], np.asarray(alphas_h, dtype=np.float64)[cols], cv)
+        gap = float(np.max(theirs - ours))
+    return {
+        "bench": "ridge_cv_wide",
+        "n": n,
+        "p": p,
+        "v": v,
+        "alphas": len(ALPHAS),
+        "folds": N_FOLDS,
+        "threads": torch.get_num_threads(),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+        "matmul_gflops_f32": round(speeds[0] / 1e9, 1),
+        "matmul_gflops_f64": round(speeds[1] / 1e9, 1),
+        "braincode_s": round(t_bc, 3),
+        **{f"himalaya_{b}_s": round(peers[b][2], 3) for b in backends},
+        "himalaya_faster_backend": best,
+        "ratio_himalaya_best_over_braincode": round(t_h / t_bc, 2),
+        "share_alpha_differs": float(differ.mean()),
+        "max_exact_cv_r2_gap_where_alphas_differ": gap,
+        "max_rel_pred_diff_where_alphas_agree": relative_prediction_diff(pred_bc, pred_h, ~differ),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--only", choices=["compare", "large"], help="run one of the two lines")
+    parser.add_argument("--only", choices=["compare", "large", "wide"], help="run one of the three lines")
+    parser.add_argument("--backends", default="numpy,torch", help="himalaya backends of the wide line")
     args = parser.parse_args()
     if args.child:
         child_large(args.child)
@@ -228,6 +292,8 @@ def main() -> None:
         print(json.dumps(main_comparison(args.quick)), flush=True)
     if args.only in (None, "large"):
         print(json.dumps(main_large(args.quick)), flush=True)
+    if args.only in (None, "wide"):
+        print(json.dumps(main_wide(args.quick, args.backends.split(","))), flush=True)
 
 
 if __name__ == "__main__":

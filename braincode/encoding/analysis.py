@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, clone
-from sklearn.model_selection import KFold, check_cv, cross_val_predict
+from sklearn.model_selection import KFold, LeaveOneOut, check_cv, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -113,7 +113,9 @@ def _set_ridge(estimator: BaseEstimator, **params) -> BaseEstimator:
 
 
 def _folds(cv, random_state: int):
-    """An int means shuffled K-fold (seeded); a splitter is used as given."""
+    """An int means shuffled K-fold (seeded), "loo" leave-one-out; a splitter is used as given."""
+    if isinstance(cv, str) and cv == "loo":
+        return LeaveOneOut()
     if isinstance(cv, (int, np.integer)):
         if cv < 2:
             raise ConfigError("cv must be at least 2 folds", found=str(cv))
@@ -158,9 +160,10 @@ def cross_validate_voxels(
     Y : ndarray of shape (n_samples, n_voxels)
     voxels : DataFrame
         One row per voxel (the voxel table); a ``noise_ceiling`` column adds ``normalized_score``.
-    cv : int or scikit-learn splitter
+    cv : int, "loo" or scikit-learn splitter
         Folds (an int: shuffled K-fold seeded by ``random_state``). For a ridge with ``"same-folds"`` they also
-        choose the alphas; with ``"nested"`` they are the outer folds.
+        choose the alphas; with ``"nested"`` they are the outer folds. ``"loo"``: leave-one-out, which a
+        :class:`RidgeEncoder` does from one decomposition of all samples (efficient); other estimators refit.
     scoring : {"same-folds", "nested"}
         See the module docstring.
     X_test, Y_test : ndarray, optional
@@ -207,7 +210,7 @@ def cross_validate_voxels(
     ridge = _ridge_of(fit.model)
     if ridge is not None:
         table["alpha"] = ridge.best_alphas_
-        methods["alpha"] = f"chosen per voxel by {_n_folds(ridge.cv)}-fold CV on the training split ({ridge.scoring})"
+        methods["alpha"] = f"chosen per voxel by {_n_folds(ridge.cv)} CV on the training split ({ridge.scoring})"
         if isinstance(ridge, BandedRidgeEncoder) and cols:
             for name, gamma in zip(cols, ridge.best_gammas_.T):
                 table[f"gamma_{name}"] = gamma
@@ -241,8 +244,10 @@ class _Fit:
     oof: np.ndarray | None
 
 
-def _n_folds(cv) -> int | str:
-    return cv if isinstance(cv, (int, np.integer)) else getattr(cv, "n_splits", "K")
+def _n_folds(cv) -> str:
+    if isinstance(cv, (str, LeaveOneOut)):
+        return "leave-one-out"
+    return f"{cv if isinstance(cv, (int, np.integer)) else getattr(cv, 'n_splits', 'K')}-fold"
 
 
 def _from_oof(Y: np.ndarray, oof: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -252,17 +257,21 @@ def _from_oof(Y: np.ndarray, oof: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _cross_validate(estimator, X, Y, folds, scoring: str, keep_oof: bool) -> _Fit:
     """Fit ``estimator`` on all of (X, Y) and get per-voxel r and R^2 by the protocol of ``scoring``."""
-    k = folds.get_n_splits()
+    k = _n_folds(folds)
     if scoring == "nested":
         oof = cross_val_predict(clone(estimator), X, Y, cv=folds)
         model = clone(estimator).fit(X, Y)
         r, r2 = _from_oof(Y, oof)
-        how = f"nested CV: out-of-fold predictions of {k} outer folds, each fit (and tuned) on its training part"
+        how = f"nested CV: out-of-fold predictions of {k} outer CV, each fit (and tuned) on its training part"
         return _Fit(r, r2, {"r": how, "r2": how}, model, oof.reshape(Y.shape))
     if _ridge_of(estimator) is not None:
-        model = _set_ridge(estimator, cv=folds, keep_oof=keep_oof).fit(X, Y)
+        loo = isinstance(folds, LeaveOneOut)
+        if loo and not isinstance(_ridge_of(estimator), RidgeEncoder):
+            raise ConfigError("leave-one-out is available for RidgeEncoder only", found=type(estimator).__name__,
+                              fix="use cv=K folds with banded ridge")
+        model = _set_ridge(estimator, cv="loo" if loo else folds, keep_oof=keep_oof).fit(X, Y)
         ridge = _ridge_of(model)
-        how = f"cross-validated: out-of-fold predictions at the alpha chosen on the same {k} folds"
+        how = f"cross-validated: out-of-fold predictions at the alpha chosen on the same {k} splits"
         return _Fit(ridge.cv_r_, ridge.cv_r2_, {"r": how, "r2": how}, model, ridge.oof_predictions_)
     model = clone(estimator).fit(X, Y)
     last = model[-1] if isinstance(model, Pipeline) else model
@@ -273,7 +282,7 @@ def _cross_validate(estimator, X, Y, folds, scoring: str, keep_oof: bool) -> _Fi
                                                  "r2": "not computed (validation split only gives r)"}, model, None)
     oof = cross_val_predict(clone(estimator), X, Y, cv=folds)
     r, r2 = _from_oof(Y, oof)
-    how = f"cross-validated: out-of-fold predictions of {k} folds"
+    how = f"cross-validated: out-of-fold predictions of {k} CV"
     return _Fit(r, r2, {"r": how, "r2": how}, model, oof.reshape(Y.shape))
 
 

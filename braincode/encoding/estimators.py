@@ -76,7 +76,9 @@ def _validated(estimator: BaseEstimator, X, Y=None, *, reset: bool):
 class _VoxelEncoder(MultiOutputMixin, RegressorMixin, BaseEstimator):
     """Shared predict / score / checks of the ridge encoders."""
 
-    def _splits(self, n_samples: int) -> Splits:
+    def _splits(self, n_samples: int) -> Splits | str:
+        if isinstance(self.cv, str) and self.cv == "loo" and isinstance(self, RidgeEncoder):
+            return "loo"
         try:
             cv = check_cv(self.cv)
             return list(cv.split(np.zeros((n_samples, 1))))
@@ -171,7 +173,8 @@ class RidgeEncoder(_VoxelEncoder):
     alphas : sequence of float
         Candidate regularisations (default: 10 values from 1e-2 to 1e6, log-spaced).
     cv : int or scikit-learn splitter
-        Folds for choosing alphas; an int means ``KFold(cv)`` (no shuffling).
+        Folds for choosing alphas; an int means ``KFold(cv)`` (no shuffling); ``"loo"`` efficient leave-one-out
+        (one decomposition of all samples; :func:`~braincode.encoding.solvers.ridge_cv`).
     scoring : {"r2", "pearson"}
         Score that selects alphas, and that ``score``/``score_voxels`` report. (Named ``scoring`` as in
         scikit-learn's ``RidgeCV``: a parameter called ``score`` would hide the ``score`` method.)

@@ -1,9 +1,16 @@
-"""braincode.interpret
+"""braincode.interpret: what voxels and ROIs prefer, in words (BrainSCUBA, LaVCa) and images (BrainDiVE).
 
-Captions for voxels and ROIs (issue 8): :mod:`~braincode.interpret.bank` (image-embedding bank),
-:mod:`~braincode.interpret.scuba` (BrainSCUBA), :mod:`~braincode.interpret.lavca` (LaVCa),
-:mod:`~braincode.interpret.decoders` (ClipCap prefix and retrieval decoders), :mod:`~braincode.interpret.text_eval`
-(the LaVCa sentence metric).
+- :mod:`~braincode.interpret.scuba_encoder` (linear encoder on L2-normalised CLIP embeddings, the published AdamW
+  recipe), :mod:`~braincode.interpret.bank` (image-embedding bank), :mod:`~braincode.interpret.scuba` (projection,
+  per-voxel captions, ROI summaries), :mod:`~braincode.interpret.clipcap` (ClipCap, the published decoder),
+  :mod:`~braincode.interpret.decoders` (retrieval baseline);
+- :mod:`~braincode.interpret.lavca` and :mod:`~braincode.interpret.lavca_components` (published pipeline with local
+  models, or the explicit simplified mode);
+- :mod:`~braincode.interpret.dive` (guided diffusion with self-attention guidance),
+  :mod:`~braincode.interpret.dive_objectives`, :mod:`~braincode.interpret.dive_encoder`,
+  :mod:`~braincode.interpret.dive_runs`;
+- :mod:`~braincode.interpret.evaluation` and :mod:`~braincode.interpret.text_eval` (held-out, labelled scores beside
+  a shuffled control).
 """
 
 from braincode.interpret.bank import EmbeddingBank, bank_from_arrays, build_bank, load_bank

@@ -135,3 +135,14 @@ def test_write_result_writes_scores_summary_and_maps(tmp_path):
     for name in ("lh.r.gii", "rh.r.gii", "lh_pred_test.npy", "rh_pred_test.npy"):
         assert (tmp_path / "out" / name).exists()
     assert "scores.csv" in names
+
+
+def test_leave_one_out_scoring_for_ridge():
+    from sklearn.model_selection import LeaveOneOut
+
+    X, Y, vox = data(n=60, seed=6)
+    res = cross_validate_voxels(RidgeEncoder(alphas=ALPHAS, device="cpu"), X, Y, vox, cv="loo")
+    oof = np.column_stack([cross_val_predict(Ridge(alpha=a), X, Y[:, j], cv=LeaveOneOut())
+                           for j, a in enumerate(res.scores["alpha"])])
+    np.testing.assert_allclose(res.scores["r"], pearson_r(Y, oof), atol=1e-6)
+    assert "leave-one-out" in res.methods["r"] and "leave-one-out" in res.methods["alpha"]

@@ -269,3 +269,33 @@ def test_out_of_fold_needs_a_partition():
     X, Y = signal_data(60, 5, 2)
     with pytest.raises(ConfigError, match="partition"):
         ridge_cv(X, Y, ALPHAS, list(ShuffleSplit(3, random_state=0).split(X)), device="cpu", keep_oof=True)
+
+
+def test_dual_refit_equals_sklearn_ridge_at_the_chosen_alphas():
+    from sklearn.linear_model import Ridge
+
+    X, Y = signal_data(50, 80, 6, seed=4)
+    res = ridge_cv(X, Y, ALPHAS, list(KFold(5).split(X)), device="cpu", show_progress=False, voxel_batch=4)
+    for j, alpha in enumerate(res.best_alphas.numpy()):
+        ref = Ridge(alpha=alpha).fit(X, Y[:, j])
+        np.testing.assert_allclose(res.coef[:, j].numpy(), ref.coef_, rtol=1e-4, atol=1e-5 * np.abs(ref.coef_).max())
+        np.testing.assert_allclose(float(res.intercept[j]), ref.intercept_, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(("n", "p", "fit_intercept"), [(60, 8, True), (30, 45, True), (60, 8, False)])
+def test_leave_one_out_equals_direct_refits(n, p, fit_intercept):
+    from sklearn.model_selection import LeaveOneOut
+
+    X, Y = signal_data(n, p, 4, seed=6)
+    res = ridge_cv(X, Y, ALPHAS, "loo", fit_intercept=fit_intercept, device="cpu", show_progress=False,
+                   keep_oof=True)
+    splits = list(LeaveOneOut().split(X))
+    ref = direct_out_of_fold(X, Y, res.best_alphas.numpy(), splits, fit_intercept)
+    np.testing.assert_allclose(res.oof.numpy(), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    a, b = Y - Y.mean(0), ref - ref.mean(0)
+    np.testing.assert_allclose(res.cv_r.numpy(), (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0)),
+                               atol=1e-8)
+    # the chosen alpha has the best leave-one-out R^2 of the grid, by direct refits
+    best = [1 - ((Y - direct_out_of_fold(X, Y, np.full(4, al), splits, fit_intercept)) ** 2).sum(0)
+            / (a * a).sum(0) for al in ALPHAS]
+    np.testing.assert_allclose(res.cv_scores.numpy(), np.max(best, 0), atol=1e-8)
