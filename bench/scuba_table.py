@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     from braincode.data.rois import select_rois
     from braincode.data.synthetic import make_synthetic
     from braincode.interpret import lavca
-    from braincode.interpret.bank import build_bank, subject_overlap
+    from braincode.interpret.bank import subject_overlap
+    from braincode.interpret.bank_build import build_bank
     from braincode.interpret.clipcap import PrefixDecoder
     from braincode.interpret.decoders import RetrievalDecoder
     from braincode.interpret.evaluation import heldout_stimuli

@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _cmd_bank(args: argparse.Namespace) -> int:
     from braincode.features import FeatureStore
-    from braincode.interpret.bank import build_bank
+    from braincode.interpret.bank_build import build_bank
 
     bank = build_bank(args.images, args.model, args.out, layer=args.layer, from_captions=args.from_captions,
                       store=FeatureStore(args.cache) if args.cache else None, device=args.device)
