@@ -82,12 +82,12 @@ def _encoder(args: argparse.Namespace, device: str):
 
     if (args.fit / CONFIG).is_file() or args.data is None:
         return TorchEncoder.load(args.fit, device=device)
-    from braincode.data import load_algonauts
+    from braincode.data import load_subject
     from braincode.features import FeatureStore
-    from braincode.pipeline.steps import fit_image_encoder
+    from braincode.pipeline.tasks import fit_image_encoder
 
     spec = _encoder_config(args)
-    dataset = load_algonauts(args.data, args.subject)
+    dataset = load_subject(args.data, args.subject)
     store = FeatureStore(args.cache) if args.cache else None
     encoder = fit_image_encoder(spec, dataset, store=store, cv=args.cv, device=device)
     encoder.save(args.fit)
