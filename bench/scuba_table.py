@@ -81,16 +81,13 @@ def _tiny_local_models(root: Path, words: list[str]) -> tuple[Path, Path]:
 
 
 def _score(rows: list, method: str, captions: np.ndarray, rois, held, index: np.ndarray, scorers: dict) -> None:
+    from braincode.interpret.evaluation import score_captions
     from braincode.interpret.scuba import roi_summaries
-    from braincode.interpret.text_eval import evaluate_captions
 
     summary = roi_summaries(captions.tolist(), rois)
     for scorer, model in scorers.items():
-        voxel = evaluate_captions(captions[index], held.captions, held.responses[:, index], split=held.split,
-                                  model=model, n_shuffles=20, random_state=0)
-        y = np.stack([held.responses[:, r.mask].mean(1) for r in rois], axis=1)
-        roi = evaluate_captions(summary["caption"], held.captions, y, split=held.split, model=model, n_shuffles=20,
-                                random_state=0)
+        voxel = score_captions(captions[index], held, voxel_index=index, model=model)
+        roi = score_captions(summary["caption"], held, rois=rois, model=model)
         for level, t in (("voxel", voxel), ("roi", roi)):
             rows.append({"method": method, "scorer": scorer, "level": level, "units": len(t),
                          "spearman": round(float(t["spearman"].mean()), 3),
@@ -111,13 +108,13 @@ def main(argv: list[str] | None = None) -> None:
     from braincode.data.rois import select_rois
     from braincode.data.synthetic import make_synthetic
     from braincode.interpret import lavca
-    from braincode.interpret.bank import build_bank, subject_overlap
+    from braincode.interpret.bank import subject_overlap
+    from braincode.interpret.bank_build import build_bank
     from braincode.interpret.clipcap import PrefixDecoder
     from braincode.interpret.decoders import RetrievalDecoder
-    from braincode.interpret.evaluation import heldout_stimuli
+    from braincode.interpret.evaluation import heldout_stimuli, scorer_model
     from braincode.interpret.scuba import caption_voxels, project
     from braincode.interpret.scuba_encoder import fit_encoder
-    from braincode.interpret.text_eval import TfidfSentences, load_sentence_model
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         held = heldout_stimuli(train, encoder)
         rois = select_rois(encoder.voxels, list(FAMILIES))
         index = np.flatnonzero(np.any([r.mask for r in rois], axis=0))
-        scorers = {"minilm": load_sentence_model(), "tfidf": TfidfSentences(held.captions)}
+        scorers = {"minilm": scorer_model(), "tfidf": scorer_model("tfidf", held.captions)}
         rows: list[dict] = []
 
         def run(method: str, make) -> None:

@@ -47,7 +47,8 @@ workdir = Path(tempfile.mkdtemp(prefix="braincode-captions-"))
 # %%
 from braincode.data import load_algonauts
 from braincode.data.synthetic import make_synthetic
-from braincode.interpret.bank import build_bank, warn_subject_overlap
+from braincode.interpret.bank import warn_subject_overlap
+from braincode.interpret.bank_build import build_bank
 
 root = make_synthetic(workdir / "data", "subj01", n_train=N_TRAIN, n_test=20, seed=0)
 train = load_algonauts(root, "subj01")["train"]

@@ -153,10 +153,7 @@ def _units(args, encoder, top: np.ndarray | None):
 
 
 def _evaluate(args, table: pd.DataFrame, train, encoder, voxel_index, units) -> tuple[pd.DataFrame, dict]:
-    import numpy as np
-
-    from braincode.interpret.evaluation import check_scorer, heldout_stimuli
-    from braincode.interpret.text_eval import TfidfSentences, evaluate_captions, load_sentence_model
+    from braincode.interpret.evaluation import check_scorer, heldout_stimuli, score_captions, scorer_model
 
     if train is None:
         raise ConfigError("--evaluate needs the measured responses", fix="pass --data ROOT --subject S")
@@ -168,10 +165,9 @@ def _evaluate(args, table: pd.DataFrame, train, encoder, voxel_index, units) -> 
     check_scorer(encoder.model_id if args.bank_source == "captions" else None, scorer,
                  allow_same=args.allow_same_scorer)
     held = heldout_stimuli(train, encoder, allow_training=args.allow_training_eval)
-    y = held.responses[:, voxel_index] if units is None else np.stack([held.responses[:, u.mask].mean(1)
-                                                                       for u in units], axis=1)
-    model = TfidfSentences(held.captions) if scorer == "tfidf" else load_sentence_model(args.score_model)
-    scores = evaluate_captions(table["caption"], held.captions, y, split=held.split, model=model, random_state=0)
+    model = scorer_model(None if args.score_model is None else scorer, held.captions)
+    scores = score_captions(table["caption"], held, rois=units, voxel_index=None if units else voxel_index,
+                            model=model)
     table = table.assign(**{c: scores[c].to_numpy() for c in ("spearman", "spearman_shuffled", "p_shuffled",
                                                               "beats_shuffled", "split")})
     return table, {"split": held.split, "n_stimuli": len(held.ids), "scorer": scorer,
@@ -230,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _cmd_bank(args: argparse.Namespace) -> int:
     from braincode.features import FeatureStore
-    from braincode.interpret.bank import build_bank
+    from braincode.interpret.bank_build import build_bank
 
     bank = build_bank(args.images, args.model, args.out, layer=args.layer, from_captions=args.from_captions,
                       store=FeatureStore(args.cache) if args.cache else None, device=args.device)

@@ -13,7 +13,8 @@
   a shuffled control).
 """
 
-from braincode.interpret.bank import EmbeddingBank, bank_from_arrays, build_bank, load_bank
+from braincode.interpret.bank import EmbeddingBank, bank_from_arrays, load_bank
+from braincode.interpret.bank_build import build_bank
 from braincode.interpret.clipcap import PrefixDecoder
 from braincode.interpret.decoders import CaptionDecoder, RetrievalDecoder
 from braincode.interpret.lavca import describe

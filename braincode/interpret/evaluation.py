@@ -108,3 +108,38 @@ def heldout_stimuli(split, encoder, *, allow_training: bool = False) -> HeldOut:
                           found=str(len(index)), fix="fit the encoder with a larger --holdout")
     return HeldOut(index, tuple(ids[i] for i in index), tuple(split.stimuli.captions[i] for i in index),
                    np.asarray(split.responses.data)[index], label)
+
+
+def scorer_model(name: str | None = None, corpus: Sequence[str] = ()):
+    """The sentence model that scores: ``"tfidf"`` (word TF-IDF fitted on ``corpus``), a sentence-transformers
+    folder, or None for the offline MiniLM."""
+    from braincode.interpret.text_eval import TfidfSentences, load_sentence_model
+
+    return TfidfSentences(corpus) if name == "tfidf" else load_sentence_model(name)
+
+
+def score_captions(captions: Sequence[str], held: HeldOut, *, rois=None, voxel_index: np.ndarray | None = None,
+                   model=None, n_shuffles: int = 20, random_state: int = 0):
+    """Score captions on held-out stimuli beside their shuffled control (:func:`~braincode.interpret.text_eval.
+    evaluate_captions`): one caption per ROI of ``rois`` (scored against the ROI's mean response) or per voxel of
+    ``voxel_index``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from braincode.data.rois import select_rois
+    >>> held = HeldOut(np.arange(4), ("a", "b", "c", "d"), ("a face", "a house", "a smiling face", "a big house"),
+    ...                np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.2], [0.1, 0.8]]), VALIDATION)
+    >>> rois = select_rois(pd.DataFrame({"roi:floc-faces": ["FFA-1", "OFA"]}), "floc-faces")
+    >>> table = score_captions(["a face", "a house"], held, rois=rois, n_shuffles=4)
+    >>> table[["beats_shuffled", "split"]].values.tolist()
+    [[True, 'validation'], [True, 'validation']]
+    """
+    from braincode.interpret.text_eval import evaluate_captions
+
+    if (rois is None) == (voxel_index is None):
+        raise ConfigError("score captions per ROI or per voxel", expected="rois= or voxel_index=, not both")
+    y = held.responses[:, voxel_index] if rois is None else np.stack([held.responses[:, r.mask].mean(1) for r in rois],
+                                                                     axis=1)
+    return evaluate_captions(captions, held.captions, y, split=held.split, model=model, n_shuffles=n_shuffles,
+                             random_state=random_state)

@@ -17,11 +17,11 @@ from braincode.features import get_extractor
 from braincode.interpret.bank import (
     EmbeddingBank,
     bank_from_arrays,
-    build_bank,
     load_bank,
     subject_overlap,
     warn_subject_overlap,
 )
+from braincode.interpret.bank_build import build_bank
 from braincode.interpret.decoders import RetrievalDecoder
 from braincode.interpret.scuba import caption_rois, caption_voxels, project, roi_summaries
 from braincode.interpret.scuba_encoder import (
