@@ -1,9 +1,11 @@
 """Benchmark: BrainSCUBA projection of voxel weights onto a 10^6-entry embedding bank, streamed from disk
 (braincode) against the dense computation with the whole bank and score matrix in memory (the reference code's
 approach). Prints one JSON line with both times, peak memories and their ratios, and the largest difference.
+``--table`` instead prints the caption evaluation table on the synthetic subject (bench/scuba_table.py).
 
     BRAINCODE_PROGRESS=0 .venv/bin/python bench/scuba.py                # 10^6 x 512 bank, 512 voxels
     BRAINCODE_PROGRESS=0 .venv/bin/python bench/scuba.py --n-bank 100000 --dim 64
+    BRAINCODE_PROGRESS=0 .venv/bin/python bench/scuba.py --table
 
 Method. The bank (unit rows + norms, the layout of :mod:`braincode.interpret.bank`) is written once to a
 temporary folder. Each case runs in a fresh subprocess: it loads the weights, records VmRSS, runs the projection,
@@ -92,7 +94,14 @@ def main() -> None:
     parser.add_argument("--n-voxels", type=int, default=512)
     parser.add_argument("--temperature", type=float, default=150.0)
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--table", action="store_true", help="the caption evaluation table (bench/scuba_table.py)")
+    args, rest = parser.parse_known_args()
+    if args.table:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from scuba_table import main as table
+
+        table(rest)
+        return
     if args.child:
         case, bank_dir, weights, out = args.child
         print(json.dumps(_child(case, Path(bank_dir), Path(weights), Path(out), args.temperature)))

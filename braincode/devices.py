@@ -21,7 +21,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     device(type='cpu')
     >>> resolve_device("tpu")
     Traceback (most recent call last):
-    braincode.errors.ConfigError: unknown device ...
+    braincode.errors.ConfigError: unknown device; ...
     """
     if isinstance(device, torch.device):
         return device

@@ -47,6 +47,8 @@ def test_fit_refuses_one_fold_and_a_one_image_dataset(tiny, tmp_path, capsys):
     out = tmp_path / "o"
     assert main([*FIT, "--data", str(tiny), "--cv", "1", "--out", str(out)]) == 2
     assert "at least 2 folds" in capsys.readouterr().err
+    assert main([*FIT, "--data", str(tiny), "--banded", "--out", str(out)]) == 2
+    assert "--banded needs at least two feature spaces" in capsys.readouterr().err
     assert main([*FIT, "--data", str(tiny), "--cache", str(tmp_path / "c"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "1 training samples are too few for 5-fold cross-validation" in err and "Traceback" not in err

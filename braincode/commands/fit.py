@@ -47,32 +47,48 @@ def feature_spaces(args: argparse.Namespace, stimuli: dict) -> tuple[dict[str, d
 
 def _fit_ridge(args: argparse.Namespace, ds, out: Path) -> str:
     """Fit ridge (or banded ridge) on the named feature spaces into ``out``; returns the summary line."""
-    import numpy as np
+    from braincode.encoding.analysis import cross_validate_voxels, make_encoder
+    from braincode.encoding.analysis_outputs import write_result
+    from braincode.features.design import FeatureSpec, stack_spaces
 
-    from braincode.pipeline.steps import fit_and_score, write_fit_outputs
-
-    stimuli = {split: ds[split].stimuli for split in ("train", "test")}
-    spaces, info = feature_spaces(args, stimuli)
-    designs = {split: np.concatenate(list(x.values()), axis=1) for split, x in spaces.items()}
-    result = fit_and_score(designs["train"], ds["train"].responses.data, designs["test"], ds.voxels, cv=args.cv,
-                           n_permutations=args.permutations, device=args.device)
-    write_fit_outputs(result, ds, out, {**info, "n_features": int(designs["train"].shape[1])})
+    splits = [split for split in ("train", "test") if split in ds.splits]
+    spaces, info = feature_spaces(args, {split: ds[split].stimuli for split in splits})
+    X = {split: stack_spaces(spaces[split]) for split in splits}
+    columns = X["train"][1]
+    widths = [c.stop - c.start for c in columns.values()]
+    estimator = make_encoder(cv=args.cv, device=args.device, spaces=widths if args.banded else None)
+    test = ds.splits.get("test")
+    result = cross_validate_voxels(
+        estimator, X["train"][0], ds["train"].responses.data, ds.voxels, cv=args.cv,
+        X_test=X["test"][0] if "test" in X else None,
+        Y_test=None if test is None or test.responses is None else test.responses.data,
+        spaces=columns if args.banded else None, n_permutations=args.permutations,
+    )
+    info = {**info, "spaces": list(columns), "readout": "banded ridge" if args.banded else "ridge",
+            "n_features": int(X["train"][0].shape[1])}
+    write_result(result, ds, out, info)
     if not args.text_features:  # an image-only encoder is differentiable: keep it for `braincode synthesize`
         from braincode.encoding.torch_encoder import TorchEncoder
-        from braincode.features.design import FeatureSpec
 
         spec = FeatureSpec(args.model, tuple(info["layers"]), args.pool, args.grid)
         TorchEncoder.from_estimator(spec, result.model, voxels=ds.voxels, device=args.device).save(out)
-    return f"{ds.subject}: mean cross-validated r {result.scores['r'].mean():.3f} over {len(result.scores)} voxels"
+    r = result.scores["r"]
+    line = f"{ds.subject}: mean cross-validated r {r.mean():.3f} over {r.notna().sum()} of {len(r)} voxels"
+    edge = result.diagnostics.get("alpha_at_upper_edge", 0)
+    return line + (f" ({edge:.0%} at the top of the alpha grid)" if edge > 0.1 else "")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``braincode fit``; returns the exit status."""
     from braincode.atomic import output_folder
-    from braincode.data import check_fittable, load_subject
+    from braincode.data import check_fittable, load_subject, require_captions
     from braincode.data.checks import min_samples
 
     min_samples(args.cv)  # refuses fewer than 2 folds before any data is read
+    n_spaces = len(dict.fromkeys(args.layer or ["pooled"])) + args.text_features
+    if args.banded and n_spaces < 2:
+        raise ConfigError("--banded needs at least two feature spaces", expected="two --layer, or --text-features",
+                          found=f"{n_spaces} feature space", fix="add a --layer or --text-features")
     if args.permutations < 0:
         raise ConfigError("--permutations must be 0 or more", found=str(args.permutations))
     start = time.perf_counter()
@@ -85,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             ds = load_subject(args.data, args.subject, format=args.format)
             check_fittable(ds, n_folds=args.cv)
+            if args.text_features:
+                require_captions(ds)
             line = _fit_ridge(args, ds, tmp)
     print(f"fit {line}; wrote {args.out} in {time.perf_counter() - start:.0f} s")
     return 0
@@ -126,5 +144,6 @@ def register(subparsers) -> None:
                    help="maximum epochs (default: the readout's; early stopping on validation r)")
     g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--lr", type=float, default=None, help="learning rate (default: the readout's)")
+    g.add_argument("--runs", type=int, default=None, help="average this many seeded runs (an ensemble, as the paper)")
     g.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)

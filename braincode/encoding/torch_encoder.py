@@ -79,7 +79,7 @@ class LinearReadout(nn.Module):
     @classmethod
     def from_estimator(cls, estimator) -> LinearReadout:
         """From a fitted ``RidgeEncoder`` (or any estimator with ``coef_`` (V, P) and ``intercept_``), optionally
-        behind a fitted ``StandardScaler`` in a scikit-learn ``Pipeline`` (as ``pipeline.steps.make_encoder``).
+        behind a fitted ``StandardScaler`` in a scikit-learn ``Pipeline`` (as :func:`braincode.encoding.analysis.make_encoder`).
         """
         steps = [s for _, s in estimator.steps] if hasattr(estimator, "steps") else [estimator]
         *pre, last = steps

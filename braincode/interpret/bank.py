@@ -7,15 +7,18 @@ BrainSCUBA projects voxel weights onto such a bank, LaVCa ranks its images per v
     norms.npy        (n,) float32, the norm each row had before normalisation
     items.csv        id, path, caption ("" when unknown), one row per embedding
 
-Banks are built in chunks written straight into a memory-mapped file, so their size is bounded by disk, not RAM.
+Banks are built (:func:`braincode.interpret.bank_build.build_bank`) in chunks written straight into a
+memory-mapped file, so their size is bounded by disk, not RAM; projections stream them from disk. A bank is
+data, not a fitted model, so it keeps this memory-mapped layout rather than :mod:`braincode.persist`'s format.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +30,6 @@ from braincode.errors import DataFormatError, MissingFileError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _FILES = ("bank.json", "embeddings.npy", "norms.npy", "items.csv")
 
 
@@ -144,6 +146,47 @@ class EmbeddingBank:
         return folder
 
 
+_NSD_ID = re.compile(r"nsd-?(\d+)", re.IGNORECASE)
+
+
+def _stimulus_keys(name: str) -> set[str]:
+    stem = Path(str(name)).stem
+    return {stem, *(f"nsd-{int(m)}" for m in _NSD_ID.findall(stem))}
+
+
+def subject_overlap(bank: EmbeddingBank, stimuli: Stimuli) -> list[str]:
+    """Bank ids that are images of ``stimuli``: the same file stem or NSD image id, confirmed by identical bytes
+    when both sides have image files. BrainSCUBA's bank holds natural images the subject never saw, so a
+    non-empty answer is worth a warning.
+
+    Examples
+    --------
+    >>> bank = bank_from_arrays(["coco/x.jpg", "train-0001_nsd-00013.png"], np.eye(2))
+    >>> subject_overlap(bank, Stimuli(ids=["shared1000_nsd-13"]))
+    ['train-0001_nsd-00013.png']
+    """
+    import hashlib
+
+    names = [*stimuli.ids, *(stimuli.paths or ())]
+    keys = set().union(*(_stimulus_keys(str(n)) for n in names)) if names else set()
+    hits = [j for j, i in enumerate(bank.ids)
+            if _stimulus_keys(i) & keys or (bank.paths is not None and _stimulus_keys(bank.paths[j]) & keys)]
+    if hits and bank.paths is not None and stimuli.paths is not None:
+        digest = lambda path: hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        own = set(stimuli.content_hashes)
+        hits = [j for j in hits if Path(bank.paths[j]).is_file() and digest(bank.paths[j]) in own]
+    return [bank.ids[j] for j in hits]
+
+
+def warn_subject_overlap(bank: EmbeddingBank, stimuli: Stimuli) -> int:
+    """Log a warning when the bank holds the subject's own stimuli; returns how many it holds."""
+    overlap = subject_overlap(bank, stimuli)
+    if overlap:
+        log.warning("the bank holds %d of the subject's own stimuli (e.g. %s): BrainSCUBA's bank has none of them; "
+                    "build it from other natural images", len(overlap), overlap[:3])
+    return len(overlap)
+
+
 def _normalise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, dtype=np.float64)
     norms = np.linalg.norm(x, axis=1)
@@ -225,7 +268,7 @@ def load_bank(folder: str | Path) -> EmbeddingBank:
             path=folder,
             expected=", ".join(_FILES),
             found=f"missing {', '.join(missing)}",
-            fix="build it with `braincode.interpret.bank.build_bank(images, model_id, folder)`",
+            fix="build it with `braincode.interpret.bank_build.build_bank(images, model_id, folder)`",
         )
     info = json.loads((folder / "bank.json").read_text())
     items = pd.read_csv(folder / "items.csv", dtype=str, keep_default_na=False)
@@ -239,68 +282,6 @@ def load_bank(folder: str | Path) -> EmbeddingBank:
         layer=info.get("layer", "pooled"),
         source=info.get("source", "images"),
     )
-
-
-def read_captions(folder: Path, names: Sequence[str]) -> list[str] | None:
-    """Captions of the images ``names`` from a ``captions.csv`` (columns ``image``, ``caption``) in ``folder`` or
-    up to two folders above it (the Algonauts-layout subject folder); ``None`` when there is no such file. Images
-    missing from the file get ``""``."""
-    for candidate in (folder / "captions.csv", folder.parent / "captions.csv", folder.parent.parent / "captions.csv"):
-        if candidate.is_file():
-            table = pd.read_csv(candidate, dtype=str, keep_default_na=False)
-            if not {"image", "caption"} <= set(table.columns):
-                raise DataFormatError("captions file lacks columns", path=candidate,
-                                      expected="columns image, caption", found=str(list(table.columns)))
-            lookup = dict(zip(table["image"].map(lambda s: Path(s).name), table["caption"]))
-            return [lookup.get(Path(n).name, "") for n in names]
-    return None
-
-
-def _image_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise MissingFileError("image folder not found", path=folder, fix="pass a folder of images or an HDF5 file")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataFormatError("no images in the folder", path=folder,
-                              expected=f"files ending in {', '.join(IMAGE_SUFFIXES)}", found="none")
-    return files
-
-
-def _hdf5_chunks(path: Path, chunk: int, *, with_images: bool = True,
-                 ) -> tuple[int, list[str], list[str] | None, Iterator[Stimuli]]:
-    """Size, ids, captions and an iterator of Stimuli chunks (images spilled to temporary PNGs, or captions only
-    when ``with_images`` is False) of an HDF5 file."""
-    import h5py
-    from PIL import Image
-
-    with h5py.File(path, "r") as f:
-        if "images" not in f or f["images"].ndim != 4 or f["images"].shape[-1] != 3:
-            raise DataFormatError("HDF5 bank source lacks an image array", path=path,
-                                  expected='a dataset "images" of shape (n, H, W, 3) uint8',
-                                  found=str({k: getattr(f[k], "shape", None) for k in f}))
-        n = int(f["images"].shape[0])
-        ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["ids"][:]] if "ids" in f else [
-            f"{path.stem}-{i:07d}" for i in range(n)]
-        captions = [s.decode() if isinstance(s, bytes) else str(s) for s in f["captions"][:]] if "captions" in f else None
-
-    def chunks() -> Iterator[Stimuli]:
-        if not with_images:
-            for start in range(0, n, chunk):
-                yield Stimuli(ids=ids[start:start + chunk], captions=captions[start:start + chunk])
-            return
-        with h5py.File(path, "r") as f, tempfile.TemporaryDirectory() as tmp:
-            for start in range(0, n, chunk):
-                block = f["images"][start:start + chunk]
-                files = []
-                for i, img in enumerate(block):
-                    files.append(Path(tmp) / f"{start + i:07d}.png")
-                    Image.fromarray(np.asarray(img, dtype=np.uint8)).save(files[-1])
-                yield Stimuli(ids=ids[start:start + len(block)], paths=files,
-                              captions=None if captions is None else captions[start:start + len(block)])
-                for file in files:
-                    file.unlink()
-
-    return n, ids, captions, chunks()
 
 
 def embed_stimuli(
@@ -327,77 +308,3 @@ def embed_stimuli(
         stimuli = list(stimuli.captions)
     x = np.asarray(extractor.extract(stimuli, batch_size=batch_size, store=store, progress=progress)[layer])
     return (x.mean(axis=1) if x.ndim == 3 else x.reshape(len(x), -1)).astype(np.float32)
-
-
-def build_bank(
-    source: str | Path,
-    model_id: str,
-    out: str | Path,
-    *,
-    layer: str = "pooled",
-    from_captions: bool = False,
-    store=None,
-    batch_size: int = 32,
-    chunk: int = 4096,
-    device: str = "auto",
-    progress: bool = True,
-) -> EmbeddingBank:
-    """Embed every image of a folder (or of an HDF5 file) with ``model_id`` and write the bank into ``out``.
-
-    Parameters
-    ----------
-    source : str or Path
-        A folder of images (searched recursively; a ``captions.csv`` with columns ``image, caption`` in it or up
-        to two folders above supplies captions), or an HDF5 file with ``images`` (n, H, W, 3) uint8 and
-        optionally ``ids`` and ``captions``.
-    model_id : str
-        Extractor id, e.g. ``open_clip:ViT-B-32@openai`` (or a text model such as ``minilm`` with
-        ``from_captions=True``).
-    out : str or Path
-        Bank folder to write.
-    layer : str
-        Extractor layer giving one vector per image (token layers are mean-pooled).
-    from_captions : bool
-        Embed the captions instead of the images (needs a caption for every image).
-    store : FeatureStore, optional
-        Feature cache shared with the rest of braincode.
-    chunk : int
-        Images per extraction call; bounds the memory in use.
-
-    Examples
-    --------
-    >>> bank = build_bank("images/", "open_clip:ViT-B-32@openai", "bank/")  # doctest: +SKIP
-    """
-    from braincode.features import get_extractor
-
-    source_path = Path(source)
-    kind = "captions" if from_captions else "images"
-    if source_path.suffix.lower() in (".h5", ".hdf5"):
-        if not source_path.is_file():
-            raise MissingFileError("HDF5 bank source not found", path=source_path)
-        n, ids, captions, chunks = _hdf5_chunks(source_path, chunk, with_images=not from_captions)
-        paths = None
-    else:
-        files = _image_files(source_path)
-        n, ids, paths = len(files), [str(f.relative_to(source_path)) for f in files], files
-        captions = read_captions(source_path, [f.name for f in files])
-        chunks = (Stimuli(ids=ids[s:s + chunk], paths=files[s:s + chunk],
-                          captions=None if captions is None else captions[s:s + chunk]) for s in range(0, n, chunk))
-    if n == 0:
-        raise DataFormatError("the bank source holds no images", path=source_path, expected="at least one image")
-    if from_captions and captions is None:
-        raise DataFormatError("from_captions needs captions", path=source_path,
-                              expected="a captions.csv (columns image, caption) or an HDF5 'captions' dataset")
-    extractor = get_extractor(model_id, layers=[layer], device=device)
-    writer, start = None, 0
-    for stim in chunks:
-        x = embed_stimuli(stim, model_id, layer=layer, source=kind, store=store, batch_size=batch_size,
-                          progress=progress, extractor=extractor)
-        if writer is None:
-            writer = _BankWriter(Path(out), n, x.shape[1])
-        writer.unit[start:start + len(x)], writer.norms[start:start + len(x)] = _normalise(x)
-        start += len(x)
-    log.info("bank of %d %s embedded with %s/%s in %s", n, kind, model_id, layer, out)
-    writer.finish(ids, captions, paths, {"model_id": model_id, "layer": layer, "source": kind,
-                                         "built_from": str(source_path)})
-    return load_bank(out)

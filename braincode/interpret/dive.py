@@ -5,22 +5,30 @@ estimate is pushed along the gradient of the encoder's predicted activation of a
 
     x0_hat = (x_t - sqrt(1 - abar) eps) / sqrt(abar)
     image  = clamp(VAE.decode(sqrt(1 - abar) x0_hat + (1 - sqrt(1 - abar)) x_t) / 2 + 1/2, 0, 1)
-    eps   <- eps - sqrt(1 - abar) * scale * grad_{x_t} objective(encoder(image))
+    eps   <- eps + sag (eps - eps(degraded x_t)) - sqrt(1 - abar) * scale * grad_{x_t} objective(encoder(image))
+
+Self-attention guidance (SAG, Hong et al. 2023; diffusers' ``StableDiffusionSAGPipeline`` logic, as in the
+authors' pipeline): the UNet's mid-block self-attention map marks the salient latent regions, which are blurred in
+the predicted x0, re-noised to level t and run through the UNet again; ``sag_scale`` (0.75 in BrainDiVE) weighs the
+difference. ``sag_scale=0`` skips it and gives the brain-only path exactly.
 
 The published setting is SD-2.1-base, DPM-Solver++ with 50 steps at 512x512, the empty prompt, no
-classifier-free guidance and a scale of 100-150. Unlike the reference code, the UNet runs once per step (its
-output with the graph kept serves both the update and the gradient), seeds are batched, and each seed's starting
-noise is drawn on its own generator so that an image depends on its seed only, not on the batch it ran in.
+classifier-free guidance, SAG 0.75 and a brain-guidance scale of 130 with a linear encoder on L2-normalised CLIP
+embeddings (:class:`braincode.interpret.dive_encoder.ClipLinearGuide`: bilinear resize to 224, CLIP
+normalisation). Unlike the reference code, the UNet runs once per step for the brain gradient (its output with the
+graph kept serves both the update and the gradient), seeds are batched, and each seed's starting noise is drawn on
+its own generator so that an image depends on its seed only, not on the batch it ran in.
 
 Examples
 --------
 >>> import numpy as np, pandas as pd, torch
 >>> from braincode.interpret._dive_models import random_diffusion
+>>> from braincode.interpret.dive_objectives import roi_objective
 >>> parts = random_diffusion("tiny")
 >>> voxels = pd.DataFrame({"hemisphere": ["lh"] * 4, "vertex": range(4), "roi:floc-faces": ["FFA-1", "FFA-1", "", ""]})
 >>> encoder = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(12, 4))
 >>> pipe = BrainDiVEPipeline(parts.unet, parts.vae, parts.scheduler, encoder)
->>> out = pipe(roi_objective(voxels, "FFA-1"), seeds=[0, 1], num_inference_steps=3, progress=False)
+>>> out = pipe(roi_objective(voxels, "FFA-1"), seeds=[0, 1], num_inference_steps=3, progress=False)  # SAG 0.75
 >>> len(out.images), out.predictions.shape
 (2, (2, 4))
 """
@@ -28,23 +36,20 @@ Examples
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
-import pandas as pd
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from braincode.atomic import atomic_write
-from braincode.data.rois import roi_index, roi_mask
 from braincode.errors import ConfigError
+from braincode.interpret.dive_objectives import Objective, score
 from braincode.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
@@ -55,123 +60,6 @@ SCHEDULES: dict[str, Callable[[float], float]] = {
     "linear": lambda f: 1.0 - f,
     "cosine": lambda f: 0.5 * (1.0 + math.cos(math.pi * f)),
 }
-
-
-# ----------------------------------------------------------------------------------------------------- objectives
-@dataclass(frozen=True)
-class Objective:
-    """What guidance maximises: mean prediction over ``target`` minus ``suppress_weight`` x mean over ``suppress``.
-
-    Parameters
-    ----------
-    name : str
-        Used for folder names and sidecars, e.g. ``"FFA-1"`` or ``"FFA-1-vs-PPA"``.
-    target, suppress : tuple of int
-        Voxel (column) indices of the encoder's output; ``suppress`` may be empty.
-    suppress_weight : float
-        Weight of the suppressed set.
-
-    Examples
-    --------
-    >>> import torch
-    >>> Objective("a-vs-b", (0, 1), (2,))(torch.tensor([[1.0, 3.0, 5.0]])).tolist()
-    [-3.0]
-    """
-
-    name: str
-    target: tuple[int, ...]
-    suppress: tuple[int, ...] = ()
-    suppress_weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not self.target:
-            raise ConfigError(f"objective {self.name!r} has no target voxels", fix="pick a non-empty ROI or voxel set")
-        object.__setattr__(self, "target", tuple(int(i) for i in self.target))
-        object.__setattr__(self, "suppress", tuple(int(i) for i in self.suppress))
-
-    def __call__(self, predictions: torch.Tensor) -> torch.Tensor:
-        """Objective value per image, from predictions of shape (n_images, n_voxels)."""
-        value = predictions[:, list(self.target)].mean(1)
-        if self.suppress:
-            value = value - self.suppress_weight * predictions[:, list(self.suppress)].mean(1)
-        return value
-
-    def check(self, n_voxels: int) -> None:
-        """Raise :class:`ConfigError` if an index does not exist in an encoder output of ``n_voxels`` columns."""
-        top = max(self.target + self.suppress)
-        if top >= n_voxels or min(self.target + self.suppress) < 0:
-            raise ConfigError(
-                f"objective {self.name!r} indexes voxels the encoder does not predict",
-                expected=f"indices in [0, {n_voxels})",
-                found=f"index {top}",
-                fix="build the objective from the same voxel table as the encoder",
-            )
-
-    def to_dict(self) -> dict:
-        """JSON-ready description (voxel counts rather than the full index lists when they are long)."""
-        out = {"name": self.name, "n_target": len(self.target), "n_suppress": len(self.suppress),
-               "suppress_weight": self.suppress_weight}
-        if len(self.target) + len(self.suppress) <= 64:
-            out.update(target=list(self.target), suppress=list(self.suppress))
-        return out
-
-
-def roi_objective(
-    voxels: pd.DataFrame, roi: str, *, suppress: str | None = None, suppress_weight: float = 1.0
-) -> Objective:
-    """Maximise the mean predicted activation of ROI ``roi``, optionally minus that of ROI ``suppress``.
-
-    ROIs are selected with :func:`braincode.data.rois.select_rois`' grammar: ``"FFA-1"``, ``"FFA"`` (FFA-1 and
-    FFA-2), ``"family:label"`` or a whole family. Voxels in both ROIs count only as targets.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> v = pd.DataFrame({"hemisphere": ["lh"] * 3, "vertex": [0, 1, 2],
-    ...                   "roi:floc-faces": ["FFA-1", "FFA-2", ""], "roi:floc-places": ["", "", "PPA"]})
-    >>> o = roi_objective(v, "FFA", suppress="PPA")
-    >>> o.name, o.target, o.suppress
-    ('FFA-vs-PPA', (0, 1), (2,))
-    """
-    target = np.flatnonzero(roi_mask(voxels, roi))
-    if suppress is None:
-        return Objective(roi, tuple(target))
-    other = np.setdiff1d(np.flatnonzero(roi_mask(voxels, suppress)), target)
-    if other.size == 0:
-        raise ConfigError(f"ROI {suppress!r} has no voxels outside {roi!r}", fix="suppress a different ROI")
-    return Objective(f"{roi}-vs-{suppress}", tuple(target), tuple(other), suppress_weight)
-
-
-def voxel_objective(indices: Sequence[int] | np.ndarray, *, name: str = "voxels") -> Objective:
-    """Maximise the mean predicted activation of an explicit voxel set (column indices of the encoder output).
-
-    Examples
-    --------
-    >>> voxel_objective([3, 1, 3]).target
-    (1, 3)
-    """
-    return Objective(name, tuple(np.unique(np.asarray(indices, dtype=int))))
-
-
-def roi_means(predictions: np.ndarray, index: dict[str, dict[str, np.ndarray]]) -> list[dict[str, dict[str, float]]]:
-    """Mean prediction per ROI of every family for each image: a list of ``{family: {roi: mean}}``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> roi_means(np.array([[1.0, 2.0, 9.0]]), {"floc-faces": {"FFA-1": np.array([0, 1])}})
-    [{'floc-faces': {'FFA-1': 1.5}}]
-    """
-    predictions = np.asarray(predictions, dtype=np.float64)
-    return [
-        {fam: {roi: float(row[idx].mean()) for roi, idx in rois.items()} for fam, rois in index.items()}
-        for row in predictions
-    ]
-
-
-def _score(objective: Objective, predictions: torch.Tensor) -> torch.Tensor:
-    objective.check(predictions.shape[1])
-    return objective(predictions)
 
 
 # ------------------------------------------------------------------------------------------------------- pipeline
@@ -290,27 +178,79 @@ class BrainDiVEPipeline(DiffusionPipeline):
         latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
         return (self.vae.decode(latents).sample.float() / 2 + 0.5).clamp(0, 1)
 
+    def _unet(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        inp = self.scheduler.scale_model_input(x, t).to(self.unet.dtype)
+        return self.unet(inp, t, **({} if cond is None else {"encoder_hidden_states": cond})).sample.float()
+
+    @contextmanager
+    def _attention_store(self, active: bool) -> Iterator[dict]:
+        """Record the mid-block self-attention probabilities and map size of each UNet call (SAG's input)."""
+        if not active:
+            yield {}
+            return
+        from diffusers.pipelines.deprecated.stable_diffusion_sag.pipeline_stable_diffusion_sag import (
+            CrossAttnStoreProcessor,
+        )
+
+        attentions = getattr(getattr(self.unet, "mid_block", None), "attentions", None)
+        if not attentions:
+            raise ConfigError("self-attention guidance needs a UNet with mid-block self-attention",
+                              found=type(self.unet).__name__, fix="pass sag_scale=0")
+        attn, store, record = attentions[0].transformer_blocks[0].attn1, CrossAttnStoreProcessor(), {}
+        original = attn.processor
+        attn.set_processor(store)
+        hook = attentions[0].register_forward_hook(lambda m, i, o: record.update(size=o[0].shape[-2:]))
+        record.update(store=store, heads=attn.heads)
+        try:
+            yield record
+        finally:
+            hook.remove()
+            attn.set_processor(original)
+
+    def _sag_eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None, eps: torch.Tensor,
+                 record: dict, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The UNet's epsilon on x_t degraded where the stored self-attention is high (diffusers' sag_masking)."""
+        from diffusers.pipelines.deprecated.stable_diffusion_sag.pipeline_stable_diffusion_sag import (
+            gaussian_blur_2d,
+        )
+
+        x0 = (x - sigma * eps) / alpha
+        probs = record["store"].attention_probs.detach().float()
+        b, channels, h, w = x0.shape
+        probs = probs.reshape(b, record["heads"], probs.shape[1], probs.shape[2])
+        mask = (probs.mean(1).sum(1) > 1.0).reshape(b, 1, *record["size"]).float()
+        mask = torch.nn.functional.interpolate(mask.expand(b, channels, -1, -1), (h, w))
+        degraded = gaussian_blur_2d(x0, kernel_size=9, sigma=1.0) * mask + x0 * (1 - mask)
+        degraded = self.scheduler.add_noise(degraded, noise=eps, timesteps=t[None])
+        out = self._unet(degraded, t, cond)
+        return alpha * out + sigma * degraded if self.scheduler.config.prediction_type == "v_prediction" else out
+
     def _guided_step(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None, objective: Objective | None,
-                     scale: float) -> torch.Tensor:
-        """The UNet's output at (x, t), moved along the objective's gradient when ``scale`` > 0."""
+                     scale: float, sag_scale: float = 0.0) -> torch.Tensor:
+        """The UNet's output at (x, t) with self-attention guidance (``sag_scale`` > 0) and moved along the
+        objective's gradient (``scale`` > 0); both 0: the plain UNet output."""
         guided = objective is not None and scale > 0
-        with torch.set_grad_enabled(guided):
+        abar = self.scheduler.alphas_cumprod[int(t)].to(x.device, torch.float32)
+        alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
+        v_pred = self.scheduler.config.prediction_type == "v_prediction"
+        with self._attention_store(sag_scale > 0) as record, torch.set_grad_enabled(guided):
             x = x.detach().requires_grad_(guided)
-            inp = self.scheduler.scale_model_input(x, t).to(self.unet.dtype)
-            kwargs = {} if cond is None else {"encoder_hidden_states": cond}
-            out = self.unet(inp, t, **kwargs).sample.float()
-            if not guided:
+            out = self._unet(x, t, cond)
+            if not guided and sag_scale <= 0:
                 return out
-            abar = self.scheduler.alphas_cumprod[int(t)].to(x.device, torch.float32)
-            alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
-            v_pred = self.scheduler.config.prediction_type == "v_prediction"
             eps = alpha * out + sigma * x if v_pred else out
-            x0 = (x - sigma * eps) / alpha
-            image = self._decode(sigma * x0 + (1 - sigma) * x)
-            value = _score(objective, self.brain_encoder(image).float()).sum()
-            (grad,) = torch.autograd.grad(value, x)
-        eps = eps.detach() - sigma * scale * grad
-        return (eps - sigma * x.detach()) / alpha if v_pred else eps
+            grad = torch.zeros_like(x)
+            if guided:
+                x0 = (x - sigma * eps) / alpha
+                image = self._decode(sigma * x0 + (1 - sigma) * x)
+                value = score(objective, self.brain_encoder(image).float()).sum()
+                (grad,) = torch.autograd.grad(value, x)
+            x, eps = x.detach(), eps.detach()
+            if sag_scale > 0:
+                with torch.no_grad():
+                    eps = eps + sag_scale * (eps - self._sag_eps(x, t, cond, eps, record, alpha, sigma))
+        eps = eps - sigma * scale * grad
+        return (eps - sigma * x) / alpha if v_pred else eps
 
     @torch.no_grad()
     def __call__(
@@ -320,12 +260,14 @@ class BrainDiVEPipeline(DiffusionPipeline):
         *,
         num_inference_steps: int = 50,
         guidance_scale: float = 130.0,
+        sag_scale: float = 0.75,
         guidance_schedule: str = "constant",
         height: int | None = None,
         width: int | None = None,
         prompt_embeds: torch.Tensor | None = None,
         output_type: str = "pil",
         progress: bool = True,
+        on_step: Callable[[], object] | None = None,
     ) -> BrainDiVEOutput:
         """Sample one image per seed, guided towards ``objective`` (None or ``guidance_scale=0``: unguided).
 
@@ -337,6 +279,8 @@ class BrainDiVEPipeline(DiffusionPipeline):
         num_inference_steps : int
         guidance_scale : float
             Brain-guidance scale (BrainDiVE used 100-150 for SD-2.1-base with encoders of z-scored responses).
+        sag_scale : float
+            Self-attention guidance scale at every step (0.75 in BrainDiVE; 0 turns it off).
         guidance_schedule : {"constant", "linear", "cosine"}
             How the scale varies over the run (linear and cosine fall to 0 at the last step).
         height, width : int, optional
@@ -346,6 +290,8 @@ class BrainDiVEPipeline(DiffusionPipeline):
         output_type : {"pil", "np"}
         progress : bool
             Show a progress bar over the steps.
+        on_step : callable, optional
+            Called after every denoising step (e.g. to advance a progress bar shared by several calls).
         """
         if guidance_schedule not in SCHEDULES:
             raise ConfigError("unknown guidance schedule", expected=str(sorted(SCHEDULES)), found=guidance_schedule)
@@ -369,11 +315,13 @@ class BrainDiVEPipeline(DiffusionPipeline):
         schedule = SCHEDULES[guidance_schedule]
         for i, t in enumerate(progress_bar(timesteps, desc="BrainDiVE steps", enabled=progress)):
             scale = guidance_scale * schedule(i / max(len(timesteps) - 1, 1))
-            out = self._guided_step(latents, t, cond, objective, scale)
+            out = self._guided_step(latents, t, cond, objective, scale, sag_scale)
             latents = self.scheduler.step(out, t, latents, return_dict=False)[0]
+            if on_step is not None:
+                on_step()
         images = (self._decode(latents) * 255).round() / 255
         predictions = self.brain_encoder(images).float()
-        scores = torch.full((len(seeds),), float("nan")) if objective is None else _score(objective, predictions)
+        scores = torch.full((len(seeds),), float("nan")) if objective is None else score(objective, predictions)
         array = images.permute(0, 2, 3, 1).cpu().numpy()
         return BrainDiVEOutput(
             images=self.numpy_to_pil(array) if output_type == "pil" else array,
@@ -383,94 +331,3 @@ class BrainDiVEPipeline(DiffusionPipeline):
         )
 
 
-# --------------------------------------------------------------------------------------------- resumable runs
-@dataclass(frozen=True)
-class SampleSettings:
-    """Settings of a synthesis run, recorded in every sidecar."""
-
-    num_inference_steps: int = 50
-    guidance_scale: float = 130.0
-    guidance_schedule: str = "constant"
-    height: int | None = None
-    width: int | None = None
-
-
-def image_path(out: Path, seed: int) -> Path:
-    """Where :func:`synthesize` puts the image of ``seed`` (its sidecar has the same stem, ``.json``)."""
-    return Path(out) / f"seed-{int(seed):08d}.png"
-
-
-def _check_resumable(out: Path, objective: Objective, settings: SampleSettings) -> None:
-    """Refuse to add images to a folder whose earlier images were made for another objective or settings."""
-    for sidecar in sorted(out.glob("seed-*.json")):
-        done = json.loads(sidecar.read_text())
-        if done.get("objective", {}).get("name") != objective.name or done.get("settings") != asdict(settings):
-            raise ConfigError(
-                "the output folder holds images made with another objective or other settings",
-                path=out,
-                expected=f"objective {objective.name!r}, settings {asdict(settings)}",
-                found=f"{sidecar.name}: objective {done.get('objective', {}).get('name')!r}, "
-                      f"settings {done.get('settings')}",
-                fix="use a new output folder, or the settings of the earlier run",
-            )
-        return
-
-
-def synthesize(
-    pipe: BrainDiVEPipeline,
-    objective: Objective,
-    seeds: Sequence[int],
-    out: str | Path,
-    voxels: pd.DataFrame,
-    *,
-    settings: SampleSettings = SampleSettings(),
-    batch_size: int = 4,
-    progress: bool = True,
-) -> list[Path]:
-    """Synthesise one image per seed into ``out``, each with a sidecar JSON; seeds already done are skipped.
-
-    Each image is ``out/seed-XXXXXXXX.png``; its sidecar (written last, atomically, so a present sidecar means a
-    complete image) holds the seed, the objective, the settings, the objective's value and the predicted mean
-    activation of every ROI of ``voxels``. Re-running the same call after an interruption only does the missing
-    seeds.
-
-    Returns
-    -------
-    list of Path
-        The image of every seed, in the order of ``seeds``.
-
-    Examples
-    --------
-    >>> import tempfile, pandas as pd, torch
-    >>> from braincode.interpret._dive_models import random_diffusion
-    >>> parts = random_diffusion("tiny")
-    >>> v = pd.DataFrame({"hemisphere": ["lh"] * 2, "vertex": [0, 1], "roi:floc-faces": ["FFA-1", ""]})
-    >>> enc = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
-    >>> pipe = BrainDiVEPipeline(parts.unet, parts.vae, parts.scheduler, enc)
-    >>> paths = synthesize(pipe, roi_objective(v, "FFA-1"), [0, 1], tempfile.mkdtemp(), v,
-    ...                    settings=SampleSettings(num_inference_steps=2), progress=False)
-    >>> [p.name for p in paths]
-    ['seed-00000000.png', 'seed-00000001.png']
-    """
-    if batch_size < 1:
-        raise ConfigError("batch_size must be at least 1", found=str(batch_size))
-    out = Path(out)
-    paths = [image_path(out, s) for s in seeds]
-    todo = [int(s) for s, p in zip(seeds, paths) if not p.with_suffix(".json").exists()]
-    if len(todo) < len(paths):
-        _check_resumable(out, objective, settings)
-        log.info("%s: %d of %d seeds already done, resuming", out, len(paths) - len(todo), len(paths))
-    index = roi_index(voxels)
-    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-    for batch in progress_bar(batches, desc=f"BrainDiVE {objective.name}", enabled=progress):
-        result = pipe(objective, batch, **asdict(settings), output_type="pil", progress=False)
-        means = roi_means(result.predictions, index)
-        for seed, image, score, roi_pred in zip(batch, result.images, result.scores, means):
-            target = image_path(out, seed)
-            atomic_write(target, lambda p, im=image: im.save(p, format="PNG"))
-            sidecar = {"seed": seed, "image": target.name, "objective": objective.to_dict(),
-                       "settings": asdict(settings), "scheduler": type(pipe.scheduler).__name__,
-                       "dtype": str(pipe.unet.dtype).replace("torch.", ""),
-                       "objective_value": float(score), "predicted": roi_pred}
-            atomic_write(target.with_suffix(".json"), lambda p, s=sidecar: p.write_text(json.dumps(s, indent=2)))
-    return paths

@@ -69,6 +69,29 @@ def load_sentence_model(path: str | Path | None = None, device: str = "auto"):
     return SentenceTransformer(str(path), device=device)
 
 
+class TfidfSentences:
+    """A bag-of-words sentence "model": TF-IDF word vectors fitted on ``corpus`` (sklearn), L2-normalised. An
+    independent scorer for captions chosen in a neural text space (e.g. MiniLM), with the ``encode`` call of
+    sentence-transformers.
+
+    Examples
+    --------
+    >>> model = TfidfSentences(["a face", "a house", "a red house"])
+    >>> e = embed_sentences(["a house", "the house", "a face"], model=model)
+    >>> round(float(e[0] @ e[1]), 3), round(float(e[0] @ e[2]), 3)
+    (1.0, 0.0)
+    """
+
+    def __init__(self, corpus: Sequence[str]) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.vectorizer = TfidfVectorizer().fit([str(c) for c in corpus])
+
+    def encode(self, sentences: Sequence[str], **_) -> np.ndarray:
+        x = self.vectorizer.transform([str(c) for c in sentences]).toarray().astype(np.float32)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def embed_sentences(sentences: Sequence[str], *, model=None, batch_size: int = 64) -> np.ndarray:
     """L2-normalised sentence embeddings (n, D) float32 with ``model`` (default: offline MiniLM).
 
@@ -152,41 +175,59 @@ def evaluate_captions(
     stimulus_captions: Sequence[str],
     responses: np.ndarray,
     *,
+    split: str,
     model=None,
     n_shuffles: int = 20,
     random_state: int = 0,
 ) -> pd.DataFrame:
-    """Per-voxel caption score with its shuffled-caption control.
+    """Per-voxel caption score beside its shuffled-caption control, flagged when it does not beat the control.
 
     The control gives each voxel the caption of another voxel, drawn by a random permutation of the captions
-    (``n_shuffles`` times, averaged): a caption that is specific to its voxel beats it, a generic one does not.
+    (``n_shuffles`` times): a caption specific to its voxel beats it, a generic one does not. Score only stimuli
+    the encoder never saw (:func:`braincode.interpret.evaluation.check_heldout`), with a sentence model that did
+    not choose the captions.
+
+    Parameters
+    ----------
+    split : str
+        What the stimuli are, written beside every score: ``"validation"`` (held out from the encoder's fit),
+        ``"test"``, or ``"training (circular)"``.
 
     Returns
     -------
     DataFrame
-        One row per voxel: ``caption``, ``spearman``, ``spearman_shuffled``.
+        One row per voxel: ``caption``, ``spearman``, ``spearman_shuffled`` (mean over shuffles), ``p_shuffled``
+        (share of shuffles scoring at least as high, with the +1 correction), ``beats_shuffled`` and ``split``.
 
     Examples
     --------
     >>> import numpy as np
     >>> stim = ["a face", "a house", "a smiling face", "a street of houses"]
     >>> y = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.8]])
-    >>> df = evaluate_captions(["a photo of a face", "a photo of a house"], stim, y, n_shuffles=4)
-    >>> bool((df["spearman"] > df["spearman_shuffled"]).all())
-    True
+    >>> df = evaluate_captions(["a photo of a face", "a photo of a house"], stim, y, split="validation", n_shuffles=4)
+    >>> df["beats_shuffled"].tolist(), df["split"].tolist()
+    ([True, True], ['validation', 'validation'])
     """
     captions = [str(c) for c in voxel_captions]
     responses = _check_responses(responses, len(stimulus_captions), len(captions))
     sims = caption_similarities(captions, stimulus_captions, model=model)
     rng = np.random.default_rng(random_state)
-    shuffled = np.zeros(len(captions))
-    for _ in range(n_shuffles):
-        shuffled += spearman_r(responses, sims[:, rng.permutation(len(captions))])
-    return pd.DataFrame({
+    real = spearman_r(responses, sims)
+    shuffled = np.stack([spearman_r(responses, sims[:, rng.permutation(len(captions))])
+                         for _ in range(n_shuffles)]) if n_shuffles else np.zeros((1, len(captions)))
+    table = pd.DataFrame({
         "caption": captions,
-        "spearman": spearman_r(responses, sims),
-        "spearman_shuffled": shuffled / max(n_shuffles, 1),
+        "spearman": real,
+        "spearman_shuffled": shuffled.mean(0),
+        "p_shuffled": (1 + (shuffled >= real).sum(0)) / (1 + len(shuffled)),
+        "beats_shuffled": real > shuffled.mean(0),
+        "split": split,
     })
+    losing = int((~table["beats_shuffled"]).sum())
+    if losing:
+        log.warning("%d of %d captions do not beat their shuffled-caption control (column beats_shuffled)", losing,
+                    len(table))
+    return table
 
 
 def vocabulary_size(captions: Sequence[str]) -> int:

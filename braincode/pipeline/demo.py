@@ -16,11 +16,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from braincode.data import load_algonauts
+from braincode.data.rois import roi_table
 from braincode.data.synthetic import load_truth, make_synthetic
+from braincode.encoding.analysis import cross_validate_voxels, make_encoder
+from braincode.encoding.analysis_outputs import write_result
 from braincode.encoding.metrics import pearson_r
 from braincode.features import FeatureStore
-from braincode.features.design import FeatureSpec, extract_design
-from braincode.pipeline.steps import fit_and_score, roi_table, write_fit_outputs
+from braincode.features.design import FeatureSpec, extract_spaces, stack_spaces
 from braincode.report.summary import render_summary, write_summary
 
 log = logging.getLogger(__name__)
@@ -57,14 +59,15 @@ def run_demo(out: Path, *, n_train: int = 600, n_test: int = 100, seed: int = 0,
     truth = load_truth(data_root, SUBJECT)
     stimuli = {split: ds[split].stimuli for split in ("train", "test")}
     store = FeatureStore(out / "cache")
-    vision = extract_design(stimuli, VISION, store=store, device=device)
-    text = extract_design(stimuli, TEXT, store=store, device=device, text=True)
-    designs = {split: np.concatenate([vision[split], text[split]], axis=1) for split in stimuli}
-    result = fit_and_score(designs["train"], ds["train"].responses.data, designs["test"], ds.voxels, device=device)
+    vision = extract_spaces(stimuli, VISION, store=store, device=device)
+    text = extract_spaces(stimuli, TEXT, store=store, device=device, text=True)
+    designs = {split: stack_spaces({**vision[split], "text": text[split]["pooled"]})[0] for split in stimuli}
+    result = cross_validate_voxels(make_encoder(device=device), designs["train"], ds["train"].responses.data,
+                                   ds.voxels, X_test=designs["test"], random_state=seed)
     seconds = time.perf_counter() - start
     info = {"model": VISION.model_id, "layers": list(VISION.layers), "text_model": TEXT.model_id,
             "n_features": int(designs["train"].shape[1]), "seconds": round(seconds, 1)}
-    write_fit_outputs(result, ds, out / "fit", info)
+    write_result(result, ds, out / "fit", info)
 
     scores = result.scores.assign(
         r_truth=pearson_r(truth.test_clean, result.test_predictions),

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from braincode.data import Dataset, check_fittable, load_subject
-from braincode.data.rois import roi_labels
+from braincode.data.rois import roi_labels, roi_table
+from braincode.encoding.analysis import cross_validate_voxels, make_encoder
+from braincode.encoding.analysis_outputs import write_result
 from braincode.encoding.metrics import pearson_r
+from braincode.encoding.torch_encoder import TorchEncoder
 from braincode.features import FeatureStore
-from braincode.features.design import FeatureSpec, extract_design
+from braincode.features.design import FeatureSpec, extract_design, extract_spaces, stack_spaces
 from braincode.pipeline.config import FeatureConfig, PipelineConfig
 from braincode.pipeline.context import Step, StepContext
-from braincode.pipeline.steps import fit_and_score, roi_table, write_fit_outputs
 
 SPLITS = ("train", "test")
 
@@ -71,56 +74,91 @@ def _feature_spec(f: FeatureConfig) -> FeatureSpec:
     return FeatureSpec(f.model, f.layers, f.pool, f.grid)
 
 
+def space_names(features: tuple[FeatureConfig, ...]) -> list[tuple[str, ...]]:
+    """Names of each source's feature spaces: its layers (``text`` for a one-layer caption model), prefixed by
+    the model id when two spaces would otherwise share a name.
+
+    Examples
+    --------
+    >>> vit = FeatureConfig("open_clip:tiny-vit@random", ("blocks.1", "pooled"))
+    >>> space_names((vit, FeatureConfig("minilm", text=True)))
+    [('blocks.1', 'pooled'), ('text',)]
+    >>> space_names((vit, FeatureConfig("timm:vit_tiny", ("pooled",))))[1]
+    ('timm:vit_tiny:pooled',)
+    """
+    plain = [tuple("text" if f.text and len(f.layers) == 1 else layer for layer in f.layers) for f in features]
+    flat = [name for names in plain for name in names]
+    if len(set(flat)) == len(flat):
+        return plain
+    return [tuple(f"{f.model}:{layer}" for layer in f.layers) for f in features]
+
+
+def _splits(ds: Dataset) -> list[str]:
+    return [split for split in SPLITS if split in ds.splits]
+
+
 def extract_shared(config: PipelineConfig, *after: object) -> None:
     """Fill the feature cache with every subject's stimuli, subject by subject and split by split, in one task.
 
-    Runs between ``validate`` and ``extract`` (``after``: the results of the tasks it waits for, unused). Stimuli shared between subjects are computed once, and always in
-    the same batches whatever the order in which subjects are scheduled or whether an earlier run was killed
-    (the cache commits each set whole), so every subject's ``extract`` then reads the same bytes.
+    Runs between ``validate`` and ``extract`` (``after``: the results of the tasks it waits for, unused).
+    Stimuli shared between subjects are computed once, and always in the same batches whatever the order in
+    which subjects are scheduled or whether an earlier run was killed (the cache commits each set whole), so
+    every subject's ``extract`` then reads the same bytes.
     """
     store = FeatureStore(config.cache_dir)
     for subject in config.subjects:
         ds = _dataset(StepContext(config, subject, config.output / subject))
-        for split in SPLITS:
+        for split in _splits(ds):
             for f in config.features:
-                extract_design({split: ds[split].stimuli}, _feature_spec(f), store=store, device=config.device,
+                extract_spaces({split: ds[split].stimuli}, _feature_spec(f), store=store, device=config.device,
                                text=f.text)
 
 
 def extract(ctx: StepContext, out: Path) -> None:
-    """Extract every configured feature source and save the design matrices ``train.npy`` and ``test.npy``."""
+    """Extract every configured feature source: the design matrices ``train.npy`` (and ``test.npy``) of the
+    named feature spaces side by side, and ``spaces.json`` (each space's first and last-plus-one column)."""
     ds = _dataset(ctx)
-    stimuli = {split: ds[split].stimuli for split in SPLITS}
+    stimuli = {split: ds[split].stimuli for split in _splits(ds)}
     store = FeatureStore(ctx.config.cache_dir)
-    parts = [
-        extract_design(stimuli, _feature_spec(f), store=store, device=ctx.config.device, text=f.text)
-        for f in ctx.config.features
-    ]
-    for split in SPLITS:
-        np.save(out / f"{split}.npy", np.concatenate([p[split] for p in parts], axis=1))
+    spaces: dict[str, dict[str, np.ndarray]] = {split: {} for split in stimuli}
+    for f, names in zip(ctx.config.features, space_names(ctx.config.features)):
+        got = extract_spaces(stimuli, _feature_spec(f), store=store, device=ctx.config.device, text=f.text)
+        for split in stimuli:
+            spaces[split].update({name: got[split][layer] for layer, name in zip(f.layers, names)})
+    for split in stimuli:
+        X, columns = stack_spaces(spaces[split])
+        np.save(out / f"{split}.npy", X)
+    (out / "spaces.json").write_text(json.dumps({k: [c.start, c.stop] for k, c in columns.items()}, indent=2))
 
 
 def fit(ctx: StepContext, out: Path) -> None:
-    """Fit the encoder, score it by cross-validation and predict the test split (files of ``braincode fit``)."""
+    """Cross-validate the encoder (ridge, or banded ridge with per-space unique R^2), predict the test split, and
+    write the files of ``braincode fit``."""
     ds = _dataset(ctx)
     enc = ctx.config.encoding
     check_fittable(ds, n_folds=enc.cv)
-    X = {split: np.load(ctx.step_dir("extract") / f"{split}.npy") for split in SPLITS}
-    test = ds["test"].responses
-    result = fit_and_score(X["train"], ds["train"].responses.data, X["test"], ds.voxels,
-                           Y_test=None if test is None else test.data, alphas=enc.alphas,
-                           cv=enc.cv, n_permutations=enc.permutations, random_state=enc.random_state,
-                           device=ctx.config.device)
-    info = {"models": [f.model for f in ctx.config.features], "readout": enc.readout,
-            "n_features": int(X["train"].shape[1])}
-    write_fit_outputs(result, ds, out, info)
+    X = {split: np.load(ctx.step_dir("extract") / f"{split}.npy") for split in _splits(ds)}
+    spans = json.loads((ctx.step_dir("extract") / "spaces.json").read_text())
+    columns = {name: slice(start, stop) for name, (start, stop) in spans.items()}
+    banded = enc.banded and len(columns) > 1
+    estimator = make_encoder(enc.alphas, enc.cv, ctx.config.device, random_state=enc.random_state,
+                             spaces=[c.stop - c.start for c in columns.values()] if banded else None)
+    test = ds.splits.get("test")
+    result = cross_validate_voxels(
+        estimator, X["train"], ds["train"].responses.data, ds.voxels, cv=enc.cv, X_test=X.get("test"),
+        Y_test=None if test is None or test.responses is None else test.responses.data,
+        spaces=columns if banded else None, n_permutations=enc.permutations, random_state=enc.random_state,
+    )
+    info = {"models": [f.model for f in ctx.config.features], "spaces": list(columns),
+            "readout": "banded ridge" if banded else enc.readout, "n_features": int(X["train"].shape[1])}
+    write_result(result, ds, out, info)
 
 
 def evaluate(ctx: StepContext, out: Path) -> None:
     """Add what the data allow to the fit's scores (ground-truth scores for synthetic data); ROI table."""
     scores = pd.read_csv(ctx.step_dir("fit") / "scores.csv", keep_default_na=False)
     columns = ["r", "r2"]
-    if ctx.config.data.format == "synthetic":
+    if ctx.config.data.format == "synthetic":  # the synthetic subject's noiseless truth scores the test predictions
         from braincode.data.synthetic import load_truth
 
         truth = load_truth(data_root(ctx), ctx.subject)
@@ -135,6 +173,23 @@ def evaluate(ctx: StepContext, out: Path) -> None:
 def _roi_families(ds: Dataset) -> list[str]:
     """The ROI families to describe: all but ``streams`` (whose labels are coarse groupings of the others)."""
     return [f for f in ds.roi_families if f != "streams"]
+
+
+def fit_image_encoder(
+    spec: FeatureSpec,
+    dataset: Dataset,
+    *,
+    store: FeatureStore | None = None,
+    alphas: Sequence[float] | None = None,
+    cv: int = 5,
+    device: str = "auto",
+) -> TorchEncoder:
+    """Fit :func:`~braincode.encoding.analysis.make_encoder` on ``spec``'s features of the training split, as a
+    differentiable :class:`~braincode.encoding.torch_encoder.TorchEncoder` (images -> voxels) for BrainDiVE."""
+    train = dataset["train"]
+    design = extract_design({"train": train.stimuli}, spec, store=store, device=device)["train"]
+    model = make_encoder(alphas, cv, device).fit(design, train.responses.data)
+    return TorchEncoder.from_estimator(spec, model, voxels=dataset.voxels, device=device)
 
 
 def caption(ctx: StepContext, out: Path) -> None:
@@ -171,9 +226,10 @@ def caption(ctx: StepContext, out: Path) -> None:
 def synthesize(ctx: StepContext, out: Path) -> None:
     """BrainDiVE images for each configured ROI, guided by an image-only encoder fitted here (``<roi>/``)."""
     from braincode.interpret._dive_models import load_diffusion
-    from braincode.interpret.dive import BrainDiVEPipeline, SampleSettings, roi_objective
-    from braincode.interpret.dive import synthesize as synthesize_images
-    from braincode.pipeline.steps import fit_image_encoder
+    from braincode.interpret.dive import BrainDiVEPipeline
+    from braincode.interpret.dive_objectives import roi_objective
+    from braincode.interpret.dive_runs import SampleSettings
+    from braincode.interpret.dive_runs import synthesize as synthesize_images
 
     cfg, enc = ctx.config.synthesize, ctx.config.encoding
     ds = _dataset(ctx)

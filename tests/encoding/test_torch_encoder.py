@@ -9,12 +9,12 @@ from sklearn.linear_model import Ridge
 from braincode import persist
 from braincode.data import load_algonauts
 from braincode.data.synthetic import make_synthetic
+from braincode.encoding.analysis import make_encoder
 from braincode.encoding.torch_encoder import LinearReadout, TorchEncoder
 from braincode.errors import ConfigError, DataFormatError, MissingFileError, NotFittedError
 from braincode.features import get_extractor, pool_tokens
 from braincode.features.design import FeatureSpec, extract_design
 from braincode.features.pooling import pool_token_tensor
-from braincode.pipeline.steps import make_encoder
 
 SPEC = FeatureSpec("open_clip:tiny-vit@random", ("blocks.1", "pooled"), pool="grid", out_grid=2)
 

@@ -14,13 +14,9 @@ from braincode.errors import ConfigError
 from braincode.features import get_extractor
 from braincode.features.design import FeatureSpec
 from braincode.interpret._dive_models import SD_SCHEDULE, random_diffusion
-from braincode.interpret.dive import (
-    BrainDiVEPipeline,
-    SampleSettings,
-    roi_objective,
-    synthesize,
-    voxel_objective,
-)
+from braincode.interpret.dive import BrainDiVEPipeline
+from braincode.interpret.dive_objectives import roi_objective, voxel_objective
+from braincode.interpret.dive_runs import SampleSettings, synthesize
 
 STEPS = 4
 VOXELS = pd.DataFrame(
@@ -53,8 +49,8 @@ def pipe() -> BrainDiVEPipeline:
     return BrainDiVEPipeline(parts.unet, parts.vae, parts.scheduler, conv_encoder())
 
 
-def run(pipe, objective, seeds, scale, **kw):
-    return pipe(objective, seeds, num_inference_steps=STEPS, guidance_scale=scale, output_type="np",
+def run(pipe, objective, seeds, scale, sag=0.75, **kw):
+    return pipe(objective, seeds, num_inference_steps=STEPS, guidance_scale=scale, sag_scale=sag, output_type="np",
                 progress=False, **kw)
 
 
@@ -65,11 +61,12 @@ FFA = roi_objective(VOXELS, "FFA")
 @pytest.fixture(scope="module")
 def runs(pipe):
     """Unguided and guided samples of the same seeds, shared by the tests below (CPU time is scarce)."""
-    return {"plain": run(pipe, FFA, SEEDS, 0.0), "guided": run(pipe, FFA, SEEDS, 1e4)}
+    return {"plain": run(pipe, FFA, SEEDS, 0.0), "guided": run(pipe, FFA, SEEDS, 1e4),
+            "plain_no_sag": run(pipe, FFA, SEEDS, 0.0, sag=0.0), "guided_no_sag": run(pipe, FFA, SEEDS, 1e4, sag=0.0)}
 
 
 def test_unguided_equals_plain_diffusers_loop(pipe, runs):
-    """With scale 0 the pipeline is exactly the textbook diffusers sampling loop (UNet -> scheduler.step)."""
+    """With both scales 0 the pipeline is exactly the textbook diffusers sampling loop (UNet -> scheduler.step)."""
     sched = pipe.scheduler
     sched.set_timesteps(STEPS)
     latents = torch.stack([torch.randn((4, 16, 16), generator=torch.Generator().manual_seed(s)) for s in SEEDS])
@@ -80,10 +77,49 @@ def test_unguided_equals_plain_diffusers_loop(pipe, runs):
             latents = sched.step(eps, t, latents).prev_sample
         image = (pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
     expected = ((image * 255).round() / 255).permute(0, 2, 3, 1).numpy()
-    np.testing.assert_allclose(runs["plain"].images, expected, atol=1e-6)
+    np.testing.assert_allclose(runs["plain_no_sag"].images, expected, atol=1e-6)
+
+
+def test_sag_matches_diffusers_sag_pipeline(pipe, runs):
+    """Brain scale 0, SAG 0.75: the images of diffusers' own StableDiffusionSAGPipeline (no classifier-free
+    guidance, the empty-prompt conditioning, the same starting noise)."""
+    from diffusers.pipelines.deprecated.stable_diffusion_sag.pipeline_stable_diffusion_sag import (
+        StableDiffusionSAGPipeline,
+    )
+
+    sag = StableDiffusionSAGPipeline(pipe.vae, None, None, pipe.unet, pipe.scheduler, safety_checker=None,
+                                     feature_extractor=None, requires_safety_checker=False)
+    sag.set_progress_bar_config(disable=True)
+    latents = torch.stack([torch.randn((4, 16, 16), generator=torch.Generator().manual_seed(s)) for s in SEEDS])
+    images = sag(prompt_embeds=torch.zeros(len(SEEDS), 77, 32), latents=latents, num_inference_steps=STEPS,
+                 guidance_scale=1.0, sag_scale=0.75, output_type="np").images
+    np.testing.assert_allclose(runs["plain"].images, (images * 255).round() / 255, atol=1.5 / 255)
+
+
+def test_sag_zero_is_the_brain_only_path_and_sag_changes_the_samples(pipe, runs):
+    """SAG 0 gives the brain-only step exactly (the published update written out here); SAG 0.75 changes both the
+    step and the final images, guided or not."""
+    pipe.scheduler.set_timesteps(STEPS)
+    t = pipe.scheduler.timesteps[1]
+    x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    cond = torch.zeros(2, 77, 32)
+    objective = voxel_objective([0, 1])
+    xg = x.clone().requires_grad_(True)
+    eps = pipe.unet(xg, t, encoder_hidden_states=cond).sample
+    abar = pipe.scheduler.alphas_cumprod[int(t)]
+    x0 = (xg - (1 - abar).sqrt() * eps) / abar.sqrt()
+    image = pipe._decode((1 - abar).sqrt() * x0 + (1 - (1 - abar).sqrt()) * xg)
+    (grad,) = torch.autograd.grad(objective(pipe.brain_encoder(image)).sum(), xg)
+    expected = eps.detach() - (1 - abar).sqrt() * 1e4 * grad
+    assert torch.equal(pipe._guided_step(x, t, cond, objective, 1e4, 0.0), expected)
+    assert not torch.allclose(pipe._guided_step(x, t, cond, objective, 1e4, 0.75), expected)
+    for plain, with_sag in (("plain_no_sag", "plain"), ("guided_no_sag", "guided")):
+        assert np.abs(runs[plain].images - runs[with_sag].images).max() > 0.05
 
 
 def test_guided_beats_unguided_for_every_seed(runs):
+    """With SAG 0.75 on both sides (the published setting) and without it."""
+    assert (runs["guided_no_sag"].scores > runs["plain_no_sag"].scores).all()
     plain, guided = runs["plain"], runs["guided"]
     assert np.isfinite(guided.scores).all() and np.isfinite(guided.images).all()
     assert (guided.scores > plain.scores).all(), (guided.scores, plain.scores)
@@ -100,7 +136,7 @@ def test_published_scale_with_a_vit_encoder_raises_the_roi_for_every_seed():
     parts = random_diffusion("tiny")
     vit_pipe = BrainDiVEPipeline(parts.unet, parts.vae, parts.scheduler, encoder)
     plain = run(vit_pipe, FFA, SEEDS, 0.0)
-    guided = run(vit_pipe, FFA, SEEDS, 130.0)
+    guided = run(vit_pipe, FFA, SEEDS, 130.0)  # SAG 0.75 on both
     assert np.isfinite(guided.scores).all()
     assert (guided.scores > plain.scores + 0.1).all(), (guided.scores, plain.scores)
 
@@ -222,7 +258,7 @@ def test_cli_fits_the_encoder_then_synthesizes_and_resumes(tmp_path, capsys):
     argv = ["synthesize", "--fit", str(tmp_path / "fit"), "--roi", "FFA-1", "--suppress", "PPA", "--n", "3",
             "--out", str(tmp_path / "out"), "--diffusion", "tiny@random", "--steps", "3", "--batch-size", "2",
             "--device", "cpu", "--data", str(root), "--subject", "subj01", "--model", "open_clip:tiny-vit@random",
-            "--layer", "blocks.1", "--grid", "2", "--cv", "2"]
+            "--layer", "blocks.1", "--grid", "2", "--cv", "2", "--guide", "fit"]
     args = parser.parse_args(argv)
     assert args.func(args) == 0
     assert (tmp_path / "fit" / "config.json").is_file()
@@ -240,6 +276,15 @@ def test_cli_fits_the_encoder_then_synthesizes_and_resumes(tmp_path, capsys):
     args = parser.parse_args([*argv[:4], "XYZ", *argv[5:]])
     with pytest.raises(ConfigError, match="no ROI named 'XYZ'"):
         args.func(args)
+    # the published guide (default): a linear CLIP encoder fitted by the BrainSCUBA recipe into fit/scuba_encoder
+    args = parser.parse_args(["synthesize", "--fit", str(tmp_path / "clip"), "--roi", "FFA-1", "--n", "1", "--out",
+                              str(tmp_path / "out2"), "--diffusion", "tiny@random", "--steps", "2", "--device", "cpu",
+                              "--data", str(root), "--subject", "subj01", "--model", "open_clip:tiny-vit@random",
+                              "--encoder-epochs", "2"])
+    assert args.func(args) == 0
+    assert (tmp_path / "clip" / "scuba_encoder" / "config.json").is_file()
+    side = json.loads((tmp_path / "out2" / "FFA-1" / "seed-00000000.json").read_text())
+    assert side["settings"]["sag_scale"] == 0.75 and side["settings"]["guidance_scale"] == 130.0
 
 
 def test_load_diffusion_reads_a_local_folder_offline(tmp_path):
@@ -258,3 +303,40 @@ def test_load_diffusion_reads_a_local_folder_offline(tmp_path):
         load_diffusion(str(tmp_path / "nowhere"))
     with pytest.raises(ModelError, match="unknown diffusion architecture"):
         load_diffusion("huge@random")
+
+
+def test_clip_linear_guide_reads_images_as_braindive_does():
+    """Bilinear resize to 224 (no crop), CLIP normalisation, CLIP image embedding, L2 norm, linear map."""
+    from braincode.interpret.dive_encoder import ClipLinearGuide
+    from braincode.interpret.scuba_encoder import LinearEncoder
+
+    rng = np.random.default_rng(0)
+    linear = LinearEncoder(rng.normal(size=(6, 64)).astype(np.float32), rng.normal(size=6).astype(np.float32),
+                           VOXELS, model_id="open_clip:tiny-vit@random")
+    guide = ClipLinearGuide.from_encoder(linear, device="cpu")
+    images = torch.rand(2, 3, 96, 80, generator=torch.Generator().manual_seed(0))
+    x = torch.nn.functional.interpolate(images, size=(224, 224), mode="bilinear", align_corners=False)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        emb = guide.extractor.run((x - mean) / std)[0]
+        expected = torch.nn.functional.normalize(emb, dim=-1) @ torch.from_numpy(linear.coef).T + torch.from_numpy(
+            linear.intercept)
+        torch.testing.assert_close(guide(images), expected, atol=1e-5, rtol=1e-5)
+    parts = random_diffusion("tiny")
+    clip_pipe = BrainDiVEPipeline(parts.unet, parts.vae, parts.scheduler, guide)
+    plain, guided = run(clip_pipe, FFA, SEEDS, 0.0), run(clip_pipe, FFA, SEEDS, 130.0)
+    assert (guided.scores > plain.scores).all(), (guided.scores, plain.scores)
+
+
+def test_localizer_threshold_restricts_the_roi():
+    t = np.array([3.0, 1.0, 2.5, 5.0, 0.0, 9.0])
+    objective = roi_objective(VOXELS, "FFA", suppress="PPA", localizer_t=t)
+    assert objective.target == (0, 2) and objective.suppress == (3,)
+    assert roi_objective(VOXELS, "FFA", localizer_t=t, t_threshold=2.8).target == (0,)
+    with pytest.raises(ConfigError, match="passes the localizer threshold"):
+        roi_objective(VOXELS, "FFA-1", localizer_t=t, t_threshold=4.0)
+    from braincode.errors import DataFormatError
+
+    with pytest.raises(DataFormatError, match="t-map does not match"):
+        roi_objective(VOXELS, "FFA", localizer_t=t[:3])

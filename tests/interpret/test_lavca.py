@@ -10,7 +10,8 @@ import torch
 from braincode.errors import ConfigError, DataFormatError, ModelError
 from braincode.interpret.bank import bank_from_arrays
 from braincode.interpret.clipcap import PrefixDecoder
-from braincode.interpret.lavca import (
+from braincode.interpret.lavca import components, describe, filter_keywords, top_images
+from braincode.interpret.lavca_components import (
     BankCaptions,
     Composer,
     HFImageCaptioner,
@@ -20,10 +21,8 @@ from braincode.interpret.lavca import (
     LocalLM,
     NounPhraseKeywords,
     TemplateComposer,
-    describe,
-    filter_keywords,
+    WeightGuidedComposer,
     noun_phrases,
-    top_images,
 )
 
 CAPTIONS = ["a large face on the left, on a grey background", "a small house at the top, on a red background",
@@ -85,6 +84,15 @@ def test_describe_finds_the_captions_of_the_preferred_images():
     assert all(int(i[1:]) % 5 == 0 for i in table["top_images"][0].split(";"))
 
 
+def test_components_record_what_made_each_output(tmp_path):
+    bank, raw = _bank(n=30)
+    simplified = describe(np.ones((2, raw.shape[1])), bank, n_top=5)
+    assert (simplified["mode"] == "simplified").all()
+    assert simplified.attrs["components"]["composer"].startswith("template")
+    with pytest.raises(ConfigError, match="LaVCa as published needs.*--simplified"):
+        components(bank)
+
+
 def test_describe_bad_input():
     bank, raw = _bank(n=10)
     with pytest.raises(ConfigError, match=r"n_top is out of range.*1 <= n_top <= 10"):
@@ -110,6 +118,15 @@ def test_local_lm_keywords_and_composer(tmp_path):
     assert all(k and k == k.lower() and "," not in k for k in keywords)
     sentence = LMComposer(lm).compose(["face", "house"])
     assert isinstance(sentence, str) and "\n" not in sentence
+    assert LMKeywords(lm, max_captions=40).keywords(["a face of a person"] * 40) is not None  # prompt > context: cut
+    # the published composer: of the LM's 3 beam candidates, the one nearest the voxel weight
+    candidates = lm.generate(LMComposer.prompt.format(keywords="face, house"), n=3)
+    assert len(candidates) == 3
+    encode = lambda texts: np.array([[float(len(t)), 1.0] for t in texts])
+    chosen = WeightGuidedComposer(lm, encode, n_candidates=3).compose(["face", "house"], np.array([1.0, 0.0]))
+    firsts = [(c.splitlines() or [""])[0].strip() for c in candidates]
+    unit = encode(firsts) / np.linalg.norm(encode(firsts), axis=1, keepdims=True)
+    assert chosen == firsts[int(np.argmax(unit[:, 0]))]
 
 
 def test_image_captioner_on_a_tiny_vision_encoder_decoder(tmp_path):

@@ -7,14 +7,30 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
-from braincode.encoding.training import TrainConfig
+from braincode.data.core import Stimuli
+from braincode.data.rois import select_rois
 from braincode.errors import ConfigError, DataFormatError, MissingFileError
 from braincode.features import get_extractor
-from braincode.interpret.bank import EmbeddingBank, bank_from_arrays, build_bank, load_bank
+from braincode.interpret.bank import (
+    EmbeddingBank,
+    bank_from_arrays,
+    load_bank,
+    subject_overlap,
+    warn_subject_overlap,
+)
+from braincode.interpret.bank_build import build_bank
 from braincode.interpret.decoders import RetrievalDecoder
-from braincode.interpret.scuba import caption_rois, fit_encoder, load_encoder, project, roi_means
+from braincode.interpret.scuba import caption_rois, caption_voxels, project, roi_summaries
+from braincode.interpret.scuba_encoder import (
+    Recipe,
+    _shift,
+    fit_encoder,
+    fit_encoder_on_images,
+    load_encoder,
+)
 
 
 def _dense_projection(w: np.ndarray, raw: np.ndarray, temperature: float) -> np.ndarray:
@@ -84,17 +100,23 @@ def test_projection_bad_input(tmp_path):
         project(np.ones((2, 4)), bank, temperature=0.0)
 
 
-def test_roi_captions_decode_the_mean_projection():
-    voxels = pd.DataFrame({"hemisphere": "lh", "vertex": range(4), "roi:floc-faces": ["FFA-1", "FFA-1", "", "OFA"]})
-    proj = np.array([[1.0, 0.0], [0.8, 0.4], [0.0, 5.0], [-0.1, 1.0]])
+def test_roi_summaries_come_from_the_voxels_captions():
+    """Every voxel is captioned; an ROI's caption is its most frequent voxel caption (not the decoded mean)."""
+    voxels = pd.DataFrame({"hemisphere": "lh", "vertex": range(5), "roi:floc-faces": ["FFA-1", "FFA-1", "FFA-1", "", "OFA"]})
+    proj = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 3.0], [0.0, 5.0], [-0.1, 1.0]])  # mean of FFA-1 is house-like
     dec = RetrievalDecoder(["a face", "a house"], np.eye(2))
+    assert caption_voxels(proj, dec) == ["a face", "a face", "a house", "a house", "a house"]
     table = caption_rois(proj, voxels, "floc-faces", dec)
-    assert table[["roi", "voxels", "caption"]].values.tolist() == [["FFA-1", 2, "a face"], ["OFA", 1, "a house"]]
-    np.testing.assert_allclose(roi_means(proj, voxels, "floc-faces")["mean"][0], [0.9, 0.2])
-    with pytest.raises(ConfigError, match="no ROI named 'floc-bodies'"):
-        roi_means(proj, voxels, "floc-bodies")
+    assert table[["roi", "voxels", "caption"]].values.tolist() == [["FFA-1", 3, "a face"], ["OFA", 1, "a house"]]
+    assert table["caption_share"].tolist() == [0.667, 1.0]
+    assert table["top_words"][0] == "face (2); house (1)"
+    units = select_rois(voxels, ["FFA", "floc-faces:OFA"])
+    assert roi_summaries(caption_voxels(proj, dec), units)["voxels"].tolist() == [3, 1]
     with pytest.raises(ConfigError, match="no ROI 'PPA' in floc-faces"):
-        roi_means(proj, voxels, "floc-faces", rois=["PPA"])
+        caption_rois(proj, voxels, "floc-faces", dec, rois=["PPA"])
+
+
+QUICK = Recipe(lr=5e-2, weight_decay=0.0, batch_size=64, epochs=15)
 
 
 @pytest.mark.parametrize("method", ["ridge", "adamw"])
@@ -103,26 +125,91 @@ def test_encoder_recovers_a_linear_map_on_normalised_embeddings(tmp_path, method
     x = rng.standard_normal((400, 6)) * rng.uniform(0.5, 3.0, (400, 1))  # norms vary: only directions count
     true = rng.standard_normal((3, 6))
     y = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ true.T + 0.01 * rng.standard_normal((400, 3))
-    voxels = pd.DataFrame({"hemisphere": "lh", "vertex": range(3)})
-    quick = TrainConfig(lr=5e-2, weight_decay=0.0, batch_size=64, max_epochs=10, patience=10, grad_clip=None)
-    encoder = fit_encoder(x, y, voxels, method=method, model_id="m", alphas=[1e-4, 1e-2, 1.0], train_config=quick,
-                          device="cpu")
+    voxels = pd.DataFrame({"hemisphere": "lh", "vertex": range(3), "roi:floc-faces": ["FFA-1", "", "OFA"]})
+    encoder = fit_encoder(x, y, voxels, method=method, model_id="m", alphas=[1e-4, 1e-2, 1.0], recipe=QUICK,
+                          holdout=0.1, device="cpu")
     corr = [np.corrcoef(encoder.coef[i], true[i])[0, 1] for i in range(3)]
     assert min(corr) > (0.999 if method == "ridge" else 0.99)
+    # 40 stimuli held out: never fitted on, scored there
+    assert len(encoder.heldout_ids) == 40 and not set(encoder.heldout_ids) & set(encoder.train_ids)
+    assert encoder.val_r.shape == (3,) and encoder.val_r.min() > 0.9
+    assert encoder.top_voxels(2).tolist() == np.argsort(-encoder.val_r)[:2].tolist()
     again = load_encoder(encoder.save(tmp_path / "fit"))
     np.testing.assert_array_equal(again.coef, encoder.coef)
+    np.testing.assert_array_equal(again.val_r, encoder.val_r)
     np.testing.assert_allclose(again.predict(x[:5]), encoder.predict(x[:5]), rtol=1e-6)
-    assert (again.model_id, again.method) == ("m", method)
+    assert (again.model_id, again.method, again.heldout_ids) == ("m", method, encoder.heldout_ids)
+    pd.testing.assert_frame_equal(again.voxels, voxels)
+
+
+def test_published_recipe_decays_the_learning_rate_to_half():
+    """The authors' schedule: lr * 0.5 ** (epoch / epochs), so the last epoch runs at half the initial rate."""
+    seen = []
+    original = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    x, y = np.random.default_rng(0).standard_normal((40, 3)), np.zeros((40, 1))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.AdamW, "step", spy)
+        fit_encoder(x, y, pd.DataFrame({"v": [0]}), recipe=Recipe(epochs=4, batch_size=32), device="cpu")
+    assert len(seen) == 8  # 2 batches of (at most) 32 per epoch
+    np.testing.assert_allclose(seen[::2], [3e-4 * 0.5 ** (e / 4) for e in range(1, 5)])
+
+
+def test_shift_pads_with_the_edge_like_the_reference():
+    x = torch.arange(2 * 3 * 5 * 6, dtype=torch.float32).reshape(2, 3, 5, 6)
+    for dx, dy in [(2, -3), (-4, 1), (0, 0)]:
+        out = _shift(x, dx, dy).numpy()
+        padded = np.pad(x.numpy(), ((0, 0), (0, 0), (4, 4), (4, 4)), mode="edge")
+        expected = padded[:, :, 4 + dx:4 + dx + 5, 4 + dy:4 + dy + 6]
+        np.testing.assert_array_equal(out, expected)
+
+
+def test_published_encoder_runs_clip_on_augmented_images(tmp_path):
+    """The published fit on images (tiny random CLIP): CLIP in the loop, held-out images scored, augmentation
+    changes the fit (shift/noise 0 gives a different map)."""
+    from braincode.data import load_algonauts
+    from braincode.data.synthetic import make_synthetic
+
+    train = load_algonauts(make_synthetic(tmp_path, n_train=24, n_test=2, image_size=64, seed=0), "subj01")["train"]
+    y = train.responses.data[:, :5]
+    vox = train.responses.voxels.iloc[:5]
+    recipe = Recipe(epochs=2, batch_size=8)
+    enc = fit_encoder_on_images(train.stimuli, y, vox, "open_clip:tiny-vit@random", holdout=0.25, recipe=recipe,
+                                device="cpu")
+    assert enc.method == "published" and enc.coef.shape == (5, 64) and len(enc.heldout_ids) == 6
+    assert np.isfinite(enc.val_r).all()
+    plain = fit_encoder_on_images(train.stimuli, y, vox, "open_clip:tiny-vit@random", holdout=0.25,
+                                  recipe=Recipe(epochs=2, batch_size=8, shift=0, noise=0.0), device="cpu")
+    assert not np.allclose(plain.coef, enc.coef)
 
 
 def test_encoder_bad_input(tmp_path):
     voxels = pd.DataFrame({"hemisphere": "lh", "vertex": range(3)})
-    with pytest.raises(DataFormatError, match="embeddings, responses and voxel table disagree"):
+    with pytest.raises(DataFormatError, match="responses and voxel table disagree"):
         fit_encoder(np.ones((10, 4)), np.ones((9, 3)), voxels)
     with pytest.raises(ConfigError, match="unknown encoder method"):
         fit_encoder(np.ones((10, 4)), np.ones((10, 3)), voxels, method="sgd")
-    with pytest.raises(MissingFileError, match="no BrainSCUBA encoder.*scuba_encoder.safetensors"):
+    with pytest.raises(ConfigError, match="held-out fraction"):
+        fit_encoder(np.ones((10, 4)), np.ones((10, 3)), voxels, holdout=1.0)
+    with pytest.raises(MissingFileError, match="incomplete"):
         load_encoder(tmp_path)
+    enc = fit_encoder(np.eye(4), np.ones((4, 3)), voxels, method="ridge", alphas=[1.0], cv=2, device="cpu")
+    with pytest.raises(ConfigError, match="no held-out scores"):
+        enc.top_voxels(2)
+
+
+def test_bank_overlap_with_the_subject_is_warned(caplog):
+    bank = bank_from_arrays(["coco/001.jpg", "shared/train-0003_nsd-00042.png"], np.eye(2))
+    stimuli = Stimuli(ids=["train-0001_nsd-00042", "train-0002_nsd-00007"])
+    assert subject_overlap(bank, stimuli) == ["shared/train-0003_nsd-00042.png"]
+    with caplog.at_level("WARNING"):
+        assert warn_subject_overlap(bank, stimuli) == 1
+    assert "holds 1 of the subject's own stimuli" in caplog.text
+    assert warn_subject_overlap(bank, Stimuli(ids=["other"])) == 0
 
 
 def test_bank_round_trip_and_raw_embeddings(tmp_path):

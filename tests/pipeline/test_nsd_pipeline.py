@@ -10,14 +10,14 @@ from braincode.pipeline.config import load_config
 from braincode.pipeline.runner import run_subject
 
 
-def test_nsd_subject_runs_and_writes_volume_maps(tmp_path):
+def test_nsd_subject_runs_banded_ridge_and_writes_volume_maps(tmp_path):
     write_nsd(tmp_path / "nsd")
     path = tmp_path / "nsd.yaml"
     path.write_text(yaml.safe_dump({
         "name": "nsd", "output": "out", "subjects": ["subj02"],
         "data": {"format": "nsd", "root": "nsd", "options": {"space": "func1pt8mm"}},
-        "features": [{"model": "open_clip:tiny-vit@random", "layers": ["pooled"]}],
-        "encoding": {"cv": 3, "alphas": [1, 100]},
+        "features": [{"model": "open_clip:tiny-vit@random", "layers": ["blocks.1", "pooled"], "grid": 2}],
+        "encoding": {"cv": 3, "alphas": [1, 100], "banded": True},
     }))
     config = load_config(path)
     ran = run_subject(config, "subj02")
@@ -25,6 +25,8 @@ def test_nsd_subject_runs_and_writes_volume_maps(tmp_path):
     fit = config.output / "subj02" / "fit"
     scores = pd.read_csv(fit / "scores.csv", keep_default_na=False)
     assert {"i", "j", "k", "r", "test_r", "noise_ceiling", "normalized_score"} <= set(scores.columns)
+    # banded ridge over the two layers: each space's unique R^2 and the shared R^2 per voxel
+    assert {"unique_r2_blocks.1", "unique_r2_pooled", "shared_r2", "gamma_pooled"} <= set(scores.columns)
     pred = np.load(fit / "pred_test.npy")
     assert pred.shape[1] == len(scores) and pred.dtype == np.float32
     r_map = nib.load(fit / "r.nii.gz")
