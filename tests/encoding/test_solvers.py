@@ -299,3 +299,13 @@ def test_leave_one_out_equals_direct_refits(n, p, fit_intercept):
     best = [1 - ((Y - direct_out_of_fold(X, Y, np.full(4, al), splits, fit_intercept)) ** 2).sum(0)
             / (a * a).sum(0) for al in ALPHAS]
     np.testing.assert_allclose(res.cv_scores.numpy(), np.max(best, 0), atol=1e-8)
+
+
+def test_dual_fold_by_fold_equals_all_folds_at_once():
+    X, Y = signal_data(40, 70, 9, seed=8)
+    kf = list(KFold(4, shuffle=True, random_state=0).split(X))
+    by_fold = ridge_cv(X, Y, ALPHAS, kf, device="cpu", show_progress=False, voxel_batch=4)
+    by_batch = ridge_cv(X, Y, ALPHAS, kf, device="cpu", show_progress=False, keep_oof=True)
+    np.testing.assert_array_equal(by_fold.best_alphas, by_batch.best_alphas)
+    for name in ("cv_scores", "cv_r", "cv_r2", "coef", "intercept"):
+        np.testing.assert_allclose(getattr(by_fold, name), getattr(by_batch, name), rtol=1e-5, atol=1e-6)
