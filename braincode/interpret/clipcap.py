@@ -16,7 +16,6 @@ and load with :mod:`braincode.persist` (one folder: ``config.json`` + ``model.sa
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -28,48 +27,14 @@ import torch
 from torch import nn
 
 from braincode.errors import ConfigError, DataFormatError, ModelError
+from braincode.interpret._tokenizers import fast_tokenizer, word_tokenizer
 from braincode.interpret.decoders import _as_matrix
 from braincode.progress import progress
 
 log = logging.getLogger(__name__)
 
-_TOKEN = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
-_SPECIALS = {"pad_token": "<pad>", "unk_token": "<unk>", "eos_token": "<eos>"}
 #: Keys of older GPT-2 checkpoints that are causal-mask constants, not weights.
 _MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")
-
-
-def word_tokenizer(captions: Sequence[str], *, min_count: int = 1):
-    """A word-level tokenizer (lower-case words and punctuation) with ``<pad>``, ``<unk>`` and ``<eos>``,
-    learnt from ``captions``: the offline stand-in for GPT-2's BPE when no GPT-2 folder is at hand.
-
-    Examples
-    --------
-    >>> tok = word_tokenizer(["A face.", "a house"])
-    >>> tok.decode(tok("a face")["input_ids"])
-    'a face'
-    """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-
-    counts: dict[str, int] = {}
-    for caption in captions:
-        for word in _TOKEN.findall(str(caption).lower()):
-            counts[word] = counts.get(word, 0) + 1
-    words = sorted(w for w, c in counts.items() if c >= min_count)
-    vocab = {tok: i for i, tok in enumerate([*_SPECIALS.values(), *words])}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=_SPECIALS["unk_token"]))
-    core.normalizer = normalizers.Lowercase()
-    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    core.decoder = decoders.WordPiece(prefix="##", cleanup=True)
-    return _fast_tokenizer(core.to_str(), {**_SPECIALS, "bos_token": _SPECIALS["eos_token"]})
-
-
-def _fast_tokenizer(serialised: str, specials: Mapping[str, str | None]):
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-
-    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(serialised),
-                                   **{k: v for k, v in specials.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -452,7 +417,7 @@ class PrefixDecoder(nn.Module):
     @classmethod
     def _from_state(cls, config: dict, tensors: dict, device: torch.device) -> PrefixDecoder:
         tok = config.get("tokenizer")
-        tokenizer = None if tok is None else _fast_tokenizer(tok["json"], tok["specials"])
+        tokenizer = None if tok is None else fast_tokenizer(tok["json"], tok["specials"])
         decoder = cls(_gpt2(config["gpt2"]), tokenizer, PrefixConfig(**config["prefix"]))
         decoder.mlp.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("mlp.")})
         decoder.lm.load_state_dict({k[3:]: v for k, v in tensors.items() if k.startswith("lm.")},
