@@ -19,6 +19,14 @@ closer than ``CLUSTER_TOL * (lam_max + alpha_max)`` are grouped, and pairs insid
 ``X_tr^T Y_tr`` is ``X^T Y - Xv^T Yv`` when the training set is the complement of the validation set, and
 ``X^T Y`` is the sum of the folds' ``Xv^T Yv`` when the validation sets partition the samples (K-fold), so the
 ``n x p x n_voxels`` products cost one pass over the data in all. Banded ridge reuses them for every candidate.
+
+The same three moments, summed over folds with each fold's intercept, give the Pearson r and R^2 of the
+out-of-fold predictions at each voxel's chosen alpha (``cv_r``, ``cv_r2``; :mod:`braincode.encoding._scoring`).
+
+At scale (features outnumber samples, the dual form): each fold's centred kernels are cut from one float64
+kernel of all rows; the folds' eigen-decompositions run in float32 (:data:`FOLD_EIGH_DTYPE`) on the cores other
+processes leave idle, one fold at a time with the voxel batches inside it (memory: the kernel, one fold's basis,
+one batch); the refit solves ``K + alpha I`` with one float64 Cholesky factor per chosen alpha.
 """
 
 from __future__ import annotations
