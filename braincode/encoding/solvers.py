@@ -19,6 +19,14 @@ closer than ``CLUSTER_TOL * (lam_max + alpha_max)`` are grouped, and pairs insid
 ``X_tr^T Y_tr`` is ``X^T Y - Xv^T Yv`` when the training set is the complement of the validation set, and
 ``X^T Y`` is the sum of the folds' ``Xv^T Yv`` when the validation sets partition the samples (K-fold), so the
 ``n x p x n_voxels`` products cost one pass over the data in all. Banded ridge reuses them for every candidate.
+
+The same three moments, summed over folds with each fold's intercept, give the Pearson r and R^2 of the
+out-of-fold predictions at each voxel's chosen alpha (``cv_r``, ``cv_r2``; :mod:`braincode.encoding._scoring`).
+
+At scale (features outnumber samples, the dual form): each fold's centred kernels are cut from one float64
+kernel of all rows; the folds' eigen-decompositions run in float32 (:data:`FOLD_EIGH_DTYPE`) on the cores other
+processes leave idle, one fold at a time with the voxel batches inside it (memory: the kernel, one fold's basis,
+one batch); the refit solves ``K + alpha I`` with one float64 Cholesky factor per chosen alpha.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import torch
 
 from braincode.devices import resolve_device
 from braincode.encoding._memory import cpu_threads, free_memory, idle_cores, voxel_batch_size
+from braincode.encoding._scoring import OutOfFold, Quadratic, fold_score
 from braincode.errors import ConfigError, DataFormatError
 from braincode.progress import progress
 
@@ -41,9 +50,6 @@ logger = logging.getLogger(__name__)
 
 #: Scores that can select alphas.
 SCORES = ("r2", "pearson")
-#: Relative eigenvalue gap (to lam_max + alpha_max) below which two directions are summed directly instead of by
-#: partial fractions; this bounds the float64 cancellation of the partial fractions by 1 / CLUSTER_TOL.
-CLUSTER_TOL = 1e-8
 #: Mean CV scores within this of the best count as ties; ties go to the larger alpha.
 TIE_TOL = 1e-10
 #: Precision of the folds' eigen-decompositions of one feature space (ridge), which only choose alphas and give
@@ -86,141 +92,6 @@ class RidgeCVResult:
 
 
 @dataclass
-class _Quadratic:
-    """Per-fold scoring matrices: ``||A diag(d_a) E||^2`` split into diagonal, cross-group and within-group parts.
-
-    ``D[a, j] = 1 / (lam_j + alpha_a)``; the small ``(n_alphas, r)`` factors are precomputed so that each voxel
-    batch costs one float64 ``r x r`` product and a few ``(n_alphas, r) @ (r, n_voxels)`` products.
-    """
-
-    D: torch.Tensor  # (n_alphas, r)
-    D_sq_hdiag: torch.Tensor  # (n_alphas, r) D^2 * H_jj
-    D_abar: torch.Tensor  # (n_alphas, r) D * mean row of A
-    cross: torch.Tensor  # (r, r) 2 H_jk / (lam_k - lam_j) across groups, 0 inside
-    pair_j: torch.Tensor  # (n_pairs,) pairs j < k in the same group, when there are few of them ...
-    pair_k: torch.Tensor
-    pair_coef: torch.Tensor  # (n_alphas, n_pairs) 2 H_jk d_j d_k
-    within_idx: torch.Tensor  # (m,) ... otherwise the directions that share a group with another one
-    within: torch.Tensor  # (m, m) H restricted to pairs in the same group, zero diagonal
-
-    @classmethod
-    def build(
-        cls, lam: torch.Tensor, H: torch.Tensor, A_mean: torch.Tensor, alphas: torch.Tensor
-    ) -> _Quadratic:
-        """Group close eigenvalues (``lam`` ascending) and precompute the partial-fraction matrix.
-
-        ``H = A^T A`` and ``A_mean`` (the mean row of ``A``) describe the validation rows in the basis.
-        """
-        gap_tol = CLUSTER_TOL * (float(lam[-1]) + float(alphas[-1]))
-        group = torch.cat([lam.new_zeros(1, dtype=torch.long), torch.cumsum(torch.diff(lam) > gap_tol, 0)])
-        same = group[:, None] == group[None, :]
-        gaps = lam[None, :] - lam[:, None]
-        cross = torch.where(same, 0.0, 2.0 * H / torch.where(same, 1.0, gaps))
-        D = 1.0 / (lam[None, :] + alphas[:, None])
-        pair_j, pair_k = torch.nonzero(torch.triu(same, diagonal=1), as_tuple=True)
-        none = pair_j[:0]
-        if len(pair_j) <= len(lam):  # few close pairs (the usual case): sum them one by one
-            pair_coef = 2.0 * H[pair_j, pair_k] * D[:, pair_j] * D[:, pair_k]
-            idx, within = none, H.new_zeros(0, 0)
-        else:  # large groups (e.g. whitened features): one product per alpha
-            idx = torch.nonzero(torch.bincount(group)[group] > 1).flatten()
-            within = (H * same)[idx][:, idx]
-            within.fill_diagonal_(0.0)
-            pair_j, pair_k, pair_coef = none, none, D[:, :0]
-        return cls(D, D * D * torch.diagonal(H), D * A_mean, cross, pair_j, pair_k, pair_coef, idx, within)
-
-    @property
-    def within_rows(self) -> int:
-        """Rows of per-voxel float64 work that the within-group terms need."""
-        return max(len(self.pair_j), 2 * len(self.within_idx))
-
-    def moments(self, E: torch.Tensor, F: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``mean(P_a)``, ``<Yv0, P_a>`` and ``||P_a||^2`` (each (n_alphas, n_voxels), float64) of the validation
-        predictions ``P_a = A diag(d_a) E``, from ``E`` and ``F = A^T Yv0`` (float32, r x n_voxels)."""
-        E64 = E.double()
-        pbar = self.D_abar @ E64
-        sq = self.D_sq_hdiag @ (E64 * E64)  # diagonal and within-group terms of ||P_a||^2
-        if len(self.pair_j):
-            sq += self.pair_coef @ (E64[self.pair_j] * E64[self.pair_k])
-        if len(self.within_idx):
-            Ew = E64[self.within_idx]
-            for a in range(self.D.shape[0]):
-                scaled = self.D[a, self.within_idx, None] * Ew
-                sq[a] += (scaled * (self.within @ scaled)).sum(0)
-        sq += self.D @ (self.cross @ E64).mul_(E64)  # sum_j d_j E_j (M E)_j: the one r x r product
-        cov = self.D @ (F.double() * E64)
-        return pbar, cov, sq
-
-
-def _fold_score(pbar: torch.Tensor, cov: torch.Tensor, sq: torch.Tensor, t: _Targets, score: str) -> torch.Tensor:
-    """Validation R^2 or Pearson r (n_alphas, n_voxels) of one fold from the moments of its predictions."""
-    n_val, delta, sst = t.n_val, t.delta, t.sst
-    if score == "r2":  # ||Yv0 - P + delta||^2 with delta = validation mean - fold intercept
-        sse = (sq - 2.0 * cov).add_(sst + n_val * delta * delta).sub_((2.0 * n_val) * delta * pbar)
-        return torch.where(sst > 0, 1.0 - sse / torch.where(sst > 0, sst, 1.0), 0.0)
-    var = (sq - n_val * pbar * pbar).clamp_min_(0.0)  # ||P_a - mean||^2
-    denom = torch.sqrt(sst * var)
-    return torch.where(denom > 0, cov / torch.where(denom > 0, denom, 1.0), 0.0)
-
-
-@dataclass
-class _OutOfFold:
-    """Sums over every validation row of every fold (float64, centred units): per alpha and voxel those of the
-    predictions, per voxel those of the responses; all that the Pearson r and R^2 of the out-of-fold predictions
-    (fold intercepts included) need, without the predictions."""
-
-    sp: torch.Tensor  # (n_alphas, vb) sum of predictions
-    spp: torch.Tensor  # sum of squared predictions
-    syp: torch.Tensor  # sum of response x prediction
-    sy: torch.Tensor  # (vb,) sum of responses
-    syy: torch.Tensor  # sum of squared responses
-    count: int = 0  # validation rows
-
-    @classmethod
-    def zeros(cls, n_alphas: int, n_voxels: int, device: torch.device) -> _OutOfFold:
-        z = [torch.zeros(shape, dtype=torch.float64, device=device) for shape in [(n_alphas, n_voxels)] * 3]
-        return cls(*z, torch.zeros(n_voxels, dtype=torch.float64, device=device), torch.zeros_like(z[0][0]))
-
-    def columns(self, cols: slice) -> _OutOfFold:
-        """A view of some voxels (adding to it adds to these sums); its ``count`` is not shared."""
-        return _OutOfFold(self.sp[:, cols], self.spp[:, cols], self.syp[:, cols], self.sy[cols], self.syy[cols])
-
-    def add(self, pbar: torch.Tensor, cov: torch.Tensor, sq: torch.Tensor, t: _Targets) -> None:
-        """Add one fold: its predictions are ``P_a + c`` and its responses ``Yv0 + m`` (``c = m - delta``)."""
-        n, m = t.n_val, t.y_mean
-        c = m - t.delta
-        self.sp += n * (pbar + c)
-        self.spp += sq + (2.0 * n) * c * pbar + n * c * c
-        self.syp += cov + n * m * (pbar + c)
-        self.sy += n * m
-        self.syy += t.sst + n * m * m
-        self.count += n
-
-    def pick(self, idx: torch.Tensor) -> _OutOfFold:
-        """The sums at one alpha per voxel (``idx`` of shape (n_voxels,)): shapes (1, n_voxels)."""
-        picked = (x.gather(0, idx[None]) for x in (self.sp, self.spp, self.syp))
-        return _OutOfFold(*picked, self.sy, self.syy, self.count)
-
-    def where(self, mask: torch.Tensor, other: _OutOfFold) -> _OutOfFold:
-        mine, theirs = (self.sp, self.spp, self.syp), (other.sp, other.spp, other.syp)
-        return _OutOfFold(*(torch.where(mask, a, b) for a, b in zip(mine, theirs)), self.sy, self.syy, self.count)
-
-    def scores(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pearson r and R^2 (picked sums) of the out-of-fold predictions over all validation rows (NaN for
-        constant voxels)."""
-        n, sy, syy = self.count, self.sy, self.syy
-        sp, spp, syp = self.sp[0], self.spp[0], self.syp[0]
-        sst = (syy - sy * sy / n).clamp_min_(0.0)
-        var_p = (spp - sp * sp / n).clamp_min_(0.0)
-        constant = sst <= 1e-12 * syy.clamp_min(torch.finfo(torch.float64).tiny)
-        denom = torch.sqrt(sst * var_p)
-        r = torch.where(denom > 0, (syp - sy * sp / n) / torch.where(denom > 0, denom, 1.0), 0.0)
-        r2 = 1.0 - (syy - 2.0 * syp + spp) / torch.where(constant, 1.0, sst)
-        nan = torch.full_like(r, torch.nan)
-        return torch.where(constant, nan, r), torch.where(constant, nan, r2)
-
-
-@dataclass
 class _Split:
     """One cross-validation split and the Gram (primal) or kernel (dual) blocks that do not depend on weights."""
 
@@ -244,7 +115,7 @@ class _Basis:
     lam: torch.Tensor  # (r,) float64, ascending
     left: torch.Tensor  # float32
     right: torch.Tensor | None  # float32 (None for the full-data basis)
-    quad: _Quadratic | None
+    quad: Quadratic | None
 
 
 @dataclass
@@ -334,14 +205,14 @@ class _Design:
             lam, V = self.eigh(s[:, None] * split.gram_train * s[None, :], self.fold_dtype)
             SV = s[:, None] * V
             A_mean = (split.x_mean_val - split.offset) @ SV
-            quad = _Quadratic.build(lam, SV.T @ split.gram_val @ SV, A_mean, alphas)
+            quad = Quadratic.build(lam, SV.T @ split.gram_val @ SV, A_mean, alphas)
             left = SV.float()
             return _Basis(lam, left, left, quad)
         k_train, k_val = self.fold_kernels(split, gamma)
         lam, U = self.eigh(k_train, self.fold_dtype)
         del k_train
         A = k_val @ U
-        quad = _Quadratic.build(lam, A.T @ A, A.mean(0), alphas)
+        quad = Quadratic.build(lam, A.T @ A, A.mean(0), alphas)
         return _Basis(lam, U.float(), A.float(), quad)
 
     def weighted_kernel(self, gamma: torch.Tensor) -> torch.Tensor:
@@ -697,7 +568,7 @@ def _search_by_fold(design, Y, alphas, gamma, batch_size, *, score, fit_intercep
     then each voxel's alpha. Returns the batch size."""
     v, device, n_folds = Y.shape[1], alphas.device, len(design.splits)
     total = torch.zeros(len(alphas), v, dtype=torch.float64, device=device)
-    sums = _OutOfFold.zeros(len(alphas), v, device)
+    sums = OutOfFold.zeros(len(alphas), v, device)
     batch = 0
     for k in progress(range(n_folds), desc="ridge: folds (decomposition, voxel batches)", enabled=bar):
         basis = design.fold_basis(design.splits[k], gamma, alphas)
@@ -707,7 +578,7 @@ def _search_by_fold(design, Y, alphas, gamma, batch_size, *, score, fit_intercep
             Yc, y_mean = _centred_batch(Y, cols, fit_intercept, device)
             (t,), _ = design.targets(Yc, fold=k)
             moments = _fold_moments(basis, t)
-            total[:, cols] += _fold_score(*moments, t, score)
+            total[:, cols] += fold_score(*moments, t, score)
             sums.columns(cols).add(*moments, t)
             if k == 0:
                 y_means[cols] = y_mean.cpu()
@@ -751,7 +622,7 @@ def _best_per_voxel(
     targets: list[_Targets],
     score: str,
     show_progress: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, _OutOfFold]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, OutOfFold]:
     """Best mean CV score of each voxel of a batch, the indices of its gamma and alpha, and the out-of-fold sums
     at that (gamma, alpha)."""
     vb = targets[0].sst.shape[0]
@@ -761,11 +632,11 @@ def _best_per_voxel(
     kept = None
     for g in progress(range(len(gammas)), desc="ridge: feature-space weights", enabled=show_progress):
         bases = first if g == 0 else _fold_bases(design, gammas[g], alphas)
-        sums = _OutOfFold.zeros(len(alphas), vb, alphas.device)
+        sums = OutOfFold.zeros(len(alphas), vb, alphas.device)
         total = torch.zeros(len(alphas), vb, dtype=torch.float64, device=alphas.device)
         for basis, t in zip(bases, targets):
             moments = _fold_moments(basis, t)
-            total += _fold_score(*moments, t, score)
+            total += fold_score(*moments, t, score)
             sums.add(*moments, t)
         mean = total / len(targets)
         a_idx = select_alphas(mean)

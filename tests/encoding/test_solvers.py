@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.model_selection import KFold, ShuffleSplit
 
-from braincode.encoding import _memory, solvers
+from braincode.encoding import _memory, _scoring, solvers
 from braincode.encoding.solvers import banded_ridge_cv, ridge_cv, simplex_candidates
 from braincode.errors import ConfigError, DataFormatError
 
@@ -218,13 +218,13 @@ def test_partial_fraction_scores_match_direct_predictions(spectrum):
     E = torch.randn(r, vb, generator=g, dtype=torch.float64)
     Yv = torch.randn(n_val, vb, generator=g, dtype=torch.float64) + 0.3
     alphas = torch.logspace(-2, 6, 9, dtype=torch.float64)
-    quad = solvers._Quadratic.build(lam, A.T @ A, A.mean(0), alphas)
+    quad = _scoring.Quadratic.build(lam, A.T @ A, A.mean(0), alphas)
     assert (len(quad.pair_j) > 0) == (spectrum == "close_pairs")
     assert (len(quad.within_idx) > 0) == (spectrum == "degenerate")
     Yv0 = Yv - Yv.mean(0)
     sst = (Yv0**2).sum(0)
     targets = solvers._Targets(None, None, sst, Yv.mean(0), n_val, Yv.mean(0))  # fold intercept 0
-    scores = solvers._fold_score(*quad.moments(E, A.T @ Yv0), targets, "r2")
+    scores = _scoring.fold_score(*quad.moments(E, A.T @ Yv0), targets, "r2")
     pred = torch.stack([A @ (E / (lam[:, None] + a)) for a in alphas])
     direct = 1 - ((Yv - pred) ** 2).sum(1) / sst
     torch.testing.assert_close(scores, direct, rtol=0, atol=1e-10)
