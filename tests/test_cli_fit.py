@@ -60,3 +60,33 @@ def test_banded_ridge_recovers_which_space_drives_which_voxel(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["readout"] == "banded ridge" and summary["spaces"] == ["pooled", "text"]
     assert "variance partitioning" in summary["methods"]["unique_r2_text"]
+
+
+def _images(folder, n):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+    (folder.parent / "stimuli.txt").write_text("".join(f"images/img{i}.png\n" for i in range(n)))
+
+
+def test_fit_reads_a_nifti_folder_and_a_gifti_folder(tmp_path, capsys):
+    n, rng = 16, np.random.default_rng(2)
+    volume, surface = tmp_path / "volume", tmp_path / "surface"
+    _images(volume / "images", n)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(rng.normal(size=(3, 3, 2, n)).astype(np.float32), affine), volume / "betas.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((3, 3, 2), np.uint8), affine), volume / "mask.nii.gz")
+    _images(surface / "images", n)
+    for hemi in ("lh", "rh"):
+        arrays = [nib.gifti.GiftiDataArray(rng.normal(size=12).astype(np.float32)) for _ in range(n)]
+        nib.save(nib.gifti.GiftiImage(darrays=arrays), surface / f"{hemi}.betas.gii")
+    for folder, fmt, expected in ((volume, "volume", "r.nii.gz"), (surface, "surface", "lh.r.gii")):
+        out = tmp_path / f"fit-{fmt}"
+        status = main(["--quiet", "fit", "--data", str(folder), "--model", "open_clip:tiny-vit@random", "--cv", "2",
+                       "--cache", str(tmp_path / "cache"), "--out", str(out)])
+        assert status == 0, capsys.readouterr().err
+        assert (out / expected).exists() and len(pd.read_csv(out / "scores.csv")) == (18 if fmt == "volume" else 24)
+        assert json.loads((out / "summary.json").read_text())["subject"]

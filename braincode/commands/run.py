@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the pipeline of ``args.config``; prints one line per finished step."""
+    if not args.verbose:  # the steps' own progress bars would interleave: one line per finished step instead
+        os.environ["BRAINCODE_PROGRESS"] = "0"
     from braincode.pipeline.cluster import cluster_client
     from braincode.pipeline.config import load_config
 

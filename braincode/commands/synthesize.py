@@ -58,7 +58,8 @@ def _clip_guide(args: argparse.Namespace, device: str):
 
     folder = args.fit / "scuba_encoder"
     if (folder / "config.json").is_file():
-        return ClipLinearGuide.from_encoder(load_encoder(folder), device=device)
+        encoder = load_encoder(folder)
+        return ClipLinearGuide.from_encoder(encoder, device=device), encoder.heldout_ids
     if args.data is None:
         raise ConfigError("no linear CLIP encoder in the --fit folder", path=folder,
                           fix="pass --data ROOT --subject S to fit one there, or --guide fit")
@@ -71,17 +72,18 @@ def _clip_guide(args: argparse.Namespace, device: str):
     encoder.save(folder)
     log.info("fitted the linear CLIP encoder (%s) on %d images into %s", encoder.model_id, len(encoder.train_ids),
              folder)
-    return ClipLinearGuide.from_encoder(encoder, device=device)
+    return ClipLinearGuide.from_encoder(encoder, device=device), encoder.heldout_ids
 
 
 def _encoder(args: argparse.Namespace, device: str):
-    """The encoder saved in ``--fit``, fitted and saved there first when missing."""
+    """The encoder saved in ``--fit`` (fitted and saved there first when missing) and the ids of the training
+    images it never saw (none for ``--guide fit``)."""
     if args.guide == "clip-linear":
         return _clip_guide(args, device)
     from braincode.encoding.torch_encoder import CONFIG, TorchEncoder
 
     if (args.fit / CONFIG).is_file() or args.data is None:
-        return TorchEncoder.load(args.fit, device=device)
+        return TorchEncoder.load(args.fit, device=device), ()
     from braincode.data import load_subject
     from braincode.features import FeatureStore
     from braincode.pipeline.tasks import fit_image_encoder
@@ -93,7 +95,7 @@ def _encoder(args: argparse.Namespace, device: str):
     encoder.save(args.fit)
     log.info("fitted the encoder (%s, %s) on %d images into %s", spec.model_id, ", ".join(spec.layers),
              len(dataset["train"].stimuli), args.fit)
-    return encoder
+    return encoder, ()
 
 
 def _dtype(name: str, device):
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1 or args.batch_size < 1:
         raise ConfigError("--n and --batch-size must be at least 1", found=f"{args.n}, {args.batch_size}")
-    encoder = _encoder(args, args.device)
+    encoder, heldout = _encoder(args, args.device)
     if encoder.voxels is None:
         raise ConfigError("the encoder has no voxel table, so ROIs cannot be found", path=args.fit,
                           expected="voxels.csv beside encoder.json", fix="save the encoder with voxels=...")
@@ -136,7 +138,28 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(paths)} images to {out} ({objective.name}: {len(objective.target)} target voxels"
           + (f", {len(objective.suppress)} suppressed" if objective.suppress else "") + ")")
     print(f"predicted objective: mean {np.mean(values):.3f}, min {np.min(values):.3f}, max {np.max(values):.3f}")
+    if heldout and args.data is not None:
+        _natural_baseline(args, encoder, objective, heldout, out, float(np.mean(values)))
     return 0
+
+
+def _natural_baseline(args, encoder, objective, heldout, out: Path, synthesized: float) -> None:
+    """Compare with the objective on the training images the encoder never saw (``natural_baseline.json``)."""
+    from braincode.atomic import atomic_write
+    from braincode.data import load_algonauts
+    from braincode.data.core import Stimuli
+    from braincode.interpret.dive_runs import natural_baseline
+
+    train = load_algonauts(args.data, args.subject)["train"].stimuli
+    keep = [i for i, s in enumerate(train.ids) if s in set(heldout)]
+    held = Stimuli(ids=[train.ids[i] for i in keep], paths=[train.paths[i] for i in keep])
+    base = natural_baseline(encoder, objective, held, split="validation (held out from the encoder)")
+    base.update(synthesized_mean=synthesized, beats_natural_mean=synthesized > base["mean"],
+                beats_natural_p90=synthesized > base["p90"], note="predicted by the guiding encoder")
+    atomic_write(out / "natural_baseline.json", lambda p: p.write_text(json.dumps(base, indent=2)))
+    print(f"held-out natural images ({base['n_images']}): mean {base['mean']:.3f}, 90th percentile "
+          f"{base['p90']:.3f}; synthesized mean {synthesized:.3f}"
+          + ("" if base["beats_natural_mean"] else " (does NOT beat the natural mean)"))
 
 
 def register(subparsers) -> None:

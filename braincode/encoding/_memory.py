@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 MEMORY_SHARE = 0.5
 #: Voxel batches beyond this size no longer speed up the matmuls but cost memory.
 MAX_VOXEL_BATCH = 16384
+#: ... nor beyond this much batch memory (it bounds the peak memory of a fit: inputs, decompositions, one batch).
+MAX_BATCH_BYTES = 2 * 2**30
 #: Seconds over which :func:`idle_cores` measures what other processes use.
 IDLE_SAMPLE_S = 0.2
 
@@ -55,7 +57,8 @@ def voxel_batch_size(
     requested : int, optional
         A batch size chosen by the user; used as given (capped at ``n_voxels``).
     cap : bool
-        Stop at :data:`MAX_VOXEL_BATCH` (when nothing per batch is worth amortising over more voxels).
+        Stop at :data:`MAX_VOXEL_BATCH` voxels and :data:`MAX_BATCH_BYTES` (when nothing per batch is worth
+        amortising over more voxels).
 
     Raises
     ------
@@ -81,6 +84,8 @@ def voxel_batch_size(
             found=f"{free_memory(device) / 2**20:.0f} MiB free",
             fix="free memory, use fewer features or samples, or run on another device",
         )
+    if cap:
+        budget = min(budget, MAX_BATCH_BYTES)
     batch = int(min(n_voxels, MAX_VOXEL_BATCH if cap else n_voxels, budget // bytes_per_voxel))
     logger.debug("voxel batch %d (%.0f MiB per batch) on %s", batch, batch * bytes_per_voxel / 2**20, device)
     return max(batch, 1)

@@ -19,6 +19,14 @@ closer than ``CLUSTER_TOL * (lam_max + alpha_max)`` are grouped, and pairs insid
 ``X_tr^T Y_tr`` is ``X^T Y - Xv^T Yv`` when the training set is the complement of the validation set, and
 ``X^T Y`` is the sum of the folds' ``Xv^T Yv`` when the validation sets partition the samples (K-fold), so the
 ``n x p x n_voxels`` products cost one pass over the data in all. Banded ridge reuses them for every candidate.
+
+The same three moments, summed over folds with each fold's intercept, give the Pearson r and R^2 of the
+out-of-fold predictions at each voxel's chosen alpha (``cv_r``, ``cv_r2``; :mod:`braincode.encoding._scoring`).
+
+At scale (features outnumber samples, the dual form): each fold's centred kernels are cut from one float64
+kernel of all rows; the folds' eigen-decompositions run in float32 (:data:`FOLD_EIGH_DTYPE`) on the cores other
+processes leave idle, one fold at a time with the voxel batches inside it (memory: the kernel, one fold's basis,
+one batch); the refit solves ``K + alpha I`` with one float64 Cholesky factor per chosen alpha.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import torch
 
 from braincode.devices import resolve_device
 from braincode.encoding._memory import cpu_threads, free_memory, idle_cores, voxel_batch_size
+from braincode.encoding._scoring import OutOfFold, Quadratic, fold_score
 from braincode.errors import ConfigError, DataFormatError
 from braincode.progress import progress
 
@@ -41,15 +50,13 @@ logger = logging.getLogger(__name__)
 
 #: Scores that can select alphas.
 SCORES = ("r2", "pearson")
-#: Relative eigenvalue gap (to lam_max + alpha_max) below which two directions are summed directly instead of by
-#: partial fractions; this bounds the float64 cancellation of the partial fractions by 1 / CLUSTER_TOL.
-CLUSTER_TOL = 1e-8
 #: Mean CV scores within this of the best count as ties; ties go to the larger alpha.
 TIE_TOL = 1e-10
-#: Precision of the folds' eigen-decompositions, which only choose alphas and give the CV scores (the refit's is
-#: float64). float32 is 3x faster; it is backward stable (the exact decomposition of a Gram matrix perturbed by
-#: ~eps32 relative to its norm), and moves the CV scores by ~1e-7 (tests/encoding/test_solvers.py checks them
-#: against direct float64 solutions to 2e-6, and the chosen alphas outside near-ties).
+#: Precision of the folds' eigen-decompositions of one feature space (ridge), which only choose alphas and give
+#: the CV scores (the refit is float64). float32 is 3x faster; it is backward stable (the exact decomposition of a
+#: Gram matrix perturbed by ~eps32 relative to its norm), and moves the CV scores by ~1e-7 (tests/encoding/
+#: test_solvers.py checks them against direct float64 solutions to 2e-6, and the chosen alphas outside near-ties).
+#: Banded ridge stays in float64: its weights give the spectrum a range that float32 does not resolve.
 FOLD_EIGH_DTYPE = torch.float32
 #: Refit bases (one eigen-decomposition of all rows per feature-space weighting) kept across voxel batches.
 FULL_BASIS_CACHE = 16
@@ -85,129 +92,6 @@ class RidgeCVResult:
 
 
 @dataclass
-class _Quadratic:
-    """Per-fold scoring matrices: ``||A diag(d_a) E||^2`` split into diagonal, cross-group and within-group parts.
-
-    ``D[a, j] = 1 / (lam_j + alpha_a)``; the small ``(n_alphas, r)`` factors are precomputed so that each voxel
-    batch costs one float64 ``r x r`` product and a few ``(n_alphas, r) @ (r, n_voxels)`` products.
-    """
-
-    D: torch.Tensor  # (n_alphas, r)
-    D_sq_hdiag: torch.Tensor  # (n_alphas, r) D^2 * H_jj
-    D_abar: torch.Tensor  # (n_alphas, r) D * mean row of A
-    cross: torch.Tensor  # (r, r) 2 H_jk / (lam_k - lam_j) across groups, 0 inside
-    pair_j: torch.Tensor  # (n_pairs,) pairs j < k in the same group, when there are few of them ...
-    pair_k: torch.Tensor
-    pair_coef: torch.Tensor  # (n_alphas, n_pairs) 2 H_jk d_j d_k
-    within_idx: torch.Tensor  # (m,) ... otherwise the directions that share a group with another one
-    within: torch.Tensor  # (m, m) H restricted to pairs in the same group, zero diagonal
-
-    @classmethod
-    def build(
-        cls, lam: torch.Tensor, H: torch.Tensor, A_mean: torch.Tensor, alphas: torch.Tensor
-    ) -> _Quadratic:
-        """Group close eigenvalues (``lam`` ascending) and precompute the partial-fraction matrix.
-
-        ``H = A^T A`` and ``A_mean`` (the mean row of ``A``) describe the validation rows in the basis.
-        """
-        gap_tol = CLUSTER_TOL * (float(lam[-1]) + float(alphas[-1]))
-        group = torch.cat([lam.new_zeros(1, dtype=torch.long), torch.cumsum(torch.diff(lam) > gap_tol, 0)])
-        same = group[:, None] == group[None, :]
-        gaps = lam[None, :] - lam[:, None]
-        cross = torch.where(same, 0.0, 2.0 * H / torch.where(same, 1.0, gaps))
-        D = 1.0 / (lam[None, :] + alphas[:, None])
-        pair_j, pair_k = torch.nonzero(torch.triu(same, diagonal=1), as_tuple=True)
-        none = pair_j[:0]
-        if len(pair_j) <= len(lam):  # few close pairs (the usual case): sum them one by one
-            pair_coef = 2.0 * H[pair_j, pair_k] * D[:, pair_j] * D[:, pair_k]
-            idx, within = none, H.new_zeros(0, 0)
-        else:  # large groups (e.g. whitened features): one product per alpha
-            idx = torch.nonzero(torch.bincount(group)[group] > 1).flatten()
-            within = (H * same)[idx][:, idx]
-            within.fill_diagonal_(0.0)
-            pair_j, pair_k, pair_coef = none, none, D[:, :0]
-        return cls(D, D * D * torch.diagonal(H), D * A_mean, cross, pair_j, pair_k, pair_coef, idx, within)
-
-    @property
-    def within_rows(self) -> int:
-        """Rows of per-voxel float64 work that the within-group terms need."""
-        return max(len(self.pair_j), 2 * len(self.within_idx))
-
-    def moments(self, E: torch.Tensor, F: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``mean(P_a)``, ``<Yv0, P_a>`` and ``||P_a||^2`` (each (n_alphas, n_voxels), float64) of the validation
-        predictions ``P_a = A diag(d_a) E``, from ``E`` and ``F = A^T Yv0`` (float32, r x n_voxels)."""
-        E64 = E.double()
-        pbar = self.D_abar @ E64
-        sq = self.D_sq_hdiag @ (E64 * E64)  # diagonal and within-group terms of ||P_a||^2
-        if len(self.pair_j):
-            sq += self.pair_coef @ (E64[self.pair_j] * E64[self.pair_k])
-        if len(self.within_idx):
-            Ew = E64[self.within_idx]
-            for a in range(self.D.shape[0]):
-                scaled = self.D[a, self.within_idx, None] * Ew
-                sq[a] += (scaled * (self.within @ scaled)).sum(0)
-        sq += self.D @ (self.cross @ E64).mul_(E64)  # sum_j d_j E_j (M E)_j: the one r x r product
-        cov = self.D @ (F.double() * E64)
-        return pbar, cov, sq
-
-
-def _fold_score(pbar: torch.Tensor, cov: torch.Tensor, sq: torch.Tensor, t: _Targets, score: str) -> torch.Tensor:
-    """Validation R^2 or Pearson r (n_alphas, n_voxels) of one fold from the moments of its predictions."""
-    n_val, delta, sst = t.n_val, t.delta, t.sst
-    if score == "r2":  # ||Yv0 - P + delta||^2 with delta = validation mean - fold intercept
-        sse = (sq - 2.0 * cov).add_(sst + n_val * delta * delta).sub_((2.0 * n_val) * delta * pbar)
-        return torch.where(sst > 0, 1.0 - sse / torch.where(sst > 0, sst, 1.0), 0.0)
-    var = (sq - n_val * pbar * pbar).clamp_min_(0.0)  # ||P_a - mean||^2
-    denom = torch.sqrt(sst * var)
-    return torch.where(denom > 0, cov / torch.where(denom > 0, denom, 1.0), 0.0)
-
-
-@dataclass
-class _OutOfFold:
-    """Sums over every validation row of every fold, per alpha and voxel (float64, centred units): all that the
-    Pearson r and R^2 of the out-of-fold predictions (fold intercept included) need, without the predictions."""
-
-    sp: torch.Tensor  # sum of predictions
-    spp: torch.Tensor  # sum of squared predictions
-    syp: torch.Tensor  # sum of response x prediction
-
-    @classmethod
-    def zeros(cls, shape: tuple[int, int], device: torch.device) -> _OutOfFold:
-        return cls(*(torch.zeros(shape, dtype=torch.float64, device=device) for _ in range(3)))
-
-    def add(self, pbar: torch.Tensor, cov: torch.Tensor, sq: torch.Tensor, t: _Targets) -> None:
-        """Add one fold: its predictions are ``P_a + c`` and its responses ``Yv0 + m`` (``c = m - delta``)."""
-        n, m = t.n_val, t.y_mean
-        c = m - t.delta
-        self.sp += n * (pbar + c)
-        self.spp += sq + (2.0 * n) * c * pbar + n * c * c
-        self.syp += cov + n * m * (pbar + c)
-
-    def pick(self, idx: torch.Tensor) -> _OutOfFold:
-        """The sums at one alpha per voxel (``idx`` of shape (n_voxels,)): shapes (1, n_voxels)."""
-        return _OutOfFold(*(x.gather(0, idx[None]) for x in (self.sp, self.spp, self.syp)))
-
-    def where(self, mask: torch.Tensor, other: _OutOfFold) -> _OutOfFold:
-        return _OutOfFold(*(torch.where(mask, a, b) for a, b in zip(
-            (self.sp, self.spp, self.syp), (other.sp, other.spp, other.syp))))
-
-    def scores(self, targets: list[_Targets]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pearson r and R^2 of the out-of-fold predictions over all validation rows (NaN for constant voxels)."""
-        n = sum(t.n_val for t in targets)
-        sy = sum(t.n_val * t.y_mean for t in targets)
-        syy = sum(t.sst + t.n_val * t.y_mean * t.y_mean for t in targets)
-        sp, spp, syp = self.sp[0], self.spp[0], self.syp[0]
-        sst = (syy - sy * sy / n).clamp_min_(0.0)
-        var_p = (spp - sp * sp / n).clamp_min_(0.0)
-        constant = sst <= 1e-12 * syy.clamp_min(torch.finfo(torch.float64).tiny)
-        denom = torch.sqrt(sst * var_p)
-        r = torch.where(denom > 0, (syp - sy * sp / n) / torch.where(denom > 0, denom, 1.0), 0.0)
-        r2 = 1.0 - (syy - 2.0 * syp + spp) / torch.where(constant, 1.0, sst)
-        nan = torch.full_like(r, torch.nan)
-        return torch.where(constant, nan, r), torch.where(constant, nan, r2)
-
-
-@dataclass
 class _Split:
     """One cross-validation split and the Gram (primal) or kernel (dual) blocks that do not depend on weights."""
 
@@ -231,7 +115,7 @@ class _Basis:
     lam: torch.Tensor  # (r,) float64, ascending
     left: torch.Tensor  # float32
     right: torch.Tensor | None  # float32 (None for the full-data basis)
-    quad: _Quadratic | None
+    quad: Quadratic | None
 
 
 @dataclass
@@ -259,6 +143,7 @@ class _Design:
         _check_fits(self.n, self.p, len(Xs), len(splits), self.primal, device)
         # threads for the eigen-decompositions (a 0.2 s measurement, worth it when they take seconds)
         self.threads = idle_cores(device) if min(self.n, self.p) >= 1000 else torch.get_num_threads()
+        self.fold_dtype = FOLD_EIGH_DTYPE if len(Xs) == 1 else torch.float64
         self.Xc = torch.cat([x.to(device, torch.float32) for x in Xs], 1)  # a copy: centred in place
         self.center = center
         self.mean = self.Xc.mean(0, dtype=torch.float64) if center else self.Xc.new_zeros(self.p).double()
@@ -317,17 +202,17 @@ class _Design:
         """Eigen-basis of the split's training rows with feature space k scaled by sqrt(gamma_k)."""
         if self.primal:
             s = self.feature_scale(gamma)
-            lam, V = self.eigh(s[:, None] * split.gram_train * s[None, :], FOLD_EIGH_DTYPE)
+            lam, V = self.eigh(s[:, None] * split.gram_train * s[None, :], self.fold_dtype)
             SV = s[:, None] * V
             A_mean = (split.x_mean_val - split.offset) @ SV
-            quad = _Quadratic.build(lam, SV.T @ split.gram_val @ SV, A_mean, alphas)
+            quad = Quadratic.build(lam, SV.T @ split.gram_val @ SV, A_mean, alphas)
             left = SV.float()
             return _Basis(lam, left, left, quad)
         k_train, k_val = self.fold_kernels(split, gamma)
-        lam, U = self.eigh(k_train, FOLD_EIGH_DTYPE)
+        lam, U = self.eigh(k_train, self.fold_dtype)
         del k_train
         A = k_val @ U
-        quad = _Quadratic.build(lam, A.T @ A, A.mean(0), alphas)
+        quad = Quadratic.build(lam, A.T @ A, A.mean(0), alphas)
         return _Basis(lam, U.float(), A.float(), quad)
 
     def weighted_kernel(self, gamma: torch.Tensor) -> torch.Tensor:
@@ -361,19 +246,21 @@ class _Design:
         lam, U = self.eigh(self.weighted_kernel(gamma))
         return _Basis(lam, U.float(), None, None)
 
-    def targets(self, Yc: torch.Tensor) -> tuple[list[_Targets], torch.Tensor | None]:
-        """Fold targets of a centred voxel batch, and ``Xc^T Yc`` in the primal form.
+    def targets(self, Yc: torch.Tensor, fold: int | None = None) -> tuple[list[_Targets], torch.Tensor | None]:
+        """Fold targets of a centred voxel batch (every fold, or the dual form's fold ``fold`` only), and
+        ``Xc^T Yc`` in the primal form.
 
         When the validation folds partition the samples (K-fold), ``Xc^T Yc`` is the sum of the folds'
         ``Xv^T Yv``, so the ``n x p x n_voxels`` product is not done a second time.
         """
-        Yvs = [_rows(Yc, s.val) for s in self.splits]
-        XvtYv = [_rows(self.Xc, s.val).T @ Yv for s, Yv in zip(self.splits, Yvs)] if self.primal else None
+        splits = self.splits if fold is None else [self.splits[fold]]
+        Yvs = [_rows(Yc, s.val) for s in splits]
+        XvtYv = [_rows(self.Xc, s.val).T @ Yv for s, Yv in zip(splits, Yvs)] if self.primal else None
         XtY = None
         if self.primal:
             XtY = sum(XvtYv[1:], XvtYv[0].clone()) if self.partition else self.Xc.T @ Yc
         out = []
-        for k, (split, Yv) in enumerate(zip(self.splits, Yvs)):
+        for k, (split, Yv) in enumerate(zip(splits, Yvs)):
             n_train, n_val = len(split.train), len(split.val)
             y_mean_val = Yv.sum(0, dtype=torch.float64) / n_val
             Yv0 = Yv - y_mean_val.float()
@@ -591,21 +478,6 @@ def _search(
     alphas_dev = alphas.to(device)
     gammas_dev = gammas.to(device, torch.float64)
     n_candidates = len(gammas)
-    # the fold bases of the first gamma are kept; the others are recomputed per voxel batch, so with several
-    # gammas the batches are as large as memory allows
-    first = _fold_bases(design, gammas_dev[0], alphas_dev, bar=show_progress)
-    rank = max(int(b.lam.numel()) for b in first)
-    within = max(b.quad.within_rows for b in first)
-    per_voxel = _bytes_per_voxel(design, len(alphas), rank, within, len(design.splits))
-    batch = voxel_batch_size(v, per_voxel, 0, device, voxel_batch, cap=n_candidates == 1)
-    logger.debug(
-        "ridge: %s form, n=%d p=%d v=%d, %d spaces, %d gammas, %d alphas, %d splits, rank %d, batch %d",
-        "primal" if design.primal else "dual", n, design.p, v, len(design.sizes), n_candidates, len(alphas),
-        len(design.splits), rank, batch,
-    )
-    full_basis = lru_cache(maxsize=FULL_BASIS_CACHE)(
-        lambda g: design.full_basis(torch.tensor(g, dtype=torch.float64, device=device))
-    )
     out = BandedRidgeCVResult(
         coef=torch.empty(design.p, v, dtype=torch.float32),
         intercept=torch.empty(v, dtype=torch.float32),
@@ -616,37 +488,110 @@ def _search(
         cv_r2=torch.empty(v, dtype=torch.float64),
         oof=torch.empty(n, v, dtype=torch.float32) if keep_oof else None,
     )
-    # dual ridge: the refit solves K + alpha I by one float64 Cholesky factor per chosen alpha, after all batches
-    # (no eigen-decomposition of all rows, the largest one); primal or banded: in each batch, from eigen-bases
-    by_alpha = not design.primal and n_candidates == 1
     y_means = torch.empty(v, dtype=torch.float64)
+
+    def batch_size(bases: list[_Basis]) -> int:
+        rank = max(int(b.lam.numel()) for b in bases)
+        within = max(b.quad.within_rows for b in bases)
+        per_voxel = _bytes_per_voxel(design, len(alphas), rank, within, len(bases))
+        batch = voxel_batch_size(v, per_voxel, 0, device, voxel_batch, cap=n_candidates == 1)
+        logger.debug(
+            "ridge: %s form, n=%d p=%d v=%d, %d spaces, %d gammas, %d alphas, %d splits, rank %d, batch %d",
+            "primal" if design.primal else "dual", n, design.p, v, len(design.sizes), n_candidates, len(alphas),
+            len(design.splits), rank, batch,
+        )
+        return batch
+
+    if not design.primal and n_candidates == 1:
+        # dual ridge: the refit solves K + alpha I by one float64 Cholesky factor per chosen alpha (no
+        # eigen-decomposition of all rows, the largest one); without out-of-fold predictions, one fold's basis
+        # at a time is in memory (the folds' r x r matrices are the largest objects at this size)
+        if keep_oof:
+            batch = _search_by_batch(design, Y, alphas_dev, gammas_dev, batch_size, score=score,
+                                     fit_intercept=fit_intercept, bar=show_progress, out=out, y_means=y_means,
+                                     refit=None)
+        else:
+            batch = _search_by_fold(design, Y, alphas_dev, gammas_dev[0], batch_size, score=score,
+                                    fit_intercept=fit_intercept, bar=show_progress, out=out, y_means=y_means)
+        _refit_by_alpha(design, Y, out, y_means, batch, show_progress)
+        return out
+    full_basis = lru_cache(maxsize=FULL_BASIS_CACHE)(
+        lambda g: design.full_basis(torch.tensor(g, dtype=torch.float64, device=device))
+    )
+    _search_by_batch(design, Y, alphas_dev, gammas_dev, batch_size, score=score, fit_intercept=fit_intercept,
+                     bar=show_progress, out=out, y_means=y_means, refit=full_basis)
+    return out
+
+
+def _centred_batch(Y: torch.Tensor, cols: slice, fit_intercept: bool, device: torch.device):
+    """Voxels ``cols`` of ``Y`` on ``device`` in float32, centred (a copy), and their float64 means."""
+    Yc = Y[:, cols].to(device, torch.float32, copy=True)
+    y_mean = Yc.mean(0, dtype=torch.float64) if fit_intercept else Yc.new_zeros(Yc.shape[1]).double()
+    if fit_intercept:
+        Yc.sub_(y_mean.float())
+    return Yc, y_mean
+
+
+def _search_by_batch(design, Y, alphas, gammas, batch_size, *, score, fit_intercept, bar, out, y_means, refit):
+    """Every fold's basis of the first gamma in memory; per voxel batch, all folds and gammas, then the refit
+    from ``refit`` (a cached full-data basis per gamma; None: left to the caller). Returns the batch size."""
+    v, device = Y.shape[1], alphas.device
+    first = _fold_bases(design, gammas[0], alphas, bar=bar)
+    batch = batch_size(first)
     starts = range(0, v, batch)
-    bar = show_progress and n_candidates > 1
-    for start in progress(starts, desc="ridge: voxel batches", total=len(starts), enabled=show_progress):
+    for start in progress(starts, desc="ridge: voxel batches", total=len(starts), enabled=bar):
         cols = slice(start, min(start + batch, v))
-        Yc = Y[:, cols].to(device, torch.float32, copy=True)  # the only copy of the batch: centred in place
-        y_mean = Yc.mean(0, dtype=torch.float64) if fit_intercept else Yc.new_zeros(Yc.shape[1]).double()
-        if fit_intercept:
-            Yc.sub_(y_mean.float())
+        Yc, y_mean = _centred_batch(Y, cols, fit_intercept, device)
         targets, XtY = design.targets(Yc)
-        top, top_gamma, top_alpha, sums = _best_per_voxel(design, first, gammas_dev, alphas_dev, targets, score, bar)
-        winners = gammas_dev[top_gamma]  # (vb, n_spaces)
+        top, top_gamma, top_alpha, sums = _best_per_voxel(
+            design, first, gammas, alphas, targets, score, bar and len(gammas) > 1
+        )
+        winners = gammas[top_gamma]  # (vb, n_spaces)
         y_means[cols] = y_mean.cpu()
-        if not by_alpha:
-            W = _refit_batch(design, full_basis, winners, alphas_dev[top_alpha], Yc, XtY)
+        if refit is not None:
+            W = _refit_batch(design, refit, winners, alphas[top_alpha], Yc, XtY)
             out.coef[:, cols] = W.cpu()
             out.intercept[cols] = (y_mean - design.mean @ W.double()).float().cpu()
-        out.best_alphas[cols] = alphas_dev[top_alpha].cpu()
+        out.best_alphas[cols] = alphas[top_alpha].cpu()
         out.best_gammas[:, cols] = winners.T.cpu()
         out.cv_scores[cols] = top.cpu()
-        cv_r, cv_r2 = sums.scores(targets)
+        cv_r, cv_r2 = sums.scores()
         out.cv_r[cols], out.cv_r2[cols] = cv_r.cpu(), cv_r2.cpu()
-        if keep_oof:
-            pred = _oof_predictions(design, first, gammas_dev, alphas_dev, top_gamma, top_alpha, targets)
+        if out.oof is not None:
+            pred = _oof_predictions(design, first, gammas, alphas, top_gamma, top_alpha, targets)
             out.oof[:, cols] = pred.add_(y_mean.float()).cpu()
-    if by_alpha:
-        _refit_by_alpha(design, Y, out, y_means, batch, show_progress)
-    return out
+    return batch
+
+
+def _search_by_fold(design, Y, alphas, gamma, batch_size, *, score, fit_intercept, bar, out, y_means) -> int:
+    """One fold's basis in memory at a time: per fold, every voxel batch adds its scores and out-of-fold sums;
+    then each voxel's alpha. Returns the batch size."""
+    v, device, n_folds = Y.shape[1], alphas.device, len(design.splits)
+    total = torch.zeros(len(alphas), v, dtype=torch.float64, device=device)
+    sums = OutOfFold.zeros(len(alphas), v, device)
+    batch = 0
+    for k in progress(range(n_folds), desc="ridge: folds (decomposition, voxel batches)", enabled=bar):
+        basis = design.fold_basis(design.splits[k], gamma, alphas)
+        batch = batch or batch_size([basis])
+        for start in range(0, v, batch):
+            cols = slice(start, min(start + batch, v))
+            Yc, y_mean = _centred_batch(Y, cols, fit_intercept, device)
+            (t,), _ = design.targets(Yc, fold=k)
+            moments = _fold_moments(basis, t)
+            total[:, cols] += fold_score(*moments, t, score)
+            sums.columns(cols).add(*moments, t)
+            if k == 0:
+                y_means[cols] = y_mean.cpu()
+        sums.count += t.n_val
+        del basis
+    mean = total / n_folds
+    idx = select_alphas(mean)
+    out.best_alphas[:] = alphas[idx].cpu()
+    out.best_gammas[:] = gamma[:, None].cpu()
+    out.cv_scores[:] = mean.gather(0, idx[None])[0].cpu()
+    cv_r, cv_r2 = sums.pick(idx).scores()
+    out.cv_r[:], out.cv_r2[:] = cv_r.cpu(), cv_r2.cpu()
+    return batch
 
 
 def _refit_by_alpha(
@@ -677,7 +622,7 @@ def _best_per_voxel(
     targets: list[_Targets],
     score: str,
     show_progress: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, _OutOfFold]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, OutOfFold]:
     """Best mean CV score of each voxel of a batch, the indices of its gamma and alpha, and the out-of-fold sums
     at that (gamma, alpha)."""
     vb = targets[0].sst.shape[0]
@@ -687,11 +632,11 @@ def _best_per_voxel(
     kept = None
     for g in progress(range(len(gammas)), desc="ridge: feature-space weights", enabled=show_progress):
         bases = first if g == 0 else _fold_bases(design, gammas[g], alphas)
-        sums = _OutOfFold.zeros((len(alphas), vb), alphas.device)
+        sums = OutOfFold.zeros(len(alphas), vb, alphas.device)
         total = torch.zeros(len(alphas), vb, dtype=torch.float64, device=alphas.device)
         for basis, t in zip(bases, targets):
             moments = _fold_moments(basis, t)
-            total += _fold_score(*moments, t, score)
+            total += fold_score(*moments, t, score)
             sums.add(*moments, t)
         mean = total / len(targets)
         a_idx = select_alphas(mean)

@@ -16,9 +16,9 @@ and load with :mod:`braincode.persist` (one folder: ``config.json`` + ``model.sa
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,48 +27,14 @@ import torch
 from torch import nn
 
 from braincode.errors import ConfigError, DataFormatError, ModelError
+from braincode.interpret._tokenizers import fast_tokenizer, word_tokenizer
 from braincode.interpret.decoders import _as_matrix
 from braincode.progress import progress
 
 log = logging.getLogger(__name__)
 
-_TOKEN = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
-_SPECIALS = {"pad_token": "<pad>", "unk_token": "<unk>", "eos_token": "<eos>"}
 #: Keys of older GPT-2 checkpoints that are causal-mask constants, not weights.
 _MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")
-
-
-def word_tokenizer(captions: Sequence[str], *, min_count: int = 1):
-    """A word-level tokenizer (lower-case words and punctuation) with ``<pad>``, ``<unk>`` and ``<eos>``,
-    learnt from ``captions``: the offline stand-in for GPT-2's BPE when no GPT-2 folder is at hand.
-
-    Examples
-    --------
-    >>> tok = word_tokenizer(["A face.", "a house"])
-    >>> tok.decode(tok("a face")["input_ids"])
-    'a face'
-    """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-
-    counts: dict[str, int] = {}
-    for caption in captions:
-        for word in _TOKEN.findall(str(caption).lower()):
-            counts[word] = counts.get(word, 0) + 1
-    words = sorted(w for w, c in counts.items() if c >= min_count)
-    vocab = {tok: i for i, tok in enumerate([*_SPECIALS.values(), *words])}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=_SPECIALS["unk_token"]))
-    core.normalizer = normalizers.Lowercase()
-    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    core.decoder = decoders.WordPiece(prefix="##", cleanup=True)
-    return _fast_tokenizer(core.to_str(), {**_SPECIALS, "bos_token": _SPECIALS["eos_token"]})
-
-
-def _fast_tokenizer(serialised: str, specials: Mapping[str, str | None]):
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-
-    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(serialised),
-                                   **{k: v for k, v in specials.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -260,47 +226,61 @@ class PrefixDecoder(nn.Module):
     def _next_logits(self, generated: torch.Tensor) -> torch.Tensor:
         return self.lm(inputs_embeds=generated, use_cache=False).logits[:, -1, :]
 
-    def _greedy(self, embed: torch.Tensor, max_tokens: int, stop: int) -> list[int]:
-        wte, tokens = self.lm.get_input_embeddings(), []
-        for _ in range(max_tokens):
-            token = int(self._next_logits(embed).argmax(-1))  # generate2's top-p filter never removes the argmax
-            tokens.append(token)
-            embed = torch.cat([embed, wte(torch.tensor([[token]], device=embed.device))], dim=1)
-            if token == stop:
+    def _greedy(self, embed: torch.Tensor, max_tokens: int, stop: int) -> list[list[int]]:
+        """``generate2`` on each row of ``embed`` (B, L, E); a row that emitted the stop token is frozen."""
+        wte, n = self.lm.get_input_embeddings(), len(embed)
+        tokens = torch.zeros(n, 0, dtype=torch.long, device=embed.device)
+        lengths = torch.full((n,), max_tokens, dtype=torch.long)
+        live = torch.arange(n)
+        for step in range(max_tokens):
+            nxt = self._next_logits(embed[live]).argmax(-1)  # generate2's top-p filter never removes the argmax
+            column = torch.zeros(n, dtype=torch.long, device=embed.device)
+            column[live] = nxt
+            tokens = torch.cat([tokens, column[:, None]], dim=1)
+            embed = torch.cat([embed, wte(column)[:, None]], dim=1)
+            ended = nxt.eq(stop).cpu()
+            lengths[live[ended]] = step + 1
+            live = live[~ended]
+            if len(live) == 0:
                 break
-        return tokens
+        return [row[: int(k)].tolist() for row, k in zip(tokens, lengths)]
 
-    def _beam(self, embed: torch.Tensor, beam_size: int, max_tokens: int, stop: int) -> list[list[int]]:
-        wte = self.lm.get_input_embeddings()
-        lengths = torch.ones(beam_size, device=embed.device)
-        stopped = torch.zeros(beam_size, dtype=torch.bool, device=embed.device)
-        tokens = scores = None
-        for _ in range(max_tokens):
-            logp = self._next_logits(embed).softmax(-1).log()
-            if scores is None:
-                scores, next_tokens = logp.topk(beam_size, -1)
-                embed = embed.expand(beam_size, *embed.shape[1:])
-                next_tokens, scores = next_tokens.permute(1, 0), scores.squeeze(0)
-                tokens = next_tokens
-            else:
-                logp[stopped] = -float("inf")
-                logp[stopped, 0] = 0
-                total = scores[:, None] + logp
-                lengths[~stopped] += 1
-                average, flat = (total / lengths[:, None]).view(-1).topk(beam_size, -1)
-                source = flat // total.shape[1]
-                lengths = lengths[source]
-                next_tokens = (flat % total.shape[1]).unsqueeze(1)
-                tokens = torch.cat([tokens[source], next_tokens], dim=1)
-                embed = embed[source]
-                scores = average * lengths
-                stopped = stopped[source]
-            embed = torch.cat([embed, wte(next_tokens.squeeze(1)).view(beam_size, 1, -1)], dim=1)
-            stopped = stopped | next_tokens.eq(stop).squeeze(1)
-            if stopped.all():
+    def _beam(self, embed: torch.Tensor, beam_size: int, max_tokens: int, stop: int) -> list[list[list[int]]]:
+        """``generate_beam`` on each row of ``embed`` (B, L, E), all rows at once; a row whose beams have all
+        stopped is frozen, as the original stops there."""
+        wte, n, k = self.lm.get_input_embeddings(), len(embed), beam_size
+        rows = torch.arange(n, device=embed.device)[:, None]
+        logp = self._next_logits(embed).softmax(-1).log()
+        scores, tokens = logp.topk(k, -1)  # (B, k): the k best first tokens, lengths 1
+        tokens = tokens[..., None]
+        lengths = torch.ones(n, k, device=embed.device)
+        stopped = tokens[..., 0].eq(stop)
+        embed = torch.cat([embed[:, None].expand(n, k, *embed.shape[1:]), wte(tokens)], dim=2)
+        for _ in range(max_tokens - 1):
+            live = ~stopped.all(1)
+            if not live.any():
                 break
-        order = (scores / lengths).argsort(descending=True)
-        return [tokens[i, : int(lengths[i])].tolist() for i in order]
+            idx = live.nonzero()[:, 0]
+            logp = self._next_logits(embed[idx].flatten(0, 1)).softmax(-1).log().view(len(idx), k, -1)
+            done = stopped[idx]
+            logp[done] = -float("inf")
+            logp[..., 0][done] = 0
+            total = scores[idx][..., None] + logp
+            length = lengths[idx] + (~done).float()
+            average, flat = (total / length[..., None]).flatten(1).topk(k, -1)
+            source, nxt = flat // total.shape[-1], flat % total.shape[-1]
+            sub = rows[: len(idx)]
+            lengths[idx] = length[sub, source]
+            scores[idx] = average * lengths[idx]
+            stopped[idx] = done[sub, source] | nxt.eq(stop)
+            step_tokens = torch.zeros(n, k, 1, dtype=torch.long, device=embed.device)
+            step_tokens[idx] = nxt[..., None]
+            kept_tokens, kept_embed = tokens.clone(), embed.clone()
+            kept_tokens[idx], kept_embed[idx] = tokens[idx][sub, source], embed[idx][sub, source]
+            tokens = torch.cat([kept_tokens, step_tokens], dim=2)
+            embed = torch.cat([kept_embed, wte(step_tokens)], dim=2)
+        order = (scores / lengths).argsort(dim=1, descending=True)
+        return [[tokens[b, i, : int(lengths[b, i])].tolist() for i in order[b]] for b in range(n)]
 
     def stop_token_id(self) -> int:
         """Id of the first token of ``config.stop_token`` (needs the tokenizer)."""
@@ -317,6 +297,7 @@ class PrefixDecoder(nn.Module):
         beam_size: int | None = None,
         max_tokens: int | None = None,
         stop_token_id: int | None = None,
+        batch_size: int = 1,
     ) -> list:
         """Token ids of each prefix, decoded as ClipCap's ``generate2`` (greedy) or ``generate_beam`` (beam).
 
@@ -329,6 +310,9 @@ class PrefixDecoder(nn.Module):
             Default: the config's (5 and 67 in ClipCap).
         stop_token_id : int, optional
             Default: the tokenizer's id of ``config.stop_token``.
+        batch_size : int
+            Prefixes decoded together (1: one at a time, as the original; more is faster and gives the same ids
+            unless two candidates tie to float rounding, as checked on the reference fixture).
 
         Returns
         -------
@@ -343,15 +327,16 @@ class PrefixDecoder(nn.Module):
         stop = self.stop_token_id() if stop_token_id is None else int(stop_token_id)
         self.eval()
         embeds = self.prefix_embeddings(prefix)
-        if method == "greedy":
-            return [self._greedy(e[None], max_tokens, stop) for e in embeds]
-        return [self._beam(e[None], beam_size, max_tokens, stop) for e in embeds]
+        run = self._greedy if method == "greedy" else partial(self._beam, beam_size=beam_size)
+        return [out for start in range(0, len(embeds), max(batch_size, 1))
+                for out in run(embeds[start:start + max(batch_size, 1)], max_tokens=max_tokens, stop=stop)]
 
-    def decode(self, embeddings: np.ndarray, *, method: str = "beam", beam_size: int | None = None) -> list[str]:
+    def decode(self, embeddings: np.ndarray, *, method: str = "beam", beam_size: int | None = None,
+               batch_size: int = 16) -> list[str]:
         """Captions of raw embeddings (n, embed_dim): the best hypothesis of each, as text."""
         if self.tokenizer is None:
             raise ConfigError("the decoder has no tokenizer, so it cannot write text", fix="pass tokenizer=")
-        ids = self.generate(embeddings, method=method, beam_size=beam_size)
+        ids = self.generate(embeddings, method=method, beam_size=beam_size, batch_size=batch_size)
         best = ids if method == "greedy" else [hyps[0] for hyps in ids]
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in best]
 
@@ -432,7 +417,7 @@ class PrefixDecoder(nn.Module):
     @classmethod
     def _from_state(cls, config: dict, tensors: dict, device: torch.device) -> PrefixDecoder:
         tok = config.get("tokenizer")
-        tokenizer = None if tok is None else _fast_tokenizer(tok["json"], tok["specials"])
+        tokenizer = None if tok is None else fast_tokenizer(tok["json"], tok["specials"])
         decoder = cls(_gpt2(config["gpt2"]), tokenizer, PrefixConfig(**config["prefix"]))
         decoder.mlp.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("mlp.")})
         decoder.lm.load_state_dict({k[3:]: v for k, v in tensors.items() if k.startswith("lm.")},

@@ -116,3 +116,37 @@ def synthesize(
                        "objective_value": float(score), "predicted": roi_pred}
             atomic_write(target.with_suffix(".json"), lambda p, s=sidecar: p.write_text(json.dumps(s, indent=2)))
     return paths
+
+
+def natural_baseline(encoder, objective: Objective, stimuli, *, split: str, batch_size: int = 16) -> dict:
+    """The objective the encoder predicts for natural images (held-out ones: images it never saw), the level a
+    synthesised image is compared with. Images enter as the pipeline's do: RGB in [0, 1], the encoder resizes.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from PIL import Image
+    >>> from braincode.data.core import Stimuli
+    >>> from braincode.interpret.dive_objectives import voxel_objective
+    >>> path = Path(tempfile.mkdtemp()) / "a.png"
+    >>> Image.new("RGB", (8, 8), (255, 0, 0)).save(path)
+    >>> enc = lambda x: x.mean((2, 3))  # 3 "voxels": the mean of each channel
+    >>> natural_baseline(enc, voxel_objective([0]), Stimuli(ids=["a"], paths=[path]), split="validation")["mean"]
+    1.0
+    """
+    import numpy as np
+    import torch
+
+    from braincode.interpret.dive_objectives import score
+
+    device = getattr(encoder, "device", torch.device("cpu"))
+    values = []
+    for start in range(0, len(stimuli.ids), batch_size):
+        index = range(start, min(start + batch_size, len(stimuli.ids)))
+        images = np.stack([np.asarray(stimuli.image(i).convert("RGB"), dtype=np.float32) / 255 for i in index])
+        with torch.no_grad():
+            x = torch.from_numpy(images).permute(0, 3, 1, 2).to(device)
+            values.append(score(objective, encoder(x).float()).cpu().numpy())
+    v = np.concatenate(values)
+    return {"split": split, "n_images": len(v), "mean": float(v.mean()), "p90": float(np.percentile(v, 90)),
+            "max": float(v.max())}

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.model_selection import KFold, ShuffleSplit
 
-from braincode.encoding import _memory, solvers
+from braincode.encoding import _memory, _scoring, solvers
 from braincode.encoding.solvers import banded_ridge_cv, ridge_cv, simplex_candidates
 from braincode.errors import ConfigError, DataFormatError
 
@@ -218,13 +218,13 @@ def test_partial_fraction_scores_match_direct_predictions(spectrum):
     E = torch.randn(r, vb, generator=g, dtype=torch.float64)
     Yv = torch.randn(n_val, vb, generator=g, dtype=torch.float64) + 0.3
     alphas = torch.logspace(-2, 6, 9, dtype=torch.float64)
-    quad = solvers._Quadratic.build(lam, A.T @ A, A.mean(0), alphas)
+    quad = _scoring.Quadratic.build(lam, A.T @ A, A.mean(0), alphas)
     assert (len(quad.pair_j) > 0) == (spectrum == "close_pairs")
     assert (len(quad.within_idx) > 0) == (spectrum == "degenerate")
     Yv0 = Yv - Yv.mean(0)
     sst = (Yv0**2).sum(0)
     targets = solvers._Targets(None, None, sst, Yv.mean(0), n_val, Yv.mean(0))  # fold intercept 0
-    scores = solvers._fold_score(*quad.moments(E, A.T @ Yv0), targets, "r2")
+    scores = _scoring.fold_score(*quad.moments(E, A.T @ Yv0), targets, "r2")
     pred = torch.stack([A @ (E / (lam[:, None] + a)) for a in alphas])
     direct = 1 - ((Yv - pred) ** 2).sum(1) / sst
     torch.testing.assert_close(scores, direct, rtol=0, atol=1e-10)
@@ -299,3 +299,13 @@ def test_leave_one_out_equals_direct_refits(n, p, fit_intercept):
     best = [1 - ((Y - direct_out_of_fold(X, Y, np.full(4, al), splits, fit_intercept)) ** 2).sum(0)
             / (a * a).sum(0) for al in ALPHAS]
     np.testing.assert_allclose(res.cv_scores.numpy(), np.max(best, 0), atol=1e-8)
+
+
+def test_dual_fold_by_fold_equals_all_folds_at_once():
+    X, Y = signal_data(40, 70, 9, seed=8)
+    kf = list(KFold(4, shuffle=True, random_state=0).split(X))
+    by_fold = ridge_cv(X, Y, ALPHAS, kf, device="cpu", show_progress=False, voxel_batch=4)
+    by_batch = ridge_cv(X, Y, ALPHAS, kf, device="cpu", show_progress=False, keep_oof=True)
+    np.testing.assert_array_equal(by_fold.best_alphas, by_batch.best_alphas)
+    for name in ("cv_scores", "cv_r", "cv_r2", "coef", "intercept"):
+        np.testing.assert_allclose(getattr(by_fold, name), getattr(by_batch, name), rtol=1e-5, atol=1e-6)

@@ -52,6 +52,12 @@ def test_greedy_and_beam_ids_match_the_original_exactly(reference):
     assert greedy == _unpad(outputs["greedy_ids"], outputs["greedy_len"])
     beams = decoder.generate(inputs["prefix"], method="beam", beam_size=5, max_tokens=20, stop_token_id=stop)
     assert beams == [_unpad(ids, n) for ids, n in zip(outputs["beam_ids"], outputs["beam_len"])]
+    # decoded together (rows stopping at different steps are frozen), the ids are the same
+    for batch in (2, 4):
+        assert decoder.generate(inputs["prefix"], method="greedy", max_tokens=20, stop_token_id=stop,
+                                batch_size=batch) == greedy
+        assert decoder.generate(inputs["prefix"], beam_size=5, max_tokens=20, stop_token_id=stop,
+                                batch_size=batch) == beams
 
 
 def test_checkpoint_file_loads_weights_only_and_round_trips(reference, tmp_path):

@@ -285,6 +285,9 @@ def test_cli_fits_the_encoder_then_synthesizes_and_resumes(tmp_path, capsys):
     assert (tmp_path / "clip" / "scuba_encoder" / "config.json").is_file()
     side = json.loads((tmp_path / "out2" / "FFA-1" / "seed-00000000.json").read_text())
     assert side["settings"]["sag_scale"] == 0.75 and side["settings"]["guidance_scale"] == 130.0
+    base = json.loads((tmp_path / "out2" / "FFA-1" / "natural_baseline.json").read_text())
+    assert base["split"].startswith("validation") and base["n_images"] == 3  # 10% of 30 images, never fitted on
+    assert {"mean", "p90", "synthesized_mean", "beats_natural_mean"} <= set(base)
 
 
 def test_load_diffusion_reads_a_local_folder_offline(tmp_path):

@@ -110,3 +110,10 @@ def test_missing_key_and_file_and_yaml_syntax(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_pool_choices_are_the_pooling_modes():
+    from braincode.features.pooling import POOL_MODES
+    from braincode.pipeline import config
+
+    assert set(config.POOL_MODES) == set(POOL_MODES)

@@ -85,6 +85,10 @@ def test_sigkill_then_rerun_gives_identical_outputs(clean_run, tmp_path):
     assert not (tmp_path / "out" / "subj01" / "report").exists()
     rerun = run_to_end(path)
     assert "up to date" in rerun  # finished steps were not redone
+    # quiet by default: one line per step and a summary, no dask logs or library warnings
+    lines = rerun.strip().splitlines()
+    assert all(line.startswith("[") for line in lines[:-1]) and lines[-1].startswith("e2e: "), rerun
+    assert "Nanny" not in rerun and "Warning" not in rerun
     assert outputs(tmp_path / "out") == outputs(clean_run)
     assert not list((tmp_path / "out").rglob(".tmp-*")), "temporary folders were left behind"
     assert not list((tmp_path / "out").rglob(".*.tmp*"))
