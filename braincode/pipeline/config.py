@@ -37,7 +37,9 @@ DATA_FORMATS = ("algonauts", "synthetic", "nsd", "volume", "surface")
 CAPTION_ENCODERS = ("adamw", "ridge")
 #: ``tfidf``: word TF-IDF on the held-out captions; ``minilm``: the offline MiniLM sentence model.
 CAPTION_SCORERS = ("tfidf", "minilm")
-READOUTS = ("ridge",)
+READOUTS = ("ridge", "factorized", "routing")
+#: Sizes of the routing readout (:data:`braincode.encoding.readouts.ROUTING_PRESETS`).
+ROUTING_PRESETS = ("published", "cpu")
 DEVICES = ("auto", "cpu", "cuda")
 #: :data:`braincode.features.pooling.POOL_MODES`, named here so that reading a config does not import torch
 #: (a test checks that they agree).
@@ -81,7 +83,11 @@ class FeatureConfig:
 @dataclass(frozen=True)
 class EncodingConfig:
     """The encoder: readout kind, banded ridge (one regularisation per feature space), cross-validation folds,
-    alpha grid (``None`` = the encoder's default), and permutations for per-voxel p-values (0 = none)."""
+    alpha grid (``None`` = the encoder's default), and permutations for per-voxel p-values (0 = none).
+
+    ``readout: factorized|routing`` fits a token readout instead of ridge, on the tokens of the first image
+    feature source's first ``blocks.N`` layer: ``preset`` sizes the routing readout, ``runs`` > 1 averages that
+    many seeded runs, ``epochs`` caps training (``None``: the readout's default; early stopping on validation r)."""
 
     readout: str = _f("ridge", choices=READOUTS)
     banded: bool = _f(False)
@@ -89,6 +95,9 @@ class EncodingConfig:
     alphas: tuple[float, ...] | None = _f(None, positive=True)
     permutations: int = _f(0, minimum=0)
     random_state: int = _f(0, minimum=0)
+    preset: str = _f("published", choices=ROUTING_PRESETS)
+    runs: int = _f(1, minimum=1)
+    epochs: int | None = _f(None, minimum=1)
 
 
 @dataclass(frozen=True)
@@ -116,13 +125,15 @@ class CaptionConfig:
 @dataclass(frozen=True)
 class SynthesizeConfig:
     """BrainDiVE images per ROI of ``rois``: ``n`` seeds each, guided by the first image feature source's encoder
-    through ``diffusion`` (``tiny@random``, ``sd21-base@random``, or a local diffusers folder)."""
+    through ``diffusion`` (``tiny@random``, ``sd21-base@random``, or a local diffusers folder); brain-guidance
+    ``scale`` and self-attention guidance ``sag_scale`` (0.75 as published; 0 turns it off)."""
 
     rois: tuple[str, ...] = _f(())
     diffusion: str = _f("tiny@random")
     n: int = _f(2, minimum=1)
     steps: int = _f(10, minimum=1)
     scale: float = _f(130.0, minimum=0)
+    sag_scale: float = _f(0.75, minimum=0)
 
 
 @dataclass(frozen=True)
@@ -315,10 +326,26 @@ def _check_steps(config: PipelineConfig, schema: _Schema) -> None:
     if config.synthesize is not None and not config.synthesize.rois:
         raise schema.error(("synthesize",), "`synthesize.rois` is empty", expected="ROI names, e.g. [FFA-1, PPA]",
                            found="<[]>", fix="list the ROIs to synthesise images for")
+    if config.encoding.readout != "ridge" and token_source(config.features) is None:
+        raise schema.error(("encoding", "readout"), f"readout `{config.encoding.readout}` reads the tokens of a block",
+                           expected="an image features entry with a `blocks.N` layer", found="<none>",
+                           fix="add e.g. {model: open_clip:tiny-vit@random, layers: [blocks.1]} to features")
     if "synthesize" in config.steps and all(f.text for f in config.features):
         raise schema.error(("features",), "`synthesize` needs an image feature source",
                            expected="a features entry without text: true", found="<text features only>",
                            fix="add an image model to features")
+
+
+def token_source(features: tuple[FeatureConfig, ...]) -> tuple[FeatureConfig, str] | None:
+    """The image feature source and layer a token readout reads: the first ``blocks.N`` layer (``None``: none).
+
+    Examples
+    --------
+    >>> token_source((FeatureConfig("minilm", text=True), FeatureConfig("timm:vit_tiny", ("pooled", "blocks.2"))))
+    (FeatureConfig(model='timm:vit_tiny', layers=('pooled', 'blocks.2'), pool='grid', grid=4, text=False), 'blocks.2')
+    """
+    return next(((f, layer) for f in features if not f.text for layer in f.layers if layer.startswith("blocks.")),
+                None)
 
 
 def _key_lines(node: yaml.Node, key: tuple = ()) -> dict[tuple, int]:

@@ -23,7 +23,7 @@ from braincode.encoding.metrics import pearson_r
 from braincode.encoding.torch_encoder import TorchEncoder
 from braincode.features import FeatureStore
 from braincode.features.design import FeatureSpec, extract_design, extract_spaces, stack_spaces
-from braincode.pipeline.config import FeatureConfig, PipelineConfig
+from braincode.pipeline.config import FeatureConfig, PipelineConfig, token_source
 from braincode.pipeline.context import Step, StepContext
 
 SPLITS = ("train", "test")
@@ -133,11 +133,39 @@ def extract(ctx: StepContext, out: Path) -> None:
     (out / "spaces.json").write_text(json.dumps({k: [c.start, c.stop] for k, c in columns.items()}, indent=2))
 
 
+def _fit_tokens(ctx: StepContext, ds: Dataset, out: Path) -> None:
+    """Fit the token readout of ``encoding.readout`` (:func:`~braincode.encoding.readouts_fit.fit_readout`): its
+    ``r`` is the validation score of the early-stopping split, as ``summary.json`` says; model in ``readout/``."""
+    from braincode.encoding.readouts import FactorizedReadout, ReadoutEnsemble, RoutingReadout
+    from braincode.encoding.readouts_fit import fit_readout
+    from braincode.features import get_extractor
+
+    enc = ctx.config.encoding
+    source, layer = token_source(ctx.config.features)
+    extractor = get_extractor(source.model, layers=[layer], device=ctx.config.device)
+    store = FeatureStore(ctx.config.cache_dir)
+    tokens = {split: extractor.extract(ds[split].stimuli, store=store, progress=False)[layer] for split in _splits(ds)}
+    common = {"num_prefix_tokens": extractor.num_prefix_tokens, "grid": extractor.grid,
+              "random_state": enc.random_state, "device": ctx.config.device,
+              **({} if enc.epochs is None else {"max_epochs": enc.epochs})}
+    readout = FactorizedReadout(**common) if enc.readout == "factorized" else \
+        RoutingReadout.from_preset(enc.preset, **common)
+    if enc.runs > 1:
+        readout = ReadoutEnsemble(readout, n_runs=enc.runs)
+    result = fit_readout(readout, ds, tokens)
+    readout.save(out / "readout")
+    info = {"models": [source.model], "layers": [layer], "readout": result.diagnostics["readout"],
+            "stopped_improving": result.diagnostics["stopped_improving"]}
+    write_result(result, ds, out, info)
+
+
 def fit(ctx: StepContext, out: Path) -> None:
     """Cross-validate the encoder (ridge, or banded ridge with per-space unique R^2), predict the test split, and
-    write the files of ``braincode fit``."""
+    write the files of ``braincode fit``; or fit a token readout (``encoding.readout``: factorized, routing)."""
     ds = _dataset(ctx)
     enc = ctx.config.encoding
+    if enc.readout != "ridge":
+        return _fit_tokens(ctx, ds, out)
     check_fittable(ds, n_folds=enc.cv)
     X = {split: np.load(ctx.step_dir("extract") / f"{split}.npy") for split in _splits(ds)}
     spans = json.loads((ctx.step_dir("extract") / "spaces.json").read_text())
@@ -284,7 +312,7 @@ def synthesize(ctx: StepContext, out: Path) -> None:
     parts = load_diffusion(cfg.diffusion)
     pipe = BrainDiVEPipeline(parts.unet, parts.vae, parts.scheduler, encoder, parts.text_encoder, parts.tokenizer)
     pipe.to(encoder.device)
-    settings = SampleSettings(cfg.steps, cfg.scale)
+    settings = SampleSettings(cfg.steps, cfg.scale, sag_scale=cfg.sag_scale)
     for roi in cfg.rois:
         objective = roi_objective(ds.voxels, roi)
         synthesize_images(pipe, objective, list(range(cfg.n)), out / objective.name, ds.voxels, settings=settings,
