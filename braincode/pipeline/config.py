@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ ALL_STEPS = ("validate", "extract", "fit", "evaluate", "caption", "synthesize", 
 #: Steps that run only when their config section is given.
 OPTIONAL_STEPS = ("caption", "synthesize")
 DATA_FORMATS = ("algonauts", "synthetic", "nsd", "volume", "surface")
+CAPTION_ENCODERS = ("adamw", "ridge")
+#: ``tfidf``: word TF-IDF on the held-out captions; ``minilm``: the offline MiniLM sentence model.
+CAPTION_SCORERS = ("tfidf", "minilm")
 READOUTS = ("ridge",)
 DEVICES = ("auto", "cpu", "cuda")
 #: :data:`braincode.features.pooling.POOL_MODES`, named here so that reading a config does not import torch
@@ -90,12 +93,22 @@ class EncodingConfig:
 
 @dataclass(frozen=True)
 class CaptionConfig:
-    """BrainSCUBA captions per ROI: an embedding ``model`` (of the captions with ``text``, else of the images),
-    a linear encoder on its normalised embeddings, projection onto the subject's training stimuli as the bank,
-    nearest-caption decoding; plus the ``top`` bank images of each ROI."""
+    """BrainSCUBA captions per ROI, scored on held-out images.
+
+    ``model`` embeds the bank (its captions with ``text``, else its images); ``bank`` is a ``braincode bank``
+    folder of images the subject never saw (for synthetic data, when left out: ``n_bank`` images of another
+    synthetic draw). BrainSCUBA's linear encoder (``encoder``: the published AdamW schedule, or ridge) leaves
+    ``holdout`` of the training images out; voxel weights are projected onto the bank (``temperature``) and
+    decoded by the nearest bank caption (the retrieval baseline); ROI captions are scored on the held-out images
+    by ``scorer`` (a text model other than the one that chose them); plus the ``top`` images of each ROI."""
 
     model: str = _f("minilm")
     text: bool = _f(True)
+    bank: Path | None = None
+    n_bank: int = _f(200, minimum=1)
+    encoder: str = _f("adamw", choices=CAPTION_ENCODERS)
+    holdout: float = _f(0.2, positive=True)
+    scorer: str = _f("tfidf", choices=CAPTION_SCORERS)
     temperature: float = _f(150.0, positive=True)
     top: int = _f(6, minimum=1)
 
@@ -258,6 +271,8 @@ def parse_config(raw: Any, path: Path, lines: dict[tuple, int] | None = None) ->
                            found=subjects, fix="write subjects as a YAML list")
     optional = {key: schema.section(cls, top[key], (key,)) for key, cls in
                 (("caption", CaptionConfig), ("synthesize", SynthesizeConfig)) if top.get(key) is not None}
+    if optional.get("caption") is not None and optional["caption"].bank is not None:
+        optional["caption"] = replace(optional["caption"], bank=base / optional["caption"].bank)
     given = top.get("steps")
     if given is None:
         steps = tuple(s for s in ALL_STEPS if s not in OPTIONAL_STEPS or s in optional)
@@ -285,6 +300,18 @@ def _check_steps(config: PipelineConfig, schema: _Schema) -> None:
         if s in config.steps and getattr(config, s) is None:
             raise schema.error(("steps",), f"step `{s}` needs a `{s}:` section", expected=f"a `{s}:` mapping",
                                found="<none>", fix=f"add `{s}: {{}}` for the defaults, or drop `{s}` from steps")
+    caption = config.caption
+    if caption is not None and caption.holdout >= 1:
+        raise schema.error(("caption", "holdout"), "`caption.holdout` is a fraction of the training images",
+                           expected="a number between 0 and 1, e.g. 0.2", found=caption.holdout)
+    if caption is not None and caption.text and caption.scorer == caption.model:
+        raise schema.error(("caption", "scorer"), "the captions' own text model cannot score them (optimistic)",
+                           expected=f"a scorer other than {caption.model!r}", found=caption.scorer,
+                           fix="set `scorer: tfidf`")
+    if "caption" in config.steps and caption.bank is None and config.data.format != "synthetic":
+        raise schema.error(("caption",), "`caption` needs a bank of images the subject never saw",
+                           expected="`bank: FOLDER` (written by `braincode bank`)", found="<none>",
+                           fix="build one with `braincode bank --images DIR --model MODEL --out BANK`")
     if config.synthesize is not None and not config.synthesize.rois:
         raise schema.error(("synthesize",), "`synthesize.rois` is empty", expected="ROI names, e.g. [FFA-1, PPA]",
                            found="<[]>", fix="list the ROIs to synthesise images for")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from braincode.data import Dataset, check_fittable, load_subject
-from braincode.data.rois import roi_labels, roi_table
+from braincode.data.rois import roi_table
 from braincode.encoding.analysis import cross_validate_voxels, make_encoder
 from braincode.encoding.analysis_outputs import write_result
 from braincode.encoding.metrics import pearson_r
@@ -27,6 +27,8 @@ from braincode.pipeline.config import FeatureConfig, PipelineConfig
 from braincode.pipeline.context import Step, StepContext
 
 SPLITS = ("train", "test")
+#: Offset of the caption bank's synthetic draw from ``data.seed`` (subjects use ``seed + subject number``).
+BANK_SEED = 10_000
 
 
 def data_root(ctx: StepContext) -> Path:
@@ -192,35 +194,78 @@ def fit_image_encoder(
     return TorchEncoder.from_estimator(spec, model, voxels=dataset.voxels, device=device)
 
 
+def _caption_bank(ctx: StepContext, out: Path, store: FeatureStore):
+    """The caption bank: ``caption.bank`` (a ``braincode bank`` folder), or for synthetic data the captioned
+    training images of another synthetic draw (a seed no subject uses), embedded by ``caption.model``."""
+    from braincode.interpret.bank import bank_from_arrays, embed_stimuli, load_bank
+
+    cfg = ctx.config.caption
+    if cfg.bank is not None:
+        return load_bank(cfg.bank)
+    from braincode.data.synthetic import make_synthetic
+
+    make_synthetic(out / "bank_data", n_train=cfg.n_bank, n_test=1, seed=ctx.config.data.seed + BANK_SEED)
+    images = load_subject(out / "bank_data", "subj01", format="algonauts")["train"].stimuli
+    source = "captions" if cfg.text else "images"
+    emb = embed_stimuli(images, cfg.model, source=source, store=store, device=ctx.config.device, progress=False)
+    return bank_from_arrays([f"bank-{i}" for i in images.ids], emb, captions=images.captions, paths=images.paths,
+                            model_id=cfg.model, source=source)
+
+
 def caption(ctx: StepContext, out: Path) -> None:
-    """BrainSCUBA captions and top images per ROI (``captions.csv``), on the subject's training stimuli as bank."""
-    from braincode.interpret.bank import bank_from_arrays
+    """BrainSCUBA captions per ROI, scored on held-out images (``captions.csv``, components in ``captions.json``).
+
+    The bank holds images the subject never saw (:func:`_caption_bank`); the linear encoder on its model's
+    embeddings leaves ``caption.holdout`` of the training images out; each voxel's weights are projected onto
+    the bank and decoded by the nearest bank caption (retrieval: the offline baseline decoder), and each ROI's
+    summary caption is scored on the held-out images only, by a text model that did not choose the captions,
+    beside a shuffled-caption control (columns ``spearman``, ``beats_shuffled``, ``split``). ``top_images``: the
+    ``caption.top`` training images with the highest predicted ROI response.
+    """
+    from braincode.data.rois import select_rois
+    from braincode.interpret.bank import warn_subject_overlap
     from braincode.interpret.decoders import RetrievalDecoder
-    from braincode.interpret.scuba import caption_rois, fit_encoder, project
+    from braincode.interpret.evaluation import check_scorer, heldout_stimuli, score_captions, scorer_model
+    from braincode.interpret.scuba import caption_voxels, project, roi_summaries
+    from braincode.interpret.scuba_encoder import fit_encoder
 
     cfg, enc = ctx.config.caption, ctx.config.encoding
     ds = _dataset(ctx)
     train = ds["train"]
     store = FeatureStore(ctx.config.cache_dir)
-    emb = extract_design({"train": train.stimuli}, FeatureSpec(cfg.model), store=store, device=ctx.config.device,
-                         text=cfg.text)["train"]
-    bank = bank_from_arrays(train.stimuli.ids, emb, captions=train.stimuli.captions, paths=train.stimuli.paths,
-                            model_id=cfg.model, source="captions" if cfg.text else "images")
-    encoder = fit_encoder(emb, train.responses.data, ds.voxels, model_id=cfg.model, alphas=enc.alphas, cv=enc.cv,
+    bank = _caption_bank(ctx, out, store)
+    overlap = warn_subject_overlap(bank, train.stimuli)
+    check_scorer(bank.model_id if bank.source == "captions" else None, cfg.scorer)
+    emb = bank.embed(train.stimuli, store=store, device=ctx.config.device, progress=False)
+    encoder = fit_encoder(emb, train.responses.data, ds.voxels, method=cfg.encoder, model_id=bank.model_id,
+                          ids=train.stimuli.ids, holdout=cfg.holdout, alphas=enc.alphas, cv=enc.cv,
                           random_state=enc.random_state, device=ctx.config.device)
-    decoder = RetrievalDecoder.from_bank(bank, encode_text=None if cfg.text else bank.text_encoder())
-    proj = project(encoder.coef, bank, temperature=cfg.temperature, device=ctx.config.device)
+    units = select_rois(ds.voxels, _roi_families(ds))
+    needed = np.flatnonzero(np.any([u.mask for u in units], axis=0))
+    decoder = RetrievalDecoder.from_bank(bank, encode_text=bank.text_encoder() if bank.source == "images" else None)
+    captions = np.full(len(ds.voxels), "", dtype=object)
+    captions[needed] = caption_voxels(project(encoder.coef[needed], bank, temperature=cfg.temperature,
+                                              device=ctx.config.device), decoder)
+    table = roi_summaries(captions.tolist(), units)
     predicted = encoder.predict(emb)
-    tables = []
-    for family in _roi_families(ds):
-        table = caption_rois(proj, ds.voxels, family, decoder)
-        labels = roi_labels(ds.voxels, family)
-        table["top_images"] = [
-            ";".join(train.stimuli.ids[i] for i in np.argsort(-predicted[:, labels == roi].mean(1))[: cfg.top])
-            for roi in table["roi"]
-        ]
-        tables.append(table)
-    pd.concat(tables, ignore_index=True).to_csv(out / "captions.csv", index=False)
+    table["top_images"] = [";".join(train.stimuli.ids[i] for i in np.argsort(-predicted[:, u.mask].mean(1))[: cfg.top])
+                           for u in units]
+    held = heldout_stimuli(train, encoder)
+    scores = score_captions(table["caption"], held, rois=units, model=scorer_model(
+        cfg.scorer if cfg.scorer == "tfidf" else None, held.captions))
+    columns = ("spearman", "spearman_shuffled", "p_shuffled", "beats_shuffled", "split")
+    table = table.assign(decoder="retrieval (baseline)", **{c: scores[c].to_numpy() for c in columns})
+    table.to_csv(out / "captions.csv", index=False)
+    record = {
+        "method": "scuba", "decoder": "retrieval of the nearest bank caption (baseline; ClipCap is the published one)",
+        "bank": {"n": len(bank), "model_id": bank.model_id, "source": bank.source,
+                 "from": str(cfg.bank) if cfg.bank is not None else "another synthetic draw",
+                 "subject_stimuli_in_bank": overlap},
+        "encoder": {"method": encoder.method, "n_train": len(encoder.train_ids), "n_heldout": len(encoder.heldout_ids)},
+        "evaluation": {"split": held.split, "n_stimuli": len(held.ids), "scorer": cfg.scorer,
+                       "score": "Spearman r of caption-stimulus similarity with measured ROI activity (LaVCa metric)"},
+    }
+    (out / "captions.json").write_text(json.dumps(record, indent=2))
 
 
 def synthesize(ctx: StepContext, out: Path) -> None:

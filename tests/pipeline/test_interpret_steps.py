@@ -3,8 +3,10 @@
 import json
 
 import pandas as pd
+import pytest
 import yaml
 
+from braincode.errors import ConfigError
 from braincode.pipeline.config import load_config
 from braincode.pipeline.runner import run_subject
 
@@ -29,6 +31,14 @@ def test_caption_and_synthesize_steps_feed_the_report(tmp_path):
     face = captions.loc[captions["roi"] == "FFA-1"].iloc[0]
     assert "face" in face["caption"]  # the synthetic face voxels' caption names their category
     assert len(face["top_images"].split(";")) == 3
+    # scored on held-out images only, by a text model other than the caption bank's, beside a shuffled control
+    assert set(captions["split"]) == {"validation"} and captions["beats_shuffled"].dtype == bool
+    assert set(captions["decoder"]) == {"retrieval (baseline)"}
+    record = json.loads((subject / "caption" / "captions.json").read_text())
+    assert record["evaluation"]["scorer"] == "tfidf" != record["bank"]["model_id"]
+    assert record["encoder"]["n_heldout"] == 12 and record["evaluation"]["n_stimuli"] == 12
+    # the bank holds none of the subject's images (another synthetic draw: same names, other pictures)
+    assert record["bank"]["subject_stimuli_in_bank"] == 0 and record["bank"]["n"] == 200
     sidecar = json.loads((subject / "synthesize" / "FFA-1" / "seed-00000000.json").read_text())
     assert sidecar["seed"] == 0
     html = (subject / "report" / "report.html").read_text()
@@ -45,3 +55,18 @@ def test_caption_and_synthesize_steps_feed_the_report(tmp_path):
                                     "caption": {**CONFIG["caption"], "top": 2}}))
     ran = run_subject(load_config(path), "subj01")
     assert [step for step, did in ran.items() if did] == ["caption", "report"]
+
+
+def test_caption_needs_a_bank_the_subject_never_saw(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, "data": {"format": "algonauts", "root": "data"}}))
+    with pytest.raises(ConfigError, match="bank of images the subject never saw"):
+        load_config(path)
+    path.write_text(yaml.safe_dump({**CONFIG, "caption": {"scorer": "minilm", "bank": "b", "holdout": 0.1}}))
+    with pytest.raises(ConfigError, match="own text model"):
+        load_config(path)
+    path.write_text(yaml.safe_dump({**CONFIG, "caption": {"scorer": "minilm", "bank": "b", "text": False}}))
+    assert load_config(path).caption.bank == tmp_path / "b"
+    path.write_text(yaml.safe_dump({**CONFIG, "caption": {"holdout": 1.5}}))
+    with pytest.raises(ConfigError, match="fraction"):
+        load_config(path)
