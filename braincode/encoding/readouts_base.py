@@ -130,7 +130,19 @@ class Standardized:
         return (np.asarray(self.data[key], dtype=np.float32) - self.mean) / self.scale
 
 
-class TokenReadout(BaseEstimator):
+class PearsonScores:
+    """``score_voxels`` and ``score`` for a class with ``predict(X)``: the readouts' and their ensemble's scores."""
+
+    def score_voxels(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        """Pearson r per voxel between ``Y`` and the predictions for ``X``."""
+        return pearson_r(Y, self.predict(X))
+
+    def score(self, X: np.ndarray, Y: np.ndarray) -> float:
+        """Mean over voxels of :meth:`score_voxels` (one float, as scikit-learn expects)."""
+        return float(np.mean(self.score_voxels(X, Y)))
+
+
+class TokenReadout(PearsonScores, BaseEstimator):
     """Fit/predict/score/save shared by the token readouts; subclasses build the torch module.
 
     Subclasses implement ``_build_module(d_in, n_voxels, extra, tensors)`` and may implement
@@ -206,14 +218,6 @@ class TokenReadout(BaseEstimator):
         device = next(self.module_.parameters()).device
         z = predict_batches(self.module_, X, batch_size=4 * self.batch_size, device=device)
         return z * self.y_scale_ + self.y_mean_
-
-    def score_voxels(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-        """Pearson r per voxel between ``Y`` and the predictions for ``X``."""
-        return pearson_r(Y, self.predict(X))
-
-    def score(self, X: np.ndarray, Y: np.ndarray) -> float:
-        """Mean over voxels of :meth:`score_voxels` (one float, as scikit-learn expects)."""
-        return float(np.mean(self.score_voxels(X, Y)))
 
     # ------------------------------------------------------------------------------------------ persistence
     def _get_state(self) -> tuple[dict, dict]:

@@ -19,6 +19,7 @@ from braincode import persist
 from braincode.encoding.metrics import pearson_r
 from braincode.encoding.readouts_base import (
     VALIDATION_SCORE,
+    PearsonScores,
     Rows,
     check_responses,
     check_tokens,
@@ -27,7 +28,7 @@ from braincode.encoding.readouts_base import (
 from braincode.errors import ConfigError, NotFittedError
 
 
-class ReadoutEnsemble(BaseEstimator):
+class ReadoutEnsemble(PearsonScores, BaseEstimator):
     """The average of ``n_runs`` fits of ``readout`` with seeds ``random_state``, ``random_state + 1``, ...
 
     Parameters
@@ -88,14 +89,6 @@ class ReadoutEnsemble(BaseEstimator):
         """Mean of the runs' predictions, ``(n, n_voxels)`` float32."""
         self._check_fitted()
         return np.mean([m.predict(X) for m in self.members_], axis=0).astype(np.float32)
-
-    def score_voxels(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-        """Pearson r per voxel between ``Y`` and the ensemble's predictions."""
-        return pearson_r(Y, self.predict(X))
-
-    def score(self, X: np.ndarray, Y: np.ndarray) -> float:
-        """Mean over voxels of :meth:`score_voxels`."""
-        return float(np.mean(self.score_voxels(X, Y)))
 
     def _get_state(self) -> tuple[dict, dict]:
         self._check_fitted()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from braincode.atomic import atomic_write
+from braincode.atomic import atomic_write, honour_umask
 from braincode.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class _DiskArrays:
         folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=folder, prefix=".chunk-", suffix=".npy")
         os.close(fd)
+        honour_umask(name)  # mkstemp makes 0600 files; cached features are shared like every other output
         self.temps[layer] = Path(name)
         self._created.append(Path(name))
         return np.lib.format.open_memmap(name, mode="w+", dtype=np.float32, shape=shape)

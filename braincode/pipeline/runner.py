@@ -163,6 +163,16 @@ def _submit_all(client, config: PipelineConfig) -> list:
     return futures
 
 
+def _fit_note(folder: Path) -> str:
+    """``"; mean r 0.123 (how it was obtained)"`` from a fit's ``summary.json``, or nothing."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+        how = summary.get("methods", {}).get("r", "").split(":")[0]
+        return f"; mean r {summary['mean_r']['all']['all']:.3f}" + (f" ({how})" if how else "")
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 def run_pipeline(
     config: PipelineConfig,
     *,
@@ -202,5 +212,6 @@ def run_pipeline(
         subject, name, ran, seconds = future.result()
         results[subject][name] = ran
         if echo is not None:
-            echo(f"[{i}/{len(futures)}] {subject} {name}: {f'done in {seconds:.1f} s' if ran else 'up to date'}")
+            note = _fit_note(config.output / subject / name) if name == "fit" else ""
+            echo(f"[{i}/{len(futures)}] {subject} {name}: {f'done in {seconds:.1f} s' if ran else 'up to date'}{note}")
     return {s: {name: results[s][name] for name in config.steps} for s in config.subjects}

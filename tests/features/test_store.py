@@ -129,3 +129,24 @@ def test_chunks_are_plain_npy_and_json(tiny_vit, image_stimuli, tmp_path):
         array = np.load(meta.with_suffix(".npy"), allow_pickle=False)
         assert array.dtype == np.float32 and array.shape[0] == len(image_stimuli)
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]  # no temp files left
+
+
+def test_cached_chunks_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        store = FeatureStore(tmp_path)
+        key = {"tokens": CacheKey("demo:model", "w0", "tokens", "p")}
+
+        def compute(idx, allocate):
+            out = allocate("tokens", (len(idx), 2))
+            out[:] = 1.0
+            return {"tokens": out}
+
+        store.fetch(key, ["a", "b"], compute)
+    finally:
+        os.umask(old)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("chunk-*")}
+    assert modes == {0o644}  # mkstemp alone gives 0o600: collaborators could not read the cache

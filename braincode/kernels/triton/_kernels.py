@@ -25,6 +25,21 @@ _FINITE_NEG = -1.0e30  # running-max start: a fully padded first key block then 
 
 
 @triton.jit
+def _key_block(K, V, PAD, b, h, n, skb, skh, skn, skd, svb, svh, svn, svd, spb, spn, LK, D, DV, offs_d, offs_dv,
+               HAS_PAD: tl.constexpr):
+    """Keys and values at positions ``n`` of batch ``b``, head ``h``, and which of them to attend (in range, not
+    padding)."""
+    keep = n < LK
+    k = tl.load(K + b * skb + h * skh + n[:, None] * skn + offs_d[None, :] * skd,
+                mask=keep[:, None] & (offs_d[None, :] < D), other=0.0)
+    v = tl.load(V + b * svb + h * svh + n[:, None] * svn + offs_dv[None, :] * svd,
+                mask=keep[:, None] & (offs_dv[None, :] < DV), other=0.0)
+    if HAS_PAD:
+        keep = keep & (tl.load(PAD + b * spb + n * spn, mask=n < LK, other=1) == 0)
+    return k, v, keep
+
+
+@triton.jit
 def fwd(Q, K, V, PAD, O, LSE, W, R,
         sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, spb, spn,
         sob, soh, som, sod, swm, swh, swd,
@@ -46,14 +61,8 @@ def fwd(Q, K, V, PAD, O, LSE, W, R,
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
     for start_n in range(0, LK, BLOCK_N):
-        n = start_n + offs_n
-        keep = n < LK
-        k = tl.load(K + b * skb + h * skh + n[:, None] * skn + offs_d[None, :] * skd,
-                    mask=keep[:, None] & (offs_d[None, :] < D), other=0.0)
-        v = tl.load(V + b * svb + h * svh + n[:, None] * svn + offs_dv[None, :] * svd,
-                    mask=keep[:, None] & (offs_dv[None, :] < DV), other=0.0)
-        if HAS_PAD:
-            keep = keep & (tl.load(PAD + b * spb + n * spn, mask=n < LK, other=1) == 0)
+        k, v, keep = _key_block(K, V, PAD, b, h, start_n + offs_n, skb, skh, skn, skd, svb, svh, svn, svd, spb, spn,
+                                LK, D, DV, offs_d, offs_dv, HAS_PAD)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
         s = tl.where(keep[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -116,14 +125,8 @@ def bwd_dq(Q, K, V, PAD, O, DO, LSE, DLSE, DELTA, DQ, W, R, G, DW,
             dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
         o_acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
         for start_n in range(0, LK, BLOCK_N):
-            n = start_n + offs_n
-            keep = n < LK
-            k = tl.load(K + b * skb + h * skh + n[:, None] * skn + offs_d[None, :] * skd,
-                        mask=keep[:, None] & (offs_d[None, :] < D), other=0.0)
-            v = tl.load(V + b * svb + h * svh + n[:, None] * svn + offs_dv[None, :] * svd,
-                        mask=keep[:, None] & (offs_dv[None, :] < DV), other=0.0)
-            if HAS_PAD:
-                keep = keep & (tl.load(PAD + b * spb + n * spn, mask=n < LK, other=1) == 0)
+            k, v, keep = _key_block(K, V, PAD, b, h, start_n + offs_n, skb, skh, skn, skd, svb, svh, svn, svd, spb, spn,
+                                    LK, D, DV, offs_d, offs_dv, HAS_PAD)
             s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
             p = tl.where(keep[None, :] & m_ok[:, None], tl.exp(s - lse[:, None]), 0.0)
             dp = tl.dot(do.to(v.dtype), tl.trans(v), input_precision=PRECISION)
@@ -159,13 +162,8 @@ def bwd_dkdv(Q, K, V, PAD, DO, LSE, DELTA, DK, DV_OUT, W, G,
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    keep = offs_n < LK
-    k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :] * skd,
-                mask=keep[:, None] & (offs_d[None, :] < D), other=0.0)
-    v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_dv[None, :] * svd,
-                mask=keep[:, None] & (offs_dv[None, :] < DV), other=0.0)
-    if HAS_PAD:
-        keep = keep & (tl.load(PAD + b * spb + offs_n * spn, mask=offs_n < LK, other=1) == 0)
+    k, v, keep = _key_block(K, V, PAD, b, h, offs_n, skb, skh, skn, skd, svb, svh, svn, svd, spb, spn,
+                            LK, D, DV, offs_d, offs_dv, HAS_PAD)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
     for start_m in range(split * ROWS_PER_SPLIT, (split + 1) * ROWS_PER_SPLIT, BLOCK_M):
