@@ -14,6 +14,22 @@ from braincode.errors import ConfigError, DataFormatError, MissingFileError
 PathLike = str | Path
 
 
+def read_path_list(path: Path) -> list[PathLike]:
+    """The non-blank lines of a text file of paths, relative ones taken from the file's folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "stimuli.txt"
+    >>> _ = f.write_text("a.png\\n\\n/abs/b.png\\n")
+    >>> rel, absolute = read_path_list(f)
+    >>> rel == f.parent / "a.png", absolute
+    (True, '/abs/b.png')
+    """
+    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    return [p if Path(p).is_absolute() else path.parent / p for p in lines]
+
+
 def as_stimuli(stimuli: Stimuli | Sequence[PathLike] | PathLike, n: int, source: PathLike) -> Stimuli:
     """Stimuli for ``n`` response rows: a :class:`Stimuli`, a list of image paths, or a text file of them.
 
@@ -25,8 +41,7 @@ def as_stimuli(stimuli: Stimuli | Sequence[PathLike] | PathLike, n: int, source:
             raise MissingFileError(
                 "stimulus list not found", path=listing, fix="pass a text file, one path a line"
             )
-        lines = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
-        stimuli = [p if Path(p).is_absolute() else listing.parent / p for p in lines]
+        stimuli = read_path_list(listing)
     if not isinstance(stimuli, Stimuli):
         paths = [Path(p) for p in stimuli]
         stimuli = Stimuli(ids=[p.stem for p in paths], paths=paths)

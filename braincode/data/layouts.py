@@ -40,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from braincode.data._maps import listing
+from braincode.data._maps import listing, read_path_list
 from braincode.data.algonauts import load_algonauts, validate_algonauts
 from braincode.data.captions import read_captions
 from braincode.data.checks import check_fittable
@@ -175,8 +175,7 @@ def _stimuli(folder: Path) -> Stimuli:
             found=listing(folder),
             fix="write the image of each sample (volume / column), in acquisition order, into stimuli.txt",
         )
-    lines = [ln.strip() for ln in listing_file.read_text().splitlines() if ln.strip()]
-    paths = [p if Path(p).is_absolute() else folder / p for p in lines]
+    paths = read_path_list(listing_file)
     captions = read_captions(folder / "captions.csv", [Path(p).name for p in paths])
     return Stimuli(
         ids=[Path(p).stem for p in paths],

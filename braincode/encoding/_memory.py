@@ -19,7 +19,7 @@ MEMORY_SHARE = 0.5
 #: Voxel batches beyond this size no longer speed up the matmuls but cost memory.
 MAX_VOXEL_BATCH = 16384
 #: ... nor beyond this much batch memory (it bounds the peak memory of a fit: inputs, decompositions, one batch).
-MAX_BATCH_BYTES = 2 * 2**30
+MAX_BATCH_BYTES = 2**30
 #: Seconds over which :func:`idle_cores` measures what other processes use.
 IDLE_SAMPLE_S = 0.2
 

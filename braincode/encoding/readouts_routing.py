@@ -23,11 +23,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from braincode.atlases import roi_labels as atlas_labels
+from braincode.data.core import HEMISPHERES
 from braincode.data.rois import roi_families, roi_labels
 from braincode.errors import ConfigError, DataFormatError
 from braincode.kernels import attention, attention_probs
 
-HEMISPHERES = ("lh", "rh")
 UNKNOWN = "unknown"
 
 

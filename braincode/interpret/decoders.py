@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from braincode.errors import DataFormatError
+from braincode.interpret.scuba_encoder import unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class RetrievalDecoder:
             raise DataFormatError("retrieval decoder needs one key per caption", expected=f"({len(captions)}, D)",
                                   found=str(keys.shape))
         self.captions = [str(c) for c in captions]
-        self.keys = keys / np.maximum(np.linalg.norm(keys, axis=1, keepdims=True), 1e-12)
+        self.keys = unit_rows(keys)
         self.key_chunk = key_chunk
 
     @classmethod

@@ -42,6 +42,7 @@ from braincode.interpret.lavca_components import (
     TextEncoder,
     WeightGuidedComposer,
 )
+from braincode.interpret.scuba_encoder import unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ def filter_keywords(
         raise DataFormatError("the text encoder does not embed into the weights' space",
                               expected=f"(n_words, {np.shape(weights)[1]})", found=str(emb.shape),
                               fix="use the text tower of the bank's model (e.g. CLIP text for a CLIP bank)")
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    emb = unit_rows(emb)
     position = {k: i for i, k in enumerate(vocab)}
     kept = []
     for ks, w in zip(keywords, np.asarray(weights, dtype=np.float32)):

@@ -22,6 +22,7 @@ import torch
 
 from braincode.errors import DataFormatError, ModelError
 from braincode.interpret.bank import EmbeddingBank
+from braincode.interpret.scuba_encoder import unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ class WeightGuidedComposer(LMComposer):
         if weight is None or len(candidates) == 1:
             return candidates[0]
         emb = np.asarray(self.encode_text(candidates), dtype=np.float32)
-        emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        emb = unit_rows(emb)
         return candidates[int(np.argmax(emb @ np.asarray(weight, np.float32)))]
 
 

@@ -20,6 +20,7 @@ from scipy.stats import rankdata
 
 from braincode.encoding.metrics import pearson_r
 from braincode.errors import DataFormatError, ModelError
+from braincode.interpret.scuba_encoder import unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class TfidfSentences:
 
     def encode(self, sentences: Sequence[str], **_) -> np.ndarray:
         x = self.vectorizer.transform([str(c) for c in sentences]).toarray().astype(np.float32)
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return unit_rows(x)
 
 
 def embed_sentences(sentences: Sequence[str], *, model=None, batch_size: int = 64) -> np.ndarray:
