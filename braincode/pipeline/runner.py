@@ -8,6 +8,7 @@ run killed at any point (even by SIGKILL) resumes and ends with the same outputs
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -173,6 +174,18 @@ def _fit_note(folder: Path) -> str:
         return ""
 
 
+def _caption_note(folder: Path) -> str:
+    """``"; 11 of 13 ROI captions beat their shuffled control (validation)"`` from ``captions.csv``, or nothing."""
+    try:
+        with open(folder / "captions.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        beats = sum(row["beats_shuffled"] == "True" for row in rows)
+        splits = ", ".join(sorted({row["split"] for row in rows}))
+        return f"; {beats} of {len(rows)} ROI captions beat their shuffled control ({splits})"
+    except (OSError, KeyError):
+        return ""
+
+
 def run_pipeline(
     config: PipelineConfig,
     *,
@@ -212,6 +225,7 @@ def run_pipeline(
         subject, name, ran, seconds = future.result()
         results[subject][name] = ran
         if echo is not None:
-            note = _fit_note(config.output / subject / name) if name == "fit" else ""
+            notes = {"fit": _fit_note, "caption": _caption_note}
+            note = notes[name](config.output / subject / name) if name in notes else ""
             echo(f"[{i}/{len(futures)}] {subject} {name}: {f'done in {seconds:.1f} s' if ran else 'up to date'}{note}")
     return {s: {name: results[s][name] for name in config.steps} for s in config.subjects}
