@@ -45,14 +45,39 @@ def roi_galleries(captions: pd.DataFrame | None, images: Stimuli | None, synthes
         ids = str(row.get("top_images", "")).split(";")
         top = [images.image(position[i]) for i in ids if i in position] if images is not None else []
         title = f"{row['family']}: {row['roi']}" if row.get("family") else str(row.get("roi", ""))
-        sections[str(row.get("roi", title))] = Gallery(title, str(row.get("caption", "")),
-                                                       {"top images": top} if top else {})
+        sections[str(row.get("roi", title))] = Gallery(title, caption_text(row), {"top images": top} if top else {})
     if synthesized is not None and synthesized.is_dir():
         for folder in sorted(p for p in synthesized.iterdir() if p.is_dir()):
             seeds = sorted(folder.glob("seed-*.png"))
             if seeds:
                 sections.setdefault(folder.name, Gallery(folder.name)).rows["BrainDiVE"] = seeds
     return list(sections.values())
+
+
+def caption_text(row: dict) -> str:
+    """A caption with its evaluation, when ``captions.csv`` carries one (``spearman``, ``spearman_shuffled``,
+    ``split``, ``beats_shuffled``), so a caption never appears without how well it predicts and against what.
+
+    Examples
+    --------
+    >>> caption_text({"caption": "a face", "spearman": 0.687, "spearman_shuffled": 0.548, "split": "validation",
+    ...               "beats_shuffled": True})
+    'a face (Spearman 0.687 on validation images; shuffled captions 0.548)'
+    >>> caption_text({"caption": "a wall", "spearman": 0.1, "spearman_shuffled": 0.2, "split": "validation",
+    ...               "beats_shuffled": False})
+    'a wall (Spearman 0.100 on validation images; shuffled captions 0.200; does NOT beat its shuffled control)'
+    >>> caption_text({"caption": "a house"})
+    'a house'
+    """
+    text = str(row.get("caption", ""))
+    if pd.isna(row.get("spearman", float("nan"))):
+        return text
+    note = f"Spearman {float(row['spearman']):.3f} on {row.get('split', 'unlabelled')} images"
+    if not pd.isna(row.get("spearman_shuffled", float("nan"))):
+        note += f"; shuffled captions {float(row['spearman_shuffled']):.3f}"
+    if str(row.get("beats_shuffled", "")).lower() == "false":
+        note += "; does NOT beat its shuffled control"
+    return f"{text} ({note})"
 
 
 def method_labels(scores: pd.DataFrame, summary: dict) -> dict[str, str]:
