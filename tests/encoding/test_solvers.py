@@ -309,3 +309,14 @@ def test_dual_fold_by_fold_equals_all_folds_at_once():
     np.testing.assert_array_equal(by_fold.best_alphas, by_batch.best_alphas)
     for name in ("cv_scores", "cv_r", "cv_r2", "coef", "intercept"):
         np.testing.assert_allclose(getattr(by_fold, name), getattr(by_batch, name), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [90, 60])  # primal (p=70 < n) and dual
+def test_decaying_spectrum_like_network_features_matches_direct(n):
+    """Standardised features whose spectrum decays over 4 decades, as pooled network activations do."""
+    rng = np.random.default_rng(9)
+    q, _ = np.linalg.qr(rng.standard_normal((70, 70)))
+    X = rng.standard_normal((n, 70)) * np.logspace(0, -4, 70) @ q.T
+    X = (X - X.mean(0)) / X.std(0)
+    Y = X @ rng.standard_normal((70, 8)) * 0.3 + rng.standard_normal((n, 8))
+    assert_matches_direct(X, Y, list(KFold(5, shuffle=True, random_state=0).split(X)))
