@@ -115,8 +115,6 @@ def test_loads_the_brainscuba_encoder_of_a_caption_fit(fitted, tmp_path):
     """``braincode caption`` saves a linear map on L2-normalised pooled embeddings: it loads as a TorchEncoder."""
     from braincode.interpret.scuba import LinearEncoder
 
-    if not hasattr(LinearEncoder, "_get_state"):
-        pytest.skip("BrainSCUBA's encoder is not saved through braincode.persist on this branch yet")
     ext = fitted["encoder"].extractor
     with torch.no_grad():
         pooled = ext.model.encode_image(fitted["encoder"].preprocess(fitted["images"])).numpy()
