@@ -11,18 +11,6 @@ from braincode.interpret.decoders import CaptionDecoder, RetrievalDecoder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-CAPTIONS = ["a large face on the left", "a small house at the top", "the word on a grey background",
-            "a person in the centre"]
-
-
-def _pairs(n_per: int = 6, dim: int = 16, seed: int = 0):
-    """Embeddings clustered around one random direction per caption."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((len(CAPTIONS), dim))
-    labels = np.tile(np.arange(len(CAPTIONS)), n_per)
-    emb = centres[labels] + 0.05 * rng.standard_normal((len(labels), dim))
-    return emb.astype(np.float32), [CAPTIONS[i] for i in labels], centres.astype(np.float32)
-
 
 def test_retrieval_matches_brute_force_cosine():
     rng = np.random.default_rng(1)
