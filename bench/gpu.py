@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import importlib.util
 import re
 import subprocess
 import sys
@@ -60,6 +61,9 @@ def _json_lines(done: subprocess.CompletedProcess) -> list[dict]:
 def triton_tests(smoke: bool, timeout: float) -> dict:
     """``tests/kernels`` (smoke: three float32 Triton cases, interpreted), with pytest's counts."""
     target = ["tests/kernels/test_triton.py", "-k", "matches_reference and dtype0"] if smoke else ["tests/kernels"]
+    # the GPU machine has no open_clip: its capture tests (no Triton in them) are left out there, and said so
+    ignored = [] if smoke or importlib.util.find_spec("open_clip") else ["tests/kernels/test_maps.py"]
+    target += [f"--ignore={path}" for path in ignored]
     code = "from braincode.kernels.triton import _autograd; print(_autograd.interpreted())"
     probe = _run([sys.executable, "-c", code], smoke, 60)
     done = _run([sys.executable, "-m", "pytest", *target, "-q", "-p", "no:cacheprovider", "-o",
@@ -67,8 +71,9 @@ def triton_tests(smoke: bool, timeout: float) -> dict:
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-500:]
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)", summary)}
     failures = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-    return {"interpreted": probe.stdout.strip() == "True", "exit_code": done.returncode, **counts,
-            "summary": summary, "failures": failures[:20]}
+    return {"status": "ok" if done.returncode == 0 else "failed", "interpreted": probe.stdout.strip() == "True",
+            "exit_code": done.returncode, **counts, "summary": summary, "failures": failures[:20],
+            "ignored": ignored}
 
 
 def attention(smoke: bool, timeout: float) -> dict:
@@ -273,7 +278,7 @@ def run_all(out: Path, smoke: bool, budget: float) -> dict:
             continue
         t0 = time.perf_counter()
         try:
-            data = {"status": "ok", **section(smoke, left)}
+            data = {"status": "ok"} | section(smoke, left)
         except subprocess.TimeoutExpired:
             data = {"status": "timeout", "why": f"stopped after {left:.0f} s (the budget left)"}
         except (RuntimeError, OSError, ValueError, KeyError, IndexError) as error:  # keep the others' results

@@ -36,7 +36,7 @@ def make_problem(seed: int, *, batch: int, shared: bool, heads: int, lq: int, lk
 def grads_of(fn, q, k, v, seed: int = 7):
     """Output of ``fn(q, k, v)`` and the gradients of <output, G> for a fixed random G."""
     out = fn(q, k, v)
-    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.dtype)
+    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.device, out.dtype)
     grads = torch.autograd.grad((out.float() * weight.float()).sum(), [q, k, v])
     return out, grads
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-_FINITE_NEG = -1.0e30  # running-max start: a fully padded first key block then gives exp(-inf) = 0, not NaN
+# running-max start: a fully padded first key block then gives exp(-inf) = 0, not NaN (a constexpr: compiled
+# Triton reads no other module globals, though the interpreter does)
+_FINITE_NEG = tl.constexpr(-1.0e30)
 
 
 @triton.jit
