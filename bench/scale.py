@@ -124,7 +124,7 @@ def himalaya_fit(X: np.ndarray, Y: np.ndarray, X_test: np.ndarray, cv: int, back
     t = time.perf_counter()
     scaler = StandardScaler().fit(X)
     be = set_backend(backend)
-    model = RidgeCV(alphas=np.asarray(DEFAULT_ALPHAS), cv=KFold(cv, shuffle=True, random_state=0),
+    model = RidgeCV(alphas=np.asarray(DEFAULT_ALPHAS), cv=KFold(cv, shuffle=True, random_state=0), fit_intercept=True,
                     solver_params={"score_func": r2_score, "n_targets_batch": 4096, "warn": False})
     model.fit(scaler.transform(X).astype(np.float32), Y)
     seconds = time.perf_counter() - t

@@ -43,6 +43,7 @@ import torch
 from braincode.devices import resolve_device
 from braincode.encoding._memory import cpu_threads, free_memory, idle_cores, voxel_batch_size
 from braincode.encoding._scoring import OutOfFold, Quadratic, fold_score
+from braincode.encoding._smoother import Smoother, smoother_is_cheaper
 from braincode.errors import ConfigError, DataFormatError
 from braincode.progress import progress
 
@@ -110,6 +111,10 @@ class _Basis:
     left: torch.Tensor  # float32
     right: torch.Tensor | None  # float32 (None for the full-data basis)
     quad: Quadratic | None
+
+    def moments(self, t: _Targets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The validation moments of every alpha (:meth:`~braincode.encoding._scoring.Quadratic.moments`)."""
+        return self.quad.moments(self.left.T @ t.Z, self.right.T @ t.W)
 
 
 @dataclass
@@ -339,8 +344,15 @@ def _fold_bases(design: _Design, gamma: torch.Tensor, alphas: torch.Tensor, bar:
     return [design.fold_basis(s, gamma, alphas) for s in splits]
 
 
-def _fold_moments(basis: _Basis, t: _Targets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return basis.quad.moments(basis.left.T @ t.Z, basis.right.T @ t.W)
+def _fold_scorer(design: _Design, split: _Split, gamma: torch.Tensor, alphas: torch.Tensor, n_voxels: int):
+    """Dual form: the fold's :class:`~braincode.encoding._smoother.Smoother` where it is the cheaper (and its
+    Cholesky factors exist), else its eigen-basis; both give the validation moments of every alpha."""
+    if not design.primal and smoother_is_cheaper(len(split.train), len(split.val), len(alphas), n_voxels):
+        with cpu_threads(design.threads, alphas.device):
+            smoother = Smoother.build(*design.fold_kernels(split, gamma), alphas)
+        if smoother is not None:
+            return smoother
+    return design.fold_basis(split, gamma, alphas)
 
 
 def select_alphas(mean_scores: torch.Tensor, tol: float = TIE_TOL) -> torch.Tensor:
@@ -486,10 +498,13 @@ def _search(
     )
     y_means = torch.empty(v, dtype=torch.float64)
 
-    def batch_size(bases: list[_Basis]) -> int:
-        rank = max(int(b.lam.numel()) for b in bases)
-        within = max(b.quad.within_rows for b in bases)
-        per_voxel = _bytes_per_voxel(design, len(alphas), rank, within, len(bases))
+    def batch_size(bases: list[_Basis] | list[Smoother]) -> int:
+        if isinstance(bases[0], Smoother):  # responses and targets, the predictions, the score sums
+            rank, per_voxel = n, 16 * n + bases[0].bytes_per_voxel() + 64 * len(alphas)
+        else:
+            rank = max(int(b.lam.numel()) for b in bases)
+            within = max(b.quad.within_rows for b in bases)
+            per_voxel = _bytes_per_voxel(design, len(alphas), rank, within, len(bases))
         batch = voxel_batch_size(v, per_voxel, 0, device, voxel_batch, cap=n_candidates == 1)
         logger.debug(
             "ridge: %s form, n=%d p=%d v=%d, %d spaces, %d gammas, %d alphas, %d splits, rank %d, batch %d",
@@ -567,13 +582,13 @@ def _search_by_fold(design, Y, alphas, gamma, batch_size, *, score, fit_intercep
     sums = OutOfFold.zeros(len(alphas), v, device)
     batch = 0
     for k in progress(range(n_folds), desc="ridge: folds (decomposition, voxel batches)", enabled=bar):
-        basis = design.fold_basis(design.splits[k], gamma, alphas)
+        basis = _fold_scorer(design, design.splits[k], gamma, alphas, v)
         batch = batch or batch_size([basis])
         for start in range(0, v, batch):
             cols = slice(start, min(start + batch, v))
             Yc, y_mean = _centred_batch(Y, cols, fit_intercept, device)
             (t,), _ = design.targets(Yc, fold=k)
-            moments = _fold_moments(basis, t)
+            moments = basis.moments(t)
             total[:, cols] += fold_score(*moments, t, score)
             sums.columns(cols).add(*moments, t)
             if k == 0:
@@ -631,7 +646,7 @@ def _best_per_voxel(
         sums = OutOfFold.zeros(len(alphas), vb, alphas.device)
         total = torch.zeros(len(alphas), vb, dtype=torch.float64, device=alphas.device)
         for basis, t in zip(bases, targets):
-            moments = _fold_moments(basis, t)
+            moments = basis.moments(t)
             total += fold_score(*moments, t, score)
             sums.add(*moments, t)
         mean = total / len(targets)

@@ -320,3 +320,33 @@ def test_decaying_spectrum_like_network_features_matches_direct(n):
     X = (X - X.mean(0)) / X.std(0)
     Y = X @ rng.standard_normal((70, 8)) * 0.3 + rng.standard_normal((n, 8))
     assert_matches_direct(X, Y, list(KFold(5, shuffle=True, random_state=0).split(X)))
+
+
+@pytest.mark.parametrize("smoother", [True, False])
+def test_dual_smoother_and_eigen_basis_both_match_direct(monkeypatch, smoother):
+    """The dual form scores each fold by its smoothers (Cholesky per alpha) or its eigen-basis, by cost: either
+    gives the direct float64 scores, on features whose spectrum decays over 4 decades."""
+    built = []
+    monkeypatch.setattr(solvers, "smoother_is_cheaper", lambda *shape: smoother)
+    monkeypatch.setattr(solvers.Smoother, "build", lambda *a, _b=solvers.Smoother.build: built.append(1) or _b(*a))
+    rng = np.random.default_rng(10)
+    q, _ = np.linalg.qr(rng.standard_normal((90, 90)))
+    X = rng.standard_normal((60, 90)) * np.logspace(0, -4, 90) @ q.T
+    X = (X - X.mean(0)) / X.std(0)
+    Y = X @ rng.standard_normal((90, 7)) * 0.2 + rng.standard_normal((60, 7)) + 2.0
+    for score in ("r2", "pearson"):
+        assert_matches_direct(X, Y, list(KFold(5, shuffle=True, random_state=1).split(X)), score=score)
+    assert len(built) == (10 if smoother else 0)  # 5 folds, 2 scores
+
+
+def test_smoother_refuses_an_alpha_below_the_kernels_rounding():
+    """A Cholesky factor that fails (alpha far below the rounding of a rank-deficient kernel) gives no smoother,
+    and the fold falls back to its eigen-basis."""
+    from braincode.encoding._smoother import Smoother
+
+    X = torch.randn(30, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    K = X @ X.T
+    assert Smoother.build(K[:20, :20], K[20:, :20], torch.tensor([1e-300], dtype=torch.float64)) is None
+    smoother = Smoother.build(K[:20, :20], K[20:, :20], torch.tensor([1.0, 10.0], dtype=torch.float64))
+    ref = K[20:, :20] @ torch.linalg.inv(K[:20, :20] + 10.0 * torch.eye(20, dtype=torch.float64))
+    torch.testing.assert_close(smoother.stacked[10:].double(), ref, rtol=1e-5, atol=1e-6)
