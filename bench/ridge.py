@@ -143,6 +143,12 @@ def alphas_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ~np.isclose(a, b, rtol=1e-5)  # himalaya stores alphas as exp(-log(alpha))
 
 
+def _header(bench: str, n: int, p: int, v: int) -> dict:
+    """The fields every line of this benchmark starts with."""
+    return {"bench": bench, "n": n, "p": p, "v": v, "alphas": len(ALPHAS), "folds": N_FOLDS,
+            "threads": torch.get_num_threads(), "load_avg_1min": round(os.getloadavg()[0], 2)}
+
+
 def main_comparison(quick: bool) -> dict:
     n, p, v = (800, 96, 1000) if quick else (N, P, V)
     X, Y, Xt = make_data(n, p, v)
@@ -157,14 +163,7 @@ def main_comparison(quick: bool) -> dict:
     t_bc, t_h = float(np.median(times)), min(t_hn, t_ht)
     differ_n, differ_t = alphas_differ(alphas_bc, alphas_hn), alphas_differ(alphas_bc, alphas_ht)
     return {
-        "bench": "ridge_cv",
-        "n": n,
-        "p": p,
-        "v": v,
-        "alphas": len(ALPHAS),
-        "folds": N_FOLDS,
-        "threads": torch.get_num_threads(),
-        "load_avg_1min": round(os.getloadavg()[0], 2),
+        **_header("ridge_cv", n, p, v),
         "braincode_s": round(t_bc, 3),
         "braincode_runs_s": [round(t, 3) for t in times],
         "himalaya_numpy_s": round(t_hn, 3),
@@ -209,16 +208,10 @@ def main_large(quick: bool) -> dict:
     )
     child = json.loads(out.stdout.strip().splitlines()[-1])
     return {
-        "bench": "ridge_cv_large",
-        "n": N,
-        "p": P,
-        "v": v,
-        "alphas": len(ALPHAS),
-        "folds": N_FOLDS,
+        **_header("ridge_cv_large", N, P, v),
         "braincode_s": round(child["seconds"], 3),
         "peak_rss_gb": round(child["peak_gb"], 3),
         "input_data_gb": round(child["data_gb"], 3),
-        "load_avg_1min": round(os.getloadavg()[0], 2),
     }
 
 
@@ -258,14 +251,7 @@ def main_wide(quick: bool, backends: list[str]) -> dict:
         theirs = exact_cv_scores(X, Y[:, cols], np.asarray(alphas_h, dtype=np.float64)[cols], cv)
         gap = float(np.max(theirs - ours))
     return {
-        "bench": "ridge_cv_wide",
-        "n": n,
-        "p": p,
-        "v": v,
-        "alphas": len(ALPHAS),
-        "folds": N_FOLDS,
-        "threads": torch.get_num_threads(),
-        "load_avg_1min": round(os.getloadavg()[0], 2),
+        **_header("ridge_cv_wide", n, p, v),
         "matmul_gflops_f32": round(speeds[0] / 1e9, 1),
         "matmul_gflops_f64": round(speeds[1] / 1e9, 1),
         "braincode_s": round(t_bc, 3),

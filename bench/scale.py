@@ -10,7 +10,8 @@ Default line (``"bench": "scale"``):
 2. extracts the features once into a cache (``--model``, one block's grid-pooled tokens plus the pooled embedding:
    12,800 features for ViT-B-32), timed in a subprocess;
 3. runs ``braincode fit`` on the cached features in a subprocess: wall time and its peak resident memory;
-4. scores its test predictions against the noiseless truth (mean r over the voxels with signal);
+4. scores its test predictions against the noiseless truth (mean r over the voxels with signal); its progress
+   bars (each phase with its elapsed time) go to ``FOLDER/fit.log``;
 5. fits himalaya ``RidgeCV`` (torch backend; ``--himalaya-backend``) on the same cached features, standardised as
    braincode does, with the same folds (shuffled K-fold, seed 0), and reports the time ratio, the largest absolute
    test-prediction difference where the chosen alphas agree and, where they differ, the largest gap between the
@@ -85,11 +86,13 @@ def write_subject(root: Path, scale: float, seed: int) -> dict:
     return sizes
 
 
-def run_child(cmd: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak resident GiB (``wait4``'s rusage of that child alone) and stdout of a subprocess."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+def run_child(cmd: list[str], log: Path | None = None) -> tuple[float, float, str]:
+    """Wall seconds, peak resident GiB (``wait4``'s rusage of that child alone) and stdout of a subprocess; with
+    ``log``, its stderr goes there with progress bars on (each phase's bar ends with its elapsed time)."""
+    env = ENV if log is None else {**ENV, "BRAINCODE_PROGRESS": "1"}
+    with tempfile.TemporaryFile("w+") as out, open(log, "w+") if log else tempfile.TemporaryFile("w+") as err:
         t = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=ENV)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -136,7 +139,7 @@ def himalaya_fit(X: np.ndarray, Y: np.ndarray, X_test: np.ndarray, cv: int, back
 
 def main_scale(args) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
-    from ridge import alphas_differ, exact_cv_scores
+    from ridge import alphas_differ, exact_cv_scores, relative_prediction_diff
 
     from braincode.data import load_algonauts
     from braincode.encoding.metrics import pearson_r
@@ -149,10 +152,10 @@ def main_scale(args) -> dict:
     extract_cmd = [sys.executable, __file__, "--extract-only", "--folder", str(folder), "--model", args.model,
                    "--layer", args.layer, "--grid", str(args.grid)]
     extraction_s, _, _ = run_child(extract_cmd)
-    fit_cmd = [str(Path(sys.executable).with_name("braincode")), "--quiet", "fit", "--data", str(root), "--subject", "subj01",
+    fit_cmd = [str(Path(sys.executable).with_name("braincode")), "fit", "--data", str(root), "--subject", "subj01",
                "--model", args.model, "--layer", args.layer, "--layer", "pooled", "--grid", str(args.grid),
                "--cv", str(args.cv), "--cache", str(cache), "--device", "cpu", "--out", str(out)]
-    fit_s, fit_rss_gb, _ = run_child(fit_cmd)
+    fit_s, fit_rss_gb, _ = run_child(fit_cmd, log=folder / "fit.log")
     import pandas as pd
 
     scores = pd.read_csv(out / "scores.csv")
@@ -188,6 +191,7 @@ def main_scale(args) -> dict:
             "share_alpha_differs": round(float(differ.mean()), 4),
             "max_abs_pred_diff_where_alphas_agree": float(np.abs(pred_bc - pred_h)[:, same].max()) if same.any()
             else float("nan"),
+            "max_rel_pred_diff_where_alphas_agree": relative_prediction_diff(pred_bc, pred_h, same),
             "max_exact_cv_r2_gap_where_alphas_differ": gap,
         })
     line["load_avg_1min"] = round(os.getloadavg()[0], 2)

@@ -53,7 +53,7 @@ def _fit_ridge(args: argparse.Namespace, ds, out: Path) -> str:
 
     splits = [split for split in ("train", "test") if split in ds.splits]
     spaces, info = feature_spaces(args, {split: ds[split].stimuli for split in splits})
-    X = {split: stack_spaces(spaces[split]) for split in splits}
+    X = {split: stack_spaces(spaces.pop(split)) for split in splits}  # the per-space copies go
     columns = X["train"][1]
     widths = [c.stop - c.start for c in columns.values()]
     estimator = make_encoder(cv=args.cv, device=args.device, spaces=widths if args.banded else None)

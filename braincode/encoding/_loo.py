@@ -47,7 +47,7 @@ def loo_ridge(
     v = Y.shape[1]
     batch = voxel_batch_size(v, 8 * (4 * n + 4 * len(alphas)), 0, device, voxel_batch)
     out: dict[str, torch.Tensor | None] = {
-        "coef": torch.empty(p, v, dtype=torch.float32), "intercept": torch.empty(v, dtype=torch.float32),
+        "coef": torch.empty(v, p, dtype=torch.float32).T, "intercept": torch.empty(v, dtype=torch.float32),
         "best_alphas": torch.empty(v, dtype=torch.float64), "cv_scores": torch.empty(v, dtype=torch.float64),
         "cv_r": torch.empty(v, dtype=torch.float64), "cv_r2": torch.empty(v, dtype=torch.float64),
         "oof": torch.empty(n, v, dtype=torch.float32) if keep_oof else None,

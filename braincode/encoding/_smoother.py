@@ -56,14 +56,15 @@ class Smoother:
 
     @classmethod
     def build(cls, k_train: torch.Tensor, k_val: torch.Tensor, alphas: torch.Tensor) -> Smoother | None:
-        """From the fold's centred float64 kernels; ``None`` when a Cholesky factor fails (an alpha too small for
-        the rounding errors of ``K_tt``: the caller falls back to the eigen-basis path)."""
+        """From the fold's centred float64 kernels (``k_train``'s diagonal is overwritten: it holds ``K_tt + alpha
+        I`` in turn, no copy); ``None`` when a Cholesky factor fails (an alpha too small for the rounding errors of
+        ``K_tt``: the caller falls back to the eigen-basis path)."""
         n_val, n_train = k_val.shape
         stacked = k_val.new_empty(len(alphas) * n_val, n_train, dtype=torch.float32)
-        shifted = torch.empty_like(k_train)
+        diagonal = k_train.diagonal().clone()
         for i, alpha in enumerate(alphas.tolist()):
-            shifted.copy_(k_train).diagonal().add_(alpha)
-            factor, info = torch.linalg.cholesky_ex(shifted)
+            k_train.diagonal().copy_(diagonal).add_(alpha)
+            factor, info = torch.linalg.cholesky_ex(k_train)
             if int(info) != 0:
                 return None
             # S = K_vt (K_tt + a I)^-1, i.e. S^T = (K_tt + a I)^-1 K_tv
@@ -71,9 +72,9 @@ class Smoother:
         return cls(stacked, len(alphas))
 
     def bytes_per_voxel(self) -> int:
-        """Working memory of one more voxel in a batch: its predictions for every alpha and float64 temporaries."""
+        """Working memory of one more voxel in a batch: its predictions for every alpha, one alpha's products."""
         n_val = self.stacked.shape[0] // self.n_alphas
-        return 4 * self.stacked.shape[0] + 8 * 3 * n_val
+        return 4 * self.stacked.shape[0] + 8 * n_val
 
     def moments(self, t: _Targets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``mean(P_a)``, ``<Yv0, P_a>`` and ``||P_a||^2`` (each (n_alphas, n_voxels), float64) of the validation

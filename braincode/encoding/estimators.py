@@ -114,7 +114,7 @@ class _VoxelEncoder(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     def _store(self, res, ravel: bool) -> None:
         """Keep a solver result: weights, chosen alphas and the cross-validated scores at those alphas."""
-        coef_np = res.coef.numpy().T  # (n_voxels, n_features) view of the solver's (n_features, n_voxels) output
+        coef_np = res.coef.numpy().T  # (n_voxels, n_features), contiguous: the solvers fill a transposed view
         self.coef_ = coef_np[0] if ravel else coef_np
         self.intercept_ = float(res.intercept[0]) if ravel else res.intercept.numpy()
         self._ravel = ravel

@@ -24,9 +24,12 @@ The same three moments, summed over folds with each fold's intercept, give the P
 out-of-fold predictions at each voxel's chosen alpha (``cv_r``, ``cv_r2``; :mod:`braincode.encoding._scoring`).
 
 At scale (features outnumber samples, the dual form): each fold's centred kernels are cut from one float64
-kernel of all rows; the folds' eigen-decompositions (float64) run on the cores other
-processes leave idle, one fold at a time with the voxel batches inside it (memory: the kernel, one fold's basis,
-one batch); the refit solves ``K + alpha I`` with one float64 Cholesky factor per chosen alpha.
+kernel of all rows, and each fold is scored by whichever costs less (:func:`~braincode.encoding._smoother.
+smoother_is_cheaper`): its eigen-basis as above, or its smoothers ``K_vt (K_tt + alpha I)^-1`` (one float64 Cholesky
+factor per alpha; a voxel batch then costs one float32 product that gives every alpha's validation predictions:
+:mod:`braincode.encoding._smoother`). The factorisations run on the cores other processes leave idle, one fold at
+a time with the voxel batches inside it (memory: the kernel, one fold's factors, one batch); the refit solves
+``K + alpha I`` with one float64 Cholesky factor per chosen alpha.
 """
 
 from __future__ import annotations
@@ -487,7 +490,7 @@ def _search(
     gammas_dev = gammas.to(device, torch.float64)
     n_candidates = len(gammas)
     out = BandedRidgeCVResult(
-        coef=torch.empty(design.p, v, dtype=torch.float32),
+        coef=torch.empty(v, design.p, dtype=torch.float32).T,  # (p, v) view of (v, p): coef_ is contiguous
         intercept=torch.empty(v, dtype=torch.float32),
         best_alphas=torch.empty(v, dtype=torch.float64),
         best_gammas=torch.empty(len(design.sizes), v, dtype=torch.float64),
@@ -499,8 +502,8 @@ def _search(
     y_means = torch.empty(v, dtype=torch.float64)
 
     def batch_size(bases: list[_Basis] | list[Smoother]) -> int:
-        if isinstance(bases[0], Smoother):  # responses and targets, the predictions, the score sums
-            rank, per_voxel = n, 16 * n + bases[0].bytes_per_voxel() + 64 * len(alphas)
+        if isinstance(bases[0], Smoother):  # responses and fold targets, the predictions, the score sums
+            rank, per_voxel = n, 8 * n + bases[0].bytes_per_voxel() + 64 * len(alphas)
         else:
             rank = max(int(b.lam.numel()) for b in bases)
             within = max(b.quad.within_rows for b in bases)
@@ -610,19 +613,25 @@ def _refit_by_alpha(
 ) -> None:
     """Dual refit ``X^T (K + alpha I)^-1 (Y - mean)``, one float64 Cholesky factor per distinct chosen alpha, the
     voxels of that alpha in batches (fills ``out.coef`` and ``out.intercept``)."""
-    device = design.Xc.device
+    device, kernel = design.Xc.device, design.kernels[0]
+    # K + alpha I in place of K (its diagonal restored at the end): no second n x n copy beside the factor
+    diagonal = kernel.diagonal().clone()
+    # per voxel: responses and solution in float64, coefficients in float32
+    batch = min(batch, voxel_batch_size(len(out.best_alphas), 16 * design.n + 4 * design.p, 0, device))
     groups = [(a, torch.nonzero(out.best_alphas == a).flatten()) for a in torch.unique(out.best_alphas).tolist()]
-    for alpha, idx in progress(groups, desc="ridge: refit per alpha", enabled=bar):
-        shifted = design.kernels[0].clone()
-        shifted.diagonal().add_(alpha)
-        factor = torch.linalg.cholesky(shifted)
-        del shifted
-        for start in range(0, len(idx), batch):
-            sel = idx[start : start + batch]
-            Yc = Y[:, sel].to(device, torch.float64).sub_(y_means[sel].to(device))
-            W = design.Xc.T @ torch.cholesky_solve(Yc, factor).float()
-            out.coef[:, sel] = W.cpu()
-            out.intercept[sel] = (y_means[sel] - (design.mean @ W.double()).cpu()).float()
+    try:
+        for alpha, idx in progress(groups, desc="ridge: refit per alpha", enabled=bar):
+            kernel.diagonal().copy_(diagonal).add_(alpha)
+            factor = torch.linalg.cholesky(kernel)
+            for start in range(0, len(idx), batch):
+                sel = idx[start : start + batch]
+                Yc = Y[:, sel].to(device, torch.float64).sub_(y_means[sel].to(device))
+                W = design.Xc.T @ torch.cholesky_solve(Yc, factor).float()
+                out.coef[:, sel] = W.cpu()
+                out.intercept[sel] = (y_means[sel] - (design.mean @ W.double()).cpu()).float()
+            del factor
+    finally:
+        kernel.diagonal().copy_(diagonal)
 
 
 def _best_per_voxel(

@@ -263,6 +263,11 @@ def test_out_of_fold_r_equals_direct_float64_recomputation(n, p, fit_intercept):
     np.testing.assert_allclose(res.cv_r.numpy()[live], r_ref, atol=1e-6)
     np.testing.assert_allclose(res.cv_r2.numpy()[live], r2_ref, atol=1e-6)
     assert np.isnan(res.cv_r.numpy()[2]) and np.isnan(res.cv_r2.numpy()[2])
+    # the default path keeps no predictions (dual: the folds' smoothers, one fold at a time): same r and R^2
+    default = ridge_cv(X, Y, ALPHAS, splits, fit_intercept=fit_intercept, device="cpu", show_progress=False)
+    np.testing.assert_array_equal(default.best_alphas.numpy(), res.best_alphas.numpy())
+    np.testing.assert_allclose(default.cv_r.numpy()[live], r_ref, atol=1e-6)
+    np.testing.assert_allclose(default.cv_r2.numpy()[live], r2_ref, atol=1e-6)
 
 
 def test_out_of_fold_needs_a_partition():
@@ -346,7 +351,7 @@ def test_smoother_refuses_an_alpha_below_the_kernels_rounding():
 
     X = torch.randn(30, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     K = X @ X.T
-    assert Smoother.build(K[:20, :20], K[20:, :20], torch.tensor([1e-300], dtype=torch.float64)) is None
-    smoother = Smoother.build(K[:20, :20], K[20:, :20], torch.tensor([1.0, 10.0], dtype=torch.float64))
+    assert Smoother.build(K[:20, :20].clone(), K[20:, :20], torch.tensor([1e-300], dtype=torch.float64)) is None
+    smoother = Smoother.build(K[:20, :20].clone(), K[20:, :20], torch.tensor([1.0, 10.0], dtype=torch.float64))
     ref = K[20:, :20] @ torch.linalg.inv(K[:20, :20] + 10.0 * torch.eye(20, dtype=torch.float64))
     torch.testing.assert_close(smoother.stacked[10:].double(), ref, rtol=1e-5, atol=1e-6)
