@@ -20,10 +20,10 @@ in time is recorded as skipped, one that fails records its error; the JSON is al
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
-import importlib.util
 import re
 import subprocess
 import sys
