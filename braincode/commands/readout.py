@@ -21,35 +21,26 @@ import logging
 import time
 from pathlib import Path
 
-from braincode.encoding.readouts import FactorizedReadout, ReadoutEnsemble, RoutingReadout
+from braincode.encoding.readouts import ReadoutEnsemble, RoutingReadout
 from braincode.encoding.readouts_base import TokenReadout
 from braincode.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-def _build(args: argparse.Namespace, num_prefix_tokens: int,
-           grid: tuple[int, int] | None) -> FactorizedReadout | RoutingReadout:
-    common = {"num_prefix_tokens": num_prefix_tokens, "grid": grid, "random_state": args.seed, "device": args.device}
-    for option, param in (("epochs", "max_epochs"), ("batch_size", "batch_size"), ("lr", "lr")):
-        if getattr(args, option, None) is not None:
-            common[param] = getattr(args, option)
-    if args.readout == "factorized":
-        return FactorizedReadout(**common)
-    if args.queries not in ("roi", "voxel"):
-        raise ConfigError("unknown --queries", expected='"roi" or "voxel"', found=repr(args.queries))
-    sizes = {"d_model": args.d_model, "n_heads": args.heads, "d_ff": args.d_ff}
-    return RoutingReadout.from_preset(getattr(args, "preset", None) or "published", queries=args.queries,
-                                      **{k: v for k, v in sizes.items() if v is not None}, **common)
-
-
 def build_readout(args: argparse.Namespace, num_prefix_tokens: int,
                   grid: tuple[int, int] | None = None) -> TokenReadout | ReadoutEnsemble:
-    """The readout ``args`` ask for, on tokens with ``num_prefix_tokens`` prefix tokens and a patch ``grid``
-    (``None``: square); ``args.runs`` > 1 averages that many runs (:class:`ReadoutEnsemble`)."""
-    readout = _build(args, num_prefix_tokens, grid)
-    runs = getattr(args, "runs", None) or 1
-    return ReadoutEnsemble(readout, n_runs=runs) if runs > 1 else readout
+    """The readout ``args`` ask for (:func:`~braincode.encoding.readouts_fit.make_readout`), on tokens with
+    ``num_prefix_tokens`` prefix tokens and a patch ``grid`` (``None``: square)."""
+    from braincode.encoding.readouts_fit import make_readout
+
+    return make_readout(
+        args.readout, num_prefix_tokens=num_prefix_tokens, grid=grid,
+        preset=getattr(args, "preset", None) or "published", queries=args.queries,
+        runs=getattr(args, "runs", None) or 1, random_state=args.seed, device=args.device,
+        max_epochs=getattr(args, "epochs", None), batch_size=getattr(args, "batch_size", None),
+        lr=getattr(args, "lr", None), d_model=args.d_model, n_heads=args.heads, d_ff=args.d_ff,
+    )
 
 
 def fit_tokens(args: argparse.Namespace) -> int:

@@ -14,7 +14,60 @@ import numpy as np
 from braincode.data.core import Dataset
 from braincode.encoding.analysis import VoxelCVResult
 from braincode.encoding.metrics import normalized_score, pearson_r, r2_score
-from braincode.errors import DataFormatError
+from braincode.encoding.readouts import FactorizedReadout, ReadoutEnsemble, RoutingReadout
+from braincode.errors import ConfigError, DataFormatError
+
+#: Options only the routing readout takes.
+ROUTING_OPTIONS = ("d_model", "n_heads", "d_ff")
+
+
+def make_readout(
+    kind: str,
+    *,
+    num_prefix_tokens: int,
+    grid: tuple[int, int] | None = None,
+    preset: str = "published",
+    queries: str = "roi",
+    runs: int = 1,
+    random_state: int | None = 0,
+    device: str = "auto",
+    **options: Any,
+) -> FactorizedReadout | RoutingReadout | ReadoutEnsemble:
+    """The token readout that ``braincode fit --readout`` and the pipeline's ``encoding.readout`` name.
+
+    Parameters
+    ----------
+    kind : {"factorized", "routing"}
+    num_prefix_tokens, grid
+        Of the extractor whose tokens the readout reads (``grid=None``: square).
+    preset : {"published", "cpu"}
+        Routing only (:data:`~braincode.encoding.readouts_routing.ROUTING_PRESETS`).
+    queries : {"roi", "voxel"}
+        Routing only: one query per ROI (as published) or per voxel.
+    runs : int
+        More than 1 averages that many runs (:class:`~braincode.encoding.readouts.ReadoutEnsemble`).
+    **options
+        Further constructor arguments (``max_epochs``, ``batch_size``, ``lr``; routing: ``d_model``, ``n_heads``,
+        ``d_ff``); ``None`` values are left at their defaults.
+
+    Examples
+    --------
+    >>> type(make_readout("routing", num_prefix_tokens=1, preset="cpu", runs=2)).__name__
+    'ReadoutEnsemble'
+    >>> make_readout("factorized", num_prefix_tokens=1, max_epochs=3).max_epochs
+    3
+    """
+    given = {k: v for k, v in options.items() if v is not None}
+    common = {"num_prefix_tokens": num_prefix_tokens, "grid": grid, "random_state": random_state, "device": device}
+    if kind == "factorized":
+        readout = FactorizedReadout(**common, **{k: v for k, v in given.items() if k not in ROUTING_OPTIONS})
+    elif kind == "routing":
+        if queries not in ("roi", "voxel"):
+            raise ConfigError("unknown readout queries", expected='"roi" or "voxel"', found=repr(queries))
+        readout = RoutingReadout.from_preset(preset, queries=queries, **given, **common)
+    else:
+        raise ConfigError("unknown token readout", expected='"factorized" or "routing"', found=repr(kind))
+    return ReadoutEnsemble(readout, n_runs=runs) if runs > 1 else readout
 
 
 def fit_readout(readout: Any, dataset: Dataset, tokens: dict[str, np.ndarray]) -> VoxelCVResult:

@@ -136,8 +136,7 @@ def extract(ctx: StepContext, out: Path) -> None:
 def _fit_tokens(ctx: StepContext, ds: Dataset, out: Path) -> None:
     """Fit the token readout of ``encoding.readout`` (:func:`~braincode.encoding.readouts_fit.fit_readout`): its
     ``r`` is the validation score of the early-stopping split, as ``summary.json`` says; model in ``readout/``."""
-    from braincode.encoding.readouts import FactorizedReadout, ReadoutEnsemble, RoutingReadout
-    from braincode.encoding.readouts_fit import fit_readout
+    from braincode.encoding.readouts_fit import fit_readout, make_readout
     from braincode.features import get_extractor
 
     enc = ctx.config.encoding
@@ -145,13 +144,9 @@ def _fit_tokens(ctx: StepContext, ds: Dataset, out: Path) -> None:
     extractor = get_extractor(source.model, layers=[layer], device=ctx.config.device)
     store = FeatureStore(ctx.config.cache_dir)
     tokens = {split: extractor.extract(ds[split].stimuli, store=store, progress=False)[layer] for split in _splits(ds)}
-    common = {"num_prefix_tokens": extractor.num_prefix_tokens, "grid": extractor.grid,
-              "random_state": enc.random_state, "device": ctx.config.device,
-              **({} if enc.epochs is None else {"max_epochs": enc.epochs})}
-    readout = FactorizedReadout(**common) if enc.readout == "factorized" else \
-        RoutingReadout.from_preset(enc.preset, **common)
-    if enc.runs > 1:
-        readout = ReadoutEnsemble(readout, n_runs=enc.runs)
+    readout = make_readout(enc.readout, num_prefix_tokens=extractor.num_prefix_tokens, grid=extractor.grid,
+                           preset=enc.preset, runs=enc.runs, random_state=enc.random_state,
+                           device=ctx.config.device, max_epochs=enc.epochs)
     result = fit_readout(readout, ds, tokens)
     readout.save(out / "readout")
     info = {"models": [source.model], "layers": [layer], "readout": result.diagnostics["readout"],

@@ -256,7 +256,7 @@ def test_fit_command_with_token_readout_labels_its_scores(tmp_path):
     again = load_readout(out / "readout")
     assert again.n_voxels_ == len(pd.read_csv(out / "scores.csv"))
     bad = parser.parse_args([*base, "--queries", "pixels", "--out", str(tmp_path / "bad")])
-    with pytest.raises(ConfigError, match="unknown --queries"):
+    with pytest.raises(ConfigError, match="unknown readout queries"):
         bad.func(bad)
     assert not (tmp_path / "bad" / "scores.csv").exists()
     pooled = parser.parse_args([*base[:-4], "--layer", "pooled", "--device", "cpu", "--out", str(tmp_path / "p")])
