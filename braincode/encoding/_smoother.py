@@ -17,6 +17,7 @@ needs about two thirds of the work).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,28 @@ def smoother_is_cheaper(n_train: int, n_val: int, n_alphas: int, n_voxels: int) 
     return direct < eigen
 
 
+def shifted_factors(
+    kernel: torch.Tensor, alphas: Sequence[float], check_errors: bool = False
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``torch.linalg.cholesky_ex(kernel + alpha I)`` for each alpha in turn, ``kernel + alpha I`` formed in place of
+    ``kernel`` (no second n x n matrix; the diagonal is restored when the iteration ends or stops). The generator
+    keeps no reference to a factor, so a caller that drops each one holds one factor at a time.
+
+    Examples
+    --------
+    >>> K = torch.eye(2, dtype=torch.float64)
+    >>> [float(f[0, 0]) ** 2 for f, _ in shifted_factors(K, [1.0, 3.0])], K.diagonal().tolist()
+    ([2.0000000000000004, 4.0], [1.0, 1.0])
+    """
+    diagonal = kernel.diagonal().clone()
+    try:
+        for alpha in alphas:
+            kernel.diagonal().copy_(diagonal).add_(alpha)
+            yield torch.linalg.cholesky_ex(kernel, check_errors=check_errors)
+    finally:
+        kernel.diagonal().copy_(diagonal)
+
+
 @dataclass
 class Smoother:
     """The stacked smoothers ``[S_1; ...; S_m]`` of one fold, float32 of shape (n_alphas * n_val, n_train)."""
@@ -56,15 +79,11 @@ class Smoother:
 
     @classmethod
     def build(cls, k_train: torch.Tensor, k_val: torch.Tensor, alphas: torch.Tensor) -> Smoother | None:
-        """From the fold's centred float64 kernels (``k_train``'s diagonal is overwritten: it holds ``K_tt + alpha
-        I`` in turn, no copy); ``None`` when a Cholesky factor fails (an alpha too small for the rounding errors of
-        ``K_tt``: the caller falls back to the eigen-basis path)."""
+        """From the fold's centred float64 kernels (:func:`shifted_factors`); ``None`` when a Cholesky factor fails
+        (an alpha too small for the rounding errors of ``K_tt``: the caller falls back to the eigen-basis path)."""
         n_val, n_train = k_val.shape
         stacked = k_val.new_empty(len(alphas) * n_val, n_train, dtype=torch.float32)
-        diagonal = k_train.diagonal().clone()
-        for i, alpha in enumerate(alphas.tolist()):
-            k_train.diagonal().copy_(diagonal).add_(alpha)
-            factor, info = torch.linalg.cholesky_ex(k_train)
+        for i, (factor, info) in enumerate(shifted_factors(k_train, alphas.tolist())):
             if int(info) != 0:
                 return None
             # S = K_vt (K_tt + a I)^-1, i.e. S^T = (K_tt + a I)^-1 K_tv

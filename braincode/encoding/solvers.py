@@ -46,7 +46,7 @@ import torch
 from braincode.devices import resolve_device
 from braincode.encoding._memory import cpu_threads, free_memory, idle_cores, voxel_batch_size
 from braincode.encoding._scoring import OutOfFold, Quadratic, fold_score
-from braincode.encoding._smoother import Smoother, smoother_is_cheaper
+from braincode.encoding._smoother import Smoother, shifted_factors, smoother_is_cheaper
 from braincode.errors import ConfigError, DataFormatError
 from braincode.progress import progress
 
@@ -613,25 +613,22 @@ def _refit_by_alpha(
 ) -> None:
     """Dual refit ``X^T (K + alpha I)^-1 (Y - mean)``, one float64 Cholesky factor per distinct chosen alpha, the
     voxels of that alpha in batches (fills ``out.coef`` and ``out.intercept``)."""
-    device, kernel = design.Xc.device, design.kernels[0]
-    # K + alpha I in place of K (its diagonal restored at the end): no second n x n copy beside the factor
-    diagonal = kernel.diagonal().clone()
+    device = design.Xc.device
     # per voxel: responses and solution in float64, coefficients in float32
     batch = min(batch, voxel_batch_size(len(out.best_alphas), 16 * design.n + 4 * design.p, 0, device))
-    groups = [(a, torch.nonzero(out.best_alphas == a).flatten()) for a in torch.unique(out.best_alphas).tolist()]
-    try:
-        for alpha, idx in progress(groups, desc="ridge: refit per alpha", enabled=bar):
-            kernel.diagonal().copy_(diagonal).add_(alpha)
-            factor = torch.linalg.cholesky(kernel)
-            for start in range(0, len(idx), batch):
-                sel = idx[start : start + batch]
-                Yc = Y[:, sel].to(device, torch.float64).sub_(y_means[sel].to(device))
-                W = design.Xc.T @ torch.cholesky_solve(Yc, factor).float()
-                out.coef[:, sel] = W.cpu()
-                out.intercept[sel] = (y_means[sel] - (design.mean @ W.double()).cpu()).float()
-            del factor
-    finally:
-        kernel.diagonal().copy_(diagonal)
+    alphas = torch.unique(out.best_alphas).tolist()
+    factors = shifted_factors(design.kernels[0], alphas, check_errors=True)  # one n x n factor at a time
+    for alpha in progress(alphas, desc="ridge: refit per alpha", enabled=bar):
+        factor, _ = next(factors)
+        idx = torch.nonzero(out.best_alphas == alpha).flatten()
+        for start in range(0, len(idx), batch):
+            sel = idx[start : start + batch]
+            Yc = Y[:, sel].to(device, torch.float64).sub_(y_means[sel].to(device))
+            W = design.Xc.T @ torch.cholesky_solve(Yc, factor).float()
+            out.coef[:, sel] = W.cpu()
+            out.intercept[sel] = (y_means[sel] - (design.mean @ W.double()).cpu()).float()
+        del factor
+    factors.close()  # restores the kernel's diagonal
 
 
 def _best_per_voxel(
