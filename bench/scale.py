@@ -21,7 +21,7 @@ Default line (``"bench": "scale"``):
 (3,000 images, ``--features`` features), responses a float32 memory-mapped ``.npy`` of synthetic data (a linear
 signal plus noise), in a subprocess: fit time and peak resident memory.
 
-Run: ``nice -n 5 .venv/bin/python bench/scale.py [--scale 0.1] [--folder DIR]`` and
+Run: ``nice -n 5 .venv/bin/python bench/scale.py [--scale 0.1] [--folder DIR] [--device cuda]`` and
 ``nice -n 5 .venv/bin/python bench/scale.py --nsd``.
 """
 
@@ -111,7 +111,7 @@ def designs(root: Path, cache: Path, args) -> dict[str, np.ndarray]:
     ds = load_algonauts(root, "subj01")
     spec = FeatureSpec(args.model, (args.layer, "pooled"), "grid", args.grid)
     stimuli = {split: ds[split].stimuli for split in ("train", "test")}
-    return extract_design(stimuli, spec, store=FeatureStore(cache), device="cpu")
+    return extract_design(stimuli, spec, store=FeatureStore(cache), device=args.device)
 
 
 def himalaya_fit(X: np.ndarray, Y: np.ndarray, X_test: np.ndarray, cv: int, backend: str):
@@ -150,11 +150,11 @@ def main_scale(args) -> dict:
     sizes = write_subject(root, args.scale, args.seed)
     write_s = time.perf_counter() - t
     extract_cmd = [sys.executable, __file__, "--extract-only", "--folder", str(folder), "--model", args.model,
-                   "--layer", args.layer, "--grid", str(args.grid)]
+                   "--layer", args.layer, "--grid", str(args.grid), "--device", args.device]
     extraction_s, _, _ = run_child(extract_cmd)
     fit_cmd = [str(Path(sys.executable).with_name("braincode")), "fit", "--data", str(root), "--subject", "subj01",
                "--model", args.model, "--layer", args.layer, "--layer", "pooled", "--grid", str(args.grid),
-               "--cv", str(args.cv), "--cache", str(cache), "--device", "cpu", "--out", str(out)]
+               "--cv", str(args.cv), "--cache", str(cache), "--device", args.device, "--out", str(out)]
     fit_s, fit_rss_gb, _ = run_child(fit_cmd, log=folder / "fit.log")
     import pandas as pd
 
@@ -163,7 +163,7 @@ def main_scale(args) -> dict:
     truth = np.load(root / "test_clean_scaled.npy")
     signal = truth.std(0) > 0
     r_truth = pearson_r(truth[:, signal], pred_bc[:, signal])
-    line = {"bench": "scale", "scale": args.scale, **sizes, "threads": int(os.cpu_count() or 0),
+    line = {"bench": "scale", "scale": args.scale, **sizes, "device": args.device, "threads": int(os.cpu_count() or 0),
             "write_subject_s": round(write_s, 1), "extraction_s": round(extraction_s, 1), "fit_s": round(fit_s, 1),
             "fit_peak_rss_gb": round(fit_rss_gb, 2), "test_r_vs_truth_mean": round(float(np.mean(r_truth)), 4),
             "cv_r_mean": round(float(scores["r"].mean()), 4)}
@@ -246,13 +246,16 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=4)
     parser.add_argument("--cv", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--himalaya-backend", default="torch", help='"torch", "numpy" or "none"')
+    parser.add_argument("--device", default="cpu", help='where extraction and both fits run ("cpu" or "cuda")')
+    parser.add_argument("--himalaya-backend", help='"torch", "torch_cuda", "numpy" or "none" (default: torch, or '
+                        'torch_cuda with --device cuda)')
     parser.add_argument("--max-gap-voxels", type=int, default=2000, help="voxels whose exact CV gap is computed")
     parser.add_argument("--nsd", action="store_true", help="the whole-cortex ridge line instead")
     parser.add_argument("--features", type=int, default=512, help="features of the --nsd line")
     parser.add_argument("--extract-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--nsd-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.himalaya_backend = args.himalaya_backend or ("torch_cuda" if args.device == "cuda" else "torch")
     if args.extract_only:
         folder = Path(args.folder)
         designs(folder / "data", folder / "cache", args)

@@ -57,7 +57,8 @@ def _fit_ridge(args: argparse.Namespace, ds, out: Path) -> str:
     columns = X["train"][1]
     widths = [c.stop - c.start for c in columns.values()]
     estimator = make_encoder(cv=args.cv, device=args.device, spaces=widths if args.banded else None)
-    estimator.set_params(standardscaler__copy=False)  # the stacked features are this command's own copy
+    # the stacked features are this command's own copy: standardised and centred in place
+    estimator.set_params(standardscaler__copy=False, **({} if args.banded else {"ridgeencoder__copy_X": False}))
     test = ds.splits.get("test")
     result = cross_validate_voxels(
         estimator, X["train"][0], ds["train"].responses.data, ds.voxels, cv=args.cv,

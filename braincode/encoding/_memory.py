@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import psutil
 import torch
+from threadpoolctl import threadpool_limits
 
 from braincode.errors import ConfigError
 
@@ -114,11 +115,12 @@ def idle_cores(device: torch.device) -> int:
 
 @contextmanager
 def cpu_threads(n: int, device: torch.device) -> Iterator[None]:
-    """Run the block with ``n`` torch CPU threads (process-wide, so concurrent callers take turns), then restore."""
+    """Run the block with ``n`` torch CPU threads and ``n`` BLAS threads for SciPy's LAPACK (process-wide, so
+    concurrent callers take turns), then restore."""
     if device.type != "cpu" or n == torch.get_num_threads():
         yield
         return
-    with _THREADS_LOCK:
+    with _THREADS_LOCK, threadpool_limits(n, user_api="blas"):
         before = torch.get_num_threads()
         torch.set_num_threads(n)
         try:

@@ -186,6 +186,9 @@ class RidgeEncoder(_VoxelEncoder):
     keep_oof : bool
         Keep the out-of-fold predictions (``oof_predictions_``, n_samples x n_voxels float32), e.g. for a
         permutation test; ``cv`` must then partition the samples (K-fold).
+    copy_X : bool
+        ``False``: a writable float32 ``X`` may be centred in place rather than copied (K-fold CV), as in
+        scikit-learn's ``Ridge``.
 
     Attributes
     ----------
@@ -221,6 +224,7 @@ class RidgeEncoder(_VoxelEncoder):
         device: str = "auto",
         voxel_batch: int | None = None,
         keep_oof: bool = False,
+        copy_X: bool = True,
     ) -> None:
         self.alphas = alphas
         self.cv = cv
@@ -229,6 +233,7 @@ class RidgeEncoder(_VoxelEncoder):
         self.device = device
         self.voxel_batch = voxel_batch
         self.keep_oof = keep_oof
+        self.copy_X = copy_X
 
     def fit(self, X, y) -> RidgeEncoder:
         """Choose each voxel's alpha by cross-validation on ``(X, y)``, then refit on all of it."""
@@ -243,6 +248,7 @@ class RidgeEncoder(_VoxelEncoder):
             device=self.device,
             voxel_batch=self.voxel_batch,
             keep_oof=self.keep_oof,
+            copy_X=self.copy_X,
         )
         self._store(res, ravel)
         return self

@@ -137,7 +137,7 @@ class _Design:
     all rows (dual: each fold's centred kernels are cut from them, see :meth:`fold_kernels`)."""
 
     def __init__(
-        self, Xs: Sequence[torch.Tensor], splits: Splits, center: bool, device: torch.device
+        self, Xs: Sequence[torch.Tensor], splits: Splits, center: bool, device: torch.device, copy: bool = True
     ) -> None:
         self.n, self.sizes = Xs[0].shape[0], [x.shape[1] for x in Xs]
         self.p = sum(self.sizes)
@@ -145,7 +145,10 @@ class _Design:
         _check_fits(self.n, self.p, len(Xs), len(splits), self.primal, device)
         # threads for the eigen-decompositions (a 0.2 s measurement, worth it when they take seconds)
         self.threads = idle_cores(device) if min(self.n, self.p) >= 1000 else torch.get_num_threads()
-        self.Xc = torch.cat([x.to(device, torch.float32) for x in Xs], 1)  # a copy: centred in place
+        if copy or len(Xs) > 1:
+            self.Xc = torch.cat([x.to(device, torch.float32) for x in Xs], 1)  # a copy: centred in place
+        else:  # the caller's own features, centred in place (a copy only where the dtype or device differs)
+            self.Xc = Xs[0].to(device, torch.float32).contiguous()
         self.center = center
         self.mean = self.Xc.mean(0, dtype=torch.float64) if center else self.Xc.new_zeros(self.p).double()
         if center:
@@ -475,9 +478,10 @@ def _search(
     voxel_batch: int | None,
     show_progress: bool,
     keep_oof: bool,
+    copy_X: bool = True,
 ) -> BandedRidgeCVResult:
     """Grid over (gamma, alpha) for every voxel, then one refit per voxel with its best pair."""
-    design = _Design(Xs, splits, fit_intercept, device)
+    design = _Design(Xs, splits, fit_intercept, device, copy=copy_X)
     if keep_oof and not design.partition:
         raise ConfigError(
             "out-of-fold predictions need validation folds that partition the samples",
@@ -611,24 +615,30 @@ def _search_by_fold(design, Y, alphas, gamma, batch_size, *, score, fit_intercep
 def _refit_by_alpha(
     design: _Design, Y: torch.Tensor, out: BandedRidgeCVResult, y_means: torch.Tensor, batch: int, bar: bool
 ) -> None:
-    """Dual refit ``X^T (K + alpha I)^-1 (Y - mean)``, one float64 Cholesky factor per distinct chosen alpha, the
-    voxels of that alpha in batches (fills ``out.coef`` and ``out.intercept``)."""
+    """Dual refit ``X^T (K + alpha I)^-1 (Y - mean)``, one float64 Cholesky factor per distinct chosen alpha (in the
+    kernel's own buffer on the CPU), the voxels of that alpha in batches (fills ``out.coef`` and ``out.intercept``).
+    """
     device = design.Xc.device
-    # per voxel: responses and solution in float64, coefficients in float32
-    batch = min(batch, voxel_batch_size(len(out.best_alphas), 16 * design.n + 4 * design.p, 0, device))
+    # per voxel: its centred responses, solved in place (float64), then in float32, and its coefficients
+    batch = min(batch, voxel_batch_size(len(out.best_alphas), 12 * design.n + 4 * design.p, 0, device))
+    coef_rows = out.coef.T  # (v, p), contiguous
+    # the intercept's mean . coef is (Xc mean) . dual: one float64 product of the features, not one per voxel
+    x_mean = torch.zeros(design.n, dtype=torch.float64, device=device)
+    for start in range(0, design.p, 2048):
+        x_mean += design.Xc[:, start : start + 2048].double() @ design.mean[start : start + 2048]
     alphas = torch.unique(out.best_alphas).tolist()
     factors = shifted_factors(design.kernels[0], alphas, check_errors=True)  # one n x n factor at a time
     for alpha in progress(alphas, desc="ridge: refit per alpha", enabled=bar):
-        factor, _ = next(factors)
+        chol, _ = next(factors)
         idx = torch.nonzero(out.best_alphas == alpha).flatten()
         for start in range(0, len(idx), batch):
             sel = idx[start : start + batch]
-            Yc = Y[:, sel].to(device, torch.float64).sub_(y_means[sel].to(device))
-            W = design.Xc.T @ torch.cholesky_solve(Yc, factor).float()
-            out.coef[:, sel] = W.cpu()
-            out.intercept[sel] = (y_means[sel] - (design.mean @ W.double()).cpu()).float()
-        del factor
-    factors.close()  # restores the kernel's diagonal
+            rows = Y.T[sel].to(device, torch.float64).sub_(y_means[sel].to(device)[:, None])  # (vb, n)
+            dual = chol.solve_rows(rows)
+            coef_rows[sel] = (dual.float() @ design.Xc).cpu()
+            out.intercept[sel] = (y_means[sel] - (dual @ x_mean).cpu()).float()
+        del chol
+    factors.close()  # the kernel is whole again
 
 
 def _best_per_voxel(
@@ -706,6 +716,7 @@ def ridge_cv(
     voxel_batch: int | None = None,
     show_progress: bool = True,
     keep_oof: bool = False,
+    copy_X: bool = True,
 ) -> RidgeCVResult:
     """Ridge with one alpha per voxel chosen by cross-validation, refit on all samples.
 
@@ -736,6 +747,9 @@ def ridge_cv(
     keep_oof : bool
         Also return the out-of-fold predictions at the chosen alphas (``n_samples x n_voxels`` float32; the
         splits must partition the samples). Their r and R^2 are returned either way.
+    copy_X : bool
+        ``False``: K-fold CV may centre a writable float32 ``X`` in place instead of copying it (as scikit-learn's
+        ``copy_X``; saves one ``n x p`` float32 copy, e.g. 0.5 GB for an Algonauts subject).
 
     Returns
     -------
@@ -750,6 +764,7 @@ def ridge_cv(
     >>> tuple(res.coef.shape), res.best_alphas.shape[0]
     ((5, 3), 3)
     """
+    copy_X = copy_X or (isinstance(X, np.ndarray) and not X.flags.writeable)
     X, Y = as_tensor(X), as_tensor(Y)
     if isinstance(splits, str):
         _check_inputs([X], Y, [], score)
@@ -774,6 +789,7 @@ def ridge_cv(
         voxel_batch=voxel_batch,
         show_progress=show_progress,
         keep_oof=keep_oof,
+        copy_X=copy_X,
     )
     return RidgeCVResult(res.coef, res.intercept, res.best_alphas, res.cv_scores, res.cv_r, res.cv_r2, res.oof)
 

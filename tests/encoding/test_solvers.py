@@ -355,3 +355,44 @@ def test_smoother_refuses_an_alpha_below_the_kernels_rounding():
     smoother = Smoother.build(K[:20, :20].clone(), K[20:, :20], torch.tensor([1.0, 10.0], dtype=torch.float64))
     ref = K[20:, :20] @ torch.linalg.inv(K[:20, :20] + 10.0 * torch.eye(20, dtype=torch.float64))
     torch.testing.assert_close(smoother.stacked[10:].double(), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("stop_after", [1, 3])
+def test_factors_in_the_kernels_buffer_solve_exactly_and_leave_it_whole(stop_after):
+    """On the CPU each K + alpha I is factored in place of K (LAPACK in its lower triangle): the solutions equal a
+    direct float64 solve, and K is whole again after the last factor, after an early stop and after a failed one."""
+    from braincode.encoding._smoother import shifted_factors
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 25, dtype=torch.float64, generator=g)
+    K = X @ X.T  # rank 25: alpha 1e-300 fails
+    K = (K + K.T) / 2  # symmetric to the last bit, as the kernel's upper triangle is what is kept
+    before = K.clone()
+    rhs = torch.randn(6, 40, dtype=torch.float64, generator=g)
+    alphas = [0.5, 10.0, 1e3, 1e-300]
+    factors = shifted_factors(K, alphas)
+    for alpha, (chol, info) in zip(alphas[:stop_after], factors):
+        assert chol.factor.data_ptr() == K.data_ptr() and info == 0
+        want = torch.linalg.solve(before + alpha * torch.eye(40, dtype=torch.float64), rhs.T).T
+        torch.testing.assert_close(chol.solve_rows(rhs.clone()), want, rtol=1e-10, atol=1e-12)
+    factors.close()
+    assert torch.equal(K, before)
+    assert [info for _, info in shifted_factors(K, alphas)][-1] > 0
+    assert torch.equal(K, before)
+
+
+def test_copy_X_false_centres_the_callers_features_in_place_with_the_same_fit():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 80)).astype(np.float32) + 3.0  # dual form (p > n), a mean to remove
+    Y = X[:, :4] @ rng.standard_normal((4, 3)).astype(np.float32) + rng.standard_normal((50, 3)).astype(np.float32)
+    splits = list(KFold(5).split(X))
+    ref = ridge_cv(X, Y, ALPHAS, splits, device="cpu", show_progress=False)
+    own = X.copy()
+    fit = ridge_cv(own, Y, ALPHAS, splits, device="cpu", show_progress=False, copy_X=False)
+    np.testing.assert_allclose(own, X - X.mean(0), atol=1e-5)  # centred in place
+    torch.testing.assert_close(fit.coef, ref.coef)
+    torch.testing.assert_close(fit.intercept, ref.intercept)
+    frozen = X.copy()
+    frozen.flags.writeable = False
+    ridge_cv(frozen, Y, ALPHAS, splits, device="cpu", show_progress=False, copy_X=False)
+    np.testing.assert_array_equal(frozen, X)  # a read-only array is copied, never written
