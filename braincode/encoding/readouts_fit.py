@@ -47,8 +47,8 @@ def make_readout(
     runs : int
         More than 1 averages that many runs (:class:`~braincode.encoding.readouts.ReadoutEnsemble`).
     **options
-        Further constructor arguments (``max_epochs``, ``batch_size``, ``lr``; routing: ``d_model``, ``n_heads``,
-        ``d_ff``); ``None`` values are left at their defaults.
+        Further constructor arguments (``max_epochs``, ``batch_size``, ``lr``; routing only: ``d_model``,
+        ``n_heads``, ``d_ff``, an error with the factorized readout); ``None`` values are left at their defaults.
 
     Examples
     --------
@@ -60,7 +60,12 @@ def make_readout(
     given = {k: v for k, v in options.items() if v is not None}
     common = {"num_prefix_tokens": num_prefix_tokens, "grid": grid, "random_state": random_state, "device": device}
     if kind == "factorized":
-        readout = FactorizedReadout(**common, **{k: v for k, v in given.items() if k not in ROUTING_OPTIONS})
+        routing_only = sorted(set(given) & set(ROUTING_OPTIONS))
+        if routing_only:
+            raise ConfigError("options of the routing readout given to the factorized one",
+                              expected=f"none of {', '.join(ROUTING_OPTIONS)} with the factorized readout",
+                              found=", ".join(routing_only), fix="drop them, or use the routing readout")
+        readout = FactorizedReadout(**common, **given)
     elif kind == "routing":
         if queries not in ("roi", "voxel"):
             raise ConfigError("unknown readout queries", expected='"roi" or "voxel"', found=repr(queries))

@@ -619,8 +619,9 @@ def _refit_by_alpha(
     kernel's own buffer on the CPU), the voxels of that alpha in batches (fills ``out.coef`` and ``out.intercept``).
     """
     device = design.Xc.device
-    # per voxel: its centred responses, solved in place (float64), then in float32, and its coefficients
-    batch = min(batch, voxel_batch_size(len(out.best_alphas), 12 * design.n + 4 * design.p, 0, device))
+    # per voxel: its responses (float32), centred and solved in place (float64), the solution in float32, and its
+    # coefficients
+    batch = min(batch, voxel_batch_size(len(out.best_alphas), 16 * design.n + 4 * design.p, 0, device))
     coef_rows = out.coef.T  # (v, p), contiguous
     # the intercept's mean . coef is (Xc mean) . dual: one float64 product of the features, not one per voxel
     x_mean = torch.zeros(design.n, dtype=torch.float64, device=device)

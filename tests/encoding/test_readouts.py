@@ -291,3 +291,16 @@ def test_the_command_builds_published_sizes_presets_and_ensembles():
     assert (cpu.d_model, cpu.n_heads, cpu.num_prefix_tokens, cpu.random_state) == (256, 4, 1, 3)
     ensemble = build_readout(argparse.Namespace(**{**vars(args), "runs": 3}), 1)
     assert isinstance(ensemble, ReadoutEnsemble) and ensemble.n_runs == 3
+
+
+def test_routing_sizes_given_to_the_factorized_readout_are_an_error():
+    import argparse
+
+    from braincode.commands.readout import build_readout
+
+    args = argparse.Namespace(readout="factorized", queries="roi", preset="published", d_model=None, heads=8,
+                              d_ff=None, epochs=None, batch_size=None, lr=None, seed=0, device="cpu")
+    with pytest.raises(ConfigError, match="routing readout given to the factorized") as err:
+        build_readout(args, 1)
+    assert "n_heads" in str(err.value)
+    assert isinstance(build_readout(argparse.Namespace(**{**vars(args), "heads": None}), 1), FactorizedReadout)
