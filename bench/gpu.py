@@ -6,7 +6,8 @@ in time is recorded as skipped, one that fails records its error; the JSON is al
 - ``triton_tests``: ``tests/kernels`` with the Triton kernels compiled for the GPU (``TRITON_INTERPRET`` unset);
 - ``attention``: ``bench/attention.py`` on CUDA in float32 and bfloat16, against SDPA and the reference;
 - ``ridge``: ``RidgeEncoder`` on CUDA against himalaya's ``RidgeCV`` on its ``torch_cuda`` backend (same folds),
-  where features are fewer and where they are more than samples;
+  where features are fewer and where they are more than samples, and at an Algonauts subject's size (9,841
+  images, 12,800 features, 39,548 vertices; random data); a line per finished case, so a timeout keeps them;
 - ``features``: images per second of ``get_extractor(...).extract`` over PNG files (decode, preprocessing,
   forward, copy back), ViT-B/16 (timm, random weights), two layers;
 - ``dive``: BrainDiVE with the Stable-Diffusion-2.1-base architecture (random weights), 512 px, 50 steps,
