@@ -53,10 +53,14 @@ def _run(cmd: list[str], smoke: bool, timeout: float) -> subprocess.CompletedPro
                           check=False)
 
 
+def _json_of(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
 def _json_lines(done: subprocess.CompletedProcess) -> list[dict]:
     if done.returncode != 0:
         raise RuntimeError(f"exit {done.returncode}: {(done.stdout + done.stderr)[-1500:]}")
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return _json_of(done.stdout)
 
 
 def triton_tests(smoke: bool, timeout: float) -> dict:
@@ -105,8 +109,7 @@ def child_section(name: str) -> callable:
         try:
             lines = _json_lines(_run(cmd, smoke, timeout))
         except subprocess.TimeoutExpired as stop:  # the lines printed before the timeout, if any
-            out = stop.stdout.decode() if isinstance(stop.stdout, bytes) else stop.stdout or ""
-            lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+            lines = _json_of(stop.stdout.decode() if isinstance(stop.stdout, bytes) else stop.stdout or "")
             if not lines:
                 raise
             return {"status": "timeout", "why": f"stopped after {timeout:.0f} s; the finished part"} | lines[-1]

@@ -177,11 +177,11 @@ def main_scale(args) -> dict:
         differ = alphas_differ(alphas_bc, alphas_h)
         same = ~differ
         gap = float("nan")
+        Xs = scaler.transform(X["train"])  # the standardised float32 features both tools fitted
         if differ.any():
             from sklearn.model_selection import KFold
 
             cols = np.flatnonzero(differ)[: args.max_gap_voxels]
-            Xs = scaler.transform(X["train"])
             folds = KFold(args.cv, shuffle=True, random_state=0)
             ours = exact_cv_scores(Xs, Y[:, cols], alphas_bc[cols], folds)
             theirs = exact_cv_scores(Xs, Y[:, cols], alphas_h[cols], folds)
@@ -198,8 +198,7 @@ def main_scale(args) -> dict:
         })
         if same.any():  # who is off where the alphas agree: both against a float64 refit of some of those voxels
             cols = np.random.default_rng(args.seed).choice(np.flatnonzero(same), min(64, int(same.sum())), False)
-            exact = exact_predictions(scaler.transform(X["train"]).astype(np.float32), Y[:, cols],
-                                      scaler.transform(X["test"]).astype(np.float32), alphas_bc[cols])
+            exact = exact_predictions(Xs, Y[:, cols], scaler.transform(X["test"]), alphas_bc[cols])
             every = np.ones(len(cols), dtype=bool)
             line["max_rel_pred_diff_vs_float64_refit"] = {
                 "voxels": len(cols), "braincode": relative_prediction_diff(pred_bc[:, cols], exact, every),

@@ -67,12 +67,13 @@ class Cholesky:
     factor: torch.Tensor
     in_place: bool
 
-    def solve_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """``(K + alpha I)^-1`` applied to each row of ``rows`` (m, n) float64; the solutions as rows. On the CPU a
-        C-contiguous ``rows`` is overwritten with them (``dpotrs`` in place: no second m x n buffer)."""
+    def solve_rows(self, rows: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
+        """``(K + alpha I)^-1`` applied to each row of ``rows`` (m, n) float64; the solutions as rows. With
+        ``overwrite`` a C-contiguous ``rows`` on the CPU receives them (``dpotrs`` in place: no second m x n
+        buffer)."""
         if not self.in_place:
             return torch.cholesky_solve(rows.T, self.factor).T
-        rows = rows.contiguous()
+        rows = rows.contiguous() if overwrite else rows.clone(memory_format=torch.contiguous_format)
         _, info = lapack.dpotrs(self.factor.numpy().T, rows.numpy().T, lower=0, overwrite_b=1)
         if info != 0:
             raise ValueError(f"dpotrs: illegal argument {-info}")
@@ -92,7 +93,7 @@ def shifted_factors(
     --------
     >>> K = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
     >>> ones = torch.ones(1, 2, dtype=torch.float64)
-    >>> [chol.solve_rows(ones.clone()).round(decimals=12).tolist() for chol, _ in shifted_factors(K, [1.0, 2.0])]
+    >>> [chol.solve_rows(ones).round(decimals=12).tolist() for chol, _ in shifted_factors(K, [1.0, 2.0])]
     [[[0.25, 0.25]], [[0.2, 0.2]]]
     >>> K.tolist()
     [[2.0, 1.0], [1.0, 2.0]]
@@ -141,7 +142,7 @@ class Smoother:
             if info != 0:
                 return None
             # S = K_vt (K_tt + a I)^-1: its rows solve against the rows of K_vt (K_tt is symmetric)
-            stacked[i * n_val : (i + 1) * n_val] = chol.solve_rows(k_val.clone())
+            stacked[i * n_val : (i + 1) * n_val] = chol.solve_rows(k_val)
         return cls(stacked, len(alphas))
 
     def bytes_per_voxel(self) -> int:

@@ -393,7 +393,8 @@ def check_alphas(alphas: Sequence[float] | np.ndarray | torch.Tensor) -> torch.T
 
 
 def as_tensor(data: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """A tensor sharing memory with ``data`` when possible (read-only arrays too: the solvers never write).
+    """A tensor sharing memory with ``data`` when possible (read-only arrays too: the solvers write only to an ``X``
+    passed with ``copy_X=False``, and :func:`ridge_cv` copies a read-only one).
 
     Examples
     --------
@@ -635,7 +636,7 @@ def _refit_by_alpha(
         for start in range(0, len(idx), batch):
             sel = idx[start : start + batch]
             rows = Y.T[sel].to(device, torch.float64).sub_(y_means[sel].to(device)[:, None])  # (vb, n)
-            dual = chol.solve_rows(rows)
+            dual = chol.solve_rows(rows, overwrite=True)
             coef_rows[sel] = (dual.float() @ design.Xc).cpu()
             out.intercept[sel] = (y_means[sel] - (dual @ x_mean).cpu()).float()
         del chol

@@ -374,7 +374,10 @@ def test_factors_in_the_kernels_buffer_solve_exactly_and_leave_it_whole(stop_aft
     for alpha, (chol, info) in zip(alphas[:stop_after], factors):
         assert chol.factor.data_ptr() == K.data_ptr() and info == 0
         want = torch.linalg.solve(before + alpha * torch.eye(40, dtype=torch.float64), rhs.T).T
-        torch.testing.assert_close(chol.solve_rows(rhs.clone()), want, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(chol.solve_rows(rhs), want, rtol=1e-10, atol=1e-12)
+        own = rhs.clone()
+        assert chol.solve_rows(own, overwrite=True).data_ptr() == own.data_ptr()
+        torch.testing.assert_close(own, want, rtol=1e-10, atol=1e-12)
     factors.close()
     assert torch.equal(K, before)
     assert [info for _, info in shifted_factors(K, alphas)][-1] > 0
