@@ -115,20 +115,25 @@ class OutOfFold:
         z = [torch.zeros(shape, dtype=torch.float64, device=device) for shape in [(n_alphas, n_voxels)] * 3]
         return cls(*z, torch.zeros(n_voxels, dtype=torch.float64, device=device), torch.zeros_like(z[0][0]))
 
-    def columns(self, cols: slice) -> OutOfFold:
-        """A view of some voxels (adding to it adds to these sums); its ``count`` is not shared."""
-        return OutOfFold(self.sp[:, cols], self.spp[:, cols], self.syp[:, cols], self.sy[cols], self.syy[cols])
+    def columns(self, cols: slice, alphas: slice = slice(None)) -> OutOfFold:
+        """A view of some voxels and alphas (adding to it adds to these sums); its ``count`` is not shared."""
+        sp, spp, syp = (x[alphas, cols] for x in (self.sp, self.spp, self.syp))
+        return OutOfFold(sp, spp, syp, self.sy[cols], self.syy[cols])
 
-    def add(self, pbar: torch.Tensor, cov: torch.Tensor, sq: torch.Tensor, t: _Targets) -> None:
-        """Add one fold: its predictions are ``P_a + c`` and its responses ``Yv0 + m`` (``c = m - delta``)."""
+    def add(
+        self, pbar: torch.Tensor, cov: torch.Tensor, sq: torch.Tensor, t: _Targets, responses: bool = True
+    ) -> None:
+        """Add one fold: its predictions are ``P_a + c`` and its responses ``Yv0 + m`` (``c = m - delta``). Without
+        ``responses`` only the predictions' sums (a fold's other alphas, whose responses are already in)."""
         n, m = t.n_val, t.y_mean
         c = m - t.delta
         self.sp += n * (pbar + c)
         self.spp += sq + (2.0 * n) * c * pbar + n * c * c
         self.syp += cov + n * m * (pbar + c)
-        self.sy += n * m
-        self.syy += t.sst + n * m * m
-        self.count += n
+        if responses:
+            self.sy += n * m
+            self.syy += t.sst + n * m * m
+            self.count += n
 
     def pick(self, idx: torch.Tensor) -> OutOfFold:
         """The sums at one alpha per voxel (``idx`` of shape (n_voxels,)): shapes (1, n_voxels)."""

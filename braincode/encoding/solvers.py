@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -44,7 +44,15 @@ import numpy as np
 import torch
 
 from braincode.devices import resolve_device
-from braincode.encoding._memory import cpu_threads, free_memory, idle_cores, voxel_batch_size
+from braincode.encoding._memory import (
+    MAX_SMOOTHER_BYTES,
+    MEMORY_SHARE,
+    cpu_threads,
+    free_memory,
+    idle_cores,
+    voxel_batch_size,
+)
+from braincode.encoding._partition import partition_is_cheaper, partition_smoothers
 from braincode.encoding._scoring import OutOfFold, Quadratic, fold_score
 from braincode.encoding._smoother import Smoother, shifted_factors, smoother_is_cheaper
 from braincode.errors import ConfigError, DataFormatError
@@ -361,6 +369,50 @@ def _fold_scorer(design: _Design, split: _Split, gamma: torch.Tensor, alphas: to
     return design.fold_basis(split, gamma, alphas)
 
 
+def _fold_scorers(design: _Design, gamma: torch.Tensor, alphas: torch.Tensor, n_voxels: int, bar: bool):
+    """``(alphas, scorers)`` pairs: a slice of the alphas and an iterator over the folds' scorers of those alphas.
+
+    When the folds partition the samples and smoothers are the cheaper scorers, every fold's smoothers come from
+    one inverse per alpha (:func:`~braincode.encoding._partition.partition_smoothers`), as many alphas at a time as
+    :data:`~braincode.encoding._memory.MAX_SMOOTHER_BYTES` (or half the free memory) holds; else one slice of all
+    alphas whose scorers are built one fold at a time (:func:`_fold_scorer`)."""
+    splits = design.splits
+    sizes = [(len(s.train), len(s.val)) for s in splits]
+
+    def per_fold(chunk: slice) -> Iterator:
+        folds = (_fold_scorer(design, s, gamma, alphas[chunk], n_voxels) for s in splits)
+        return progress(folds, desc="ridge: folds (decomposition, voxel batches)", total=len(splits), enabled=bar)
+
+    if not (
+        design.partition
+        and not design.primal
+        and partition_is_cheaper(sizes)
+        and all(smoother_is_cheaper(t, v, len(alphas), n_voxels) for t, v in sizes)
+    ):
+        yield slice(0, len(alphas)), per_fold(slice(None))
+        return
+    per_alpha = 4 * sum(t * v for t, v in sizes)
+    budget = min(MAX_SMOOTHER_BYTES, MEMORY_SHARE * free_memory(alphas.device))
+    step = int(max(1, min(len(alphas), budget // per_alpha)))
+    folds = [(s.train, s.val) for s in splits]
+    for a0 in range(0, len(alphas), step):
+        chunk = slice(a0, min(a0 + step, len(alphas)))
+        with cpu_threads(design.threads, alphas.device):
+            chunk_alphas = progress(alphas[chunk].tolist(), desc="ridge: inverses per alpha", enabled=bar)
+            smoothers = partition_smoothers(design.weighted_kernel(gamma), folds, chunk_alphas, design.center)
+        if smoothers is None:  # an alpha too small for the kernel of all rows: fold by fold
+            yield chunk, per_fold(chunk)
+            continue
+        yield chunk, progress(_drain(smoothers), desc="ridge: folds (voxel batches)", total=len(splits),
+                              enabled=bar)
+
+
+def _drain(items: list) -> Iterator:
+    """The items of a list, each removed from it as it is handed out (freed once the caller lets it go)."""
+    while items:
+        yield items.pop(0)
+
+
 def select_alphas(mean_scores: torch.Tensor, tol: float = TIE_TOL) -> torch.Tensor:
     """Index of the best row per column; among rows within ``tol`` of the best, the last (largest alpha).
 
@@ -583,26 +635,28 @@ def _search_by_batch(design, Y, alphas, gammas, batch_size, *, score, fit_interc
 
 
 def _search_by_fold(design, Y, alphas, gamma, batch_size, *, score, fit_intercept, bar, out, y_means) -> int:
-    """One fold's basis in memory at a time: per fold, every voxel batch adds its scores and out-of-fold sums;
-    then each voxel's alpha. Returns the batch size."""
+    """The folds' scorers of some alphas in memory at a time (:func:`_fold_scorers`): each fold's voxel batches
+    add its scores and out-of-fold sums; then each voxel's alpha. Returns the batch size."""
     v, device, n_folds = Y.shape[1], alphas.device, len(design.splits)
     total = torch.zeros(len(alphas), v, dtype=torch.float64, device=device)
     sums = OutOfFold.zeros(len(alphas), v, device)
     batch = 0
-    for k in progress(range(n_folds), desc="ridge: folds (decomposition, voxel batches)", enabled=bar):
-        basis = _fold_scorer(design, design.splits[k], gamma, alphas, v)
-        batch = batch or batch_size([basis])
-        for start in range(0, v, batch):
-            cols = slice(start, min(start + batch, v))
-            Yc, y_mean = _centred_batch(Y, cols, fit_intercept, device)
-            (t,), _ = design.targets(Yc, fold=k)
-            moments = basis.moments(t)
-            total[:, cols] += fold_score(*moments, t, score)
-            sums.columns(cols).add(*moments, t)
-            if k == 0:
-                y_means[cols] = y_mean.cpu()
-        sums.count += t.n_val
-        del basis
+    for chunk, scorers in _fold_scorers(design, gamma, alphas, v, bar):
+        first = chunk.start == 0  # the responses' sums and means are taken once
+        for k, basis in enumerate(scorers):
+            batch = batch or batch_size([basis])
+            for start in range(0, v, batch):
+                cols = slice(start, min(start + batch, v))
+                Yc, y_mean = _centred_batch(Y, cols, fit_intercept, device)
+                (t,), _ = design.targets(Yc, fold=k)
+                moments = basis.moments(t)
+                total[chunk, cols] += fold_score(*moments, t, score)
+                sums.columns(cols, chunk).add(*moments, t, responses=first)
+                if k == 0 and first:
+                    y_means[cols] = y_mean.cpu()
+            if first:
+                sums.count += t.n_val
+            del basis
     mean = total / n_folds
     idx = select_alphas(mean)
     out.best_alphas[:] = alphas[idx].cpu()

@@ -327,13 +327,18 @@ def test_decaying_spectrum_like_network_features_matches_direct(n):
     assert_matches_direct(X, Y, list(KFold(5, shuffle=True, random_state=0).split(X)))
 
 
-@pytest.mark.parametrize("smoother", [True, False])
-def test_dual_smoother_and_eigen_basis_both_match_direct(monkeypatch, smoother):
-    """The dual form scores each fold by its smoothers (Cholesky per alpha) or its eigen-basis, by cost: either
-    gives the direct float64 scores, on features whose spectrum decays over 4 decades."""
-    built = []
+@pytest.mark.parametrize(("smoother", "partition"), [(True, True), (True, False), (False, False)])
+def test_dual_scorers_all_match_direct(monkeypatch, smoother, partition):
+    """The dual form scores the folds, by cost, by smoothers from one inverse per alpha (K-fold), by one Cholesky
+    factor per fold and alpha, or by each fold's eigen-basis: each gives the direct float64 scores, on features
+    whose spectrum decays over 4 decades."""
+    built, inverted = [], []
     monkeypatch.setattr(solvers, "smoother_is_cheaper", lambda *shape: smoother)
+    monkeypatch.setattr(solvers, "partition_is_cheaper", lambda sizes: partition)
     monkeypatch.setattr(solvers.Smoother, "build", lambda *a, _b=solvers.Smoother.build: built.append(1) or _b(*a))
+    monkeypatch.setattr(
+        solvers, "partition_smoothers", lambda *a, _p=solvers.partition_smoothers: inverted.append(1) or _p(*a)
+    )
     rng = np.random.default_rng(10)
     q, _ = np.linalg.qr(rng.standard_normal((90, 90)))
     X = rng.standard_normal((60, 90)) * np.logspace(0, -4, 90) @ q.T
@@ -341,7 +346,8 @@ def test_dual_smoother_and_eigen_basis_both_match_direct(monkeypatch, smoother):
     Y = X @ rng.standard_normal((90, 7)) * 0.2 + rng.standard_normal((60, 7)) + 2.0
     for score in ("r2", "pearson"):
         assert_matches_direct(X, Y, list(KFold(5, shuffle=True, random_state=1).split(X)), score=score)
-    assert len(built) == (10 if smoother else 0)  # 5 folds, 2 scores
+    assert len(built) == (10 if smoother and not partition else 0)  # 5 folds, 2 scores
+    assert len(inverted) == (2 if partition else 0)
 
 
 def test_smoother_refuses_an_alpha_below_the_kernels_rounding():
