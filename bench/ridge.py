@@ -132,11 +132,15 @@ def flop_counts(n: int, p: int, v: int, n_folds: int, n_alphas: int) -> tuple[fl
     return direct, own32, own64
 
 
+def relative_prediction_diffs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per voxel (column): max |a - b| / max |b|."""
+    scale = np.abs(b).max(0)
+    return np.abs(a - b).max(0) / np.where(scale > 0, scale, 1.0)
+
+
 def relative_prediction_diff(a: np.ndarray, b: np.ndarray, same: np.ndarray) -> float:
     """Largest |a - b| / (voxel's max |b|) over the voxels where both chose the same alpha (ties aside)."""
-    scale = np.abs(b).max(0)
-    diff = np.abs(a - b).max(0) / np.where(scale > 0, scale, 1.0)
-    return float(diff[same].max()) if same.any() else float("nan")
+    return float(relative_prediction_diffs(a, b)[same].max()) if same.any() else float("nan")
 
 
 def alphas_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
