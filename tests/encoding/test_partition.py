@@ -23,9 +23,10 @@ def fold_kernels(K, train, val, intercept):
     return kt, kv
 
 
+@pytest.mark.parametrize("in_place", [True, False])  # LAPACK in the kernel's buffer, or torch (as on a GPU)
 @pytest.mark.parametrize("intercept", [True, False])
 @pytest.mark.parametrize("p", [30, 200])  # rank-deficient kernel (p < n) and full rank
-def test_partition_smoothers_equal_one_factor_per_fold(intercept, p):
+def test_partition_smoothers_equal_one_factor_per_fold(intercept, p, in_place):
     """-G_vv^-1 G_vt from the inverse of all rows (bordered by ones with an intercept) is the fold's smoother
     K_vt (K_tt + alpha I)^-1 of its centred kernels, for shuffled folds and alphas from 1e-6 to 1e4; applied to
     centred responses it gives the same predictions to float32 rounding. The kernel is whole afterwards."""
@@ -36,7 +37,7 @@ def test_partition_smoothers_equal_one_factor_per_fold(intercept, p):
     before = K.clone()
     alphas = [1e-6, 1e-2, 1.0, 1e4]
     folds = [(torch.as_tensor(t), torch.as_tensor(v)) for t, v in KFold(5, shuffle=True, random_state=0).split(X)]
-    got = partition_smoothers(K, folds, alphas, intercept)
+    got = partition_smoothers(K if in_place else K.T, folds, alphas, intercept)  # K.T: not contiguous
     assert torch.equal(K, before)
     for (train, val), smoother in zip(folds, got):
         ref = Smoother.build(*fold_kernels(K, train, val, intercept), torch.tensor(alphas, dtype=torch.float64))
