@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from braincode.encoding.solvers import _Targets
+    from braincode.encoding._design import Targets
 
 #: Relative eigenvalue gap (to lam_max + alpha_max) below which two directions are summed directly instead of by
 #: partial fractions; this bounds the float64 cancellation of the partial fractions by 1 / CLUSTER_TOL.
@@ -86,7 +86,7 @@ class Quadratic:
         return pbar, cov, sq
 
 
-def fold_score(pbar: torch.Tensor, cov: torch.Tensor, sq: torch.Tensor, t: _Targets, score: str) -> torch.Tensor:
+def fold_score(pbar: torch.Tensor, cov: torch.Tensor, sq: torch.Tensor, t: Targets, score: str) -> torch.Tensor:
     """Validation R^2 or Pearson r (n_alphas, n_voxels) of one fold from the moments of its predictions."""
     n_val, delta, sst = t.n_val, t.delta, t.sst
     if score == "r2":  # ||Yv0 - P + delta||^2 with delta = validation mean - fold intercept
@@ -121,7 +121,7 @@ class OutOfFold:
         return OutOfFold(sp, spp, syp, self.sy[cols], self.syy[cols])
 
     def add(
-        self, pbar: torch.Tensor, cov: torch.Tensor, sq: torch.Tensor, t: _Targets, responses: bool = True
+        self, pbar: torch.Tensor, cov: torch.Tensor, sq: torch.Tensor, t: Targets, responses: bool = True
     ) -> None:
         """Add one fold: its predictions are ``P_a + c`` and its responses ``Yv0 + m`` (``c = m - delta``). Without
         ``responses`` only the predictions' sums (a fold's other alphas, whose responses are already in)."""

@@ -8,7 +8,7 @@ I)^-1`` and the centred training responses ``Z``. One float64 Cholesky factor pe
 no partial fractions and no eigen-decomposition: the float32 product is as accurate as any prediction
 (``S_alpha`` is bounded whatever the conditioning of ``K_tt``, which only the float64 solves see).
 
-The eigen-basis path (:class:`~braincode.encoding.solvers._Basis`) costs one ``n_train`` eigen-decomposition
+The eigen-basis path (:class:`~braincode.encoding._design.Basis`) costs one ``n_train`` eigen-decomposition
 (about ``14 n_train^3`` float64 flops on this kind of CPU, measured) plus, per voxel, ``U^T Z`` in float32 and an
 ``r x r`` float64 product; it is cheaper when the alphas times the validation rows outnumber about three times
 the training rows. :func:`smoother_is_cheaper` compares the two (5 folds, 10 alphas, Algonauts size: the smoother
@@ -25,7 +25,7 @@ import torch
 from scipy.linalg import lapack
 
 if TYPE_CHECKING:
-    from braincode.encoding.solvers import _Targets
+    from braincode.encoding._design import Targets
 
 #: float32-flop cost of one float64 flop, and of an eigen-decomposition per ``n^3`` (LAPACK ``syevd`` measured
 #: 9.5 s for n = 4,000 at 94 GFLOP/s float64 on 2 EPYC cores: about 14 n^3 float64 flops).
@@ -150,7 +150,7 @@ class Smoother:
         n_val = self.stacked.shape[0] // self.n_alphas
         return 4 * self.stacked.shape[0] + 8 * n_val
 
-    def moments(self, t: _Targets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def moments(self, t: Targets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``mean(P_a)``, ``<Yv0, P_a>`` and ``||P_a||^2`` (each (n_alphas, n_voxels), float64) of the validation
         predictions ``P_a`` in centred units, as :meth:`~braincode.encoding._scoring.Quadratic.moments` gives
         them."""

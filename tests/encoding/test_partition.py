@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.model_selection import KFold
 
-from braincode.encoding import solvers
+from braincode.encoding import _search
 from braincode.encoding._partition import partition_is_cheaper, partition_smoothers
 from braincode.encoding._smoother import Smoother
 from braincode.encoding.solvers import ridge_cv
@@ -72,11 +72,11 @@ def test_partition_in_alpha_chunks_gives_the_same_fit(monkeypatch):
     splits = list(KFold(5).split(X))
     calls = []
     monkeypatch.setattr(
-        solvers, "partition_smoothers", lambda *a, _p=solvers.partition_smoothers: calls.append(a[2]) or _p(*a)
+        _search, "partition_smoothers", lambda *a, _p=_search.partition_smoothers: calls.append(a[2]) or _p(*a)
     )
     one = ridge_cv(X, Y, ALPHAS, splits, device="cpu", show_progress=False)
     per_alpha = 4 * sum(len(t) * len(v) for t, v in splits)
-    monkeypatch.setattr(solvers, "MAX_SMOOTHER_BYTES", 3 * per_alpha)
+    monkeypatch.setattr(_search, "MAX_SMOOTHER_BYTES", 3 * per_alpha)
     chunked = ridge_cv(X, Y, ALPHAS, splits, device="cpu", show_progress=False)
     assert [len(list(a)) for a in calls] == [10, 2, 3, 2, 3]  # 3 alphas fit: 4 chunks of 2 or 3
     np.testing.assert_array_equal(chunked.best_alphas.numpy(), one.best_alphas.numpy())
@@ -90,7 +90,7 @@ def test_failed_inverse_falls_back_fold_by_fold(monkeypatch):
     scorers, and the fit still equals the direct float64 scores."""
     results = []
     monkeypatch.setattr(
-        solvers, "partition_smoothers", lambda *a, _p=solvers.partition_smoothers: results.append(_p(*a)) or results[-1]
+        _search, "partition_smoothers", lambda *a, _p=_search.partition_smoothers: results.append(_p(*a)) or results[-1]
     )
     rng = np.random.default_rng(3)
     X = rng.standard_normal((60, 8)) @ rng.standard_normal((8, 90))  # rank 8 of 90 features

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.model_selection import KFold, ShuffleSplit
 
-from braincode.encoding import _memory, _scoring, solvers
+from braincode.encoding import _design, _memory, _scoring, _search
 from braincode.encoding.solvers import banded_ridge_cv, ridge_cv, simplex_candidates
 from braincode.errors import ConfigError, DataFormatError
 
@@ -199,7 +199,7 @@ def test_bad_inputs_raise_clear_errors(monkeypatch):
     monkeypatch.setattr(_memory, "free_memory", lambda device: 1000)
     with pytest.raises(ConfigError, match="not enough memory"):
         ridge_cv(X, Y, ALPHAS, kf, device="cpu")
-    monkeypatch.setattr(solvers, "free_memory", lambda device: 1000)
+    monkeypatch.setattr(_design, "free_memory", lambda device: 1000)
     with pytest.raises(ConfigError, match="too large"):
         ridge_cv(X, Y, ALPHAS, kf, device="cpu")
 
@@ -223,7 +223,7 @@ def test_partial_fraction_scores_match_direct_predictions(spectrum):
     assert (len(quad.within_idx) > 0) == (spectrum == "degenerate")
     Yv0 = Yv - Yv.mean(0)
     sst = (Yv0**2).sum(0)
-    targets = solvers._Targets(None, None, sst, Yv.mean(0), n_val, Yv.mean(0))  # fold intercept 0
+    targets = _design.Targets(None, None, sst, Yv.mean(0), n_val, Yv.mean(0))  # fold intercept 0
     scores = _scoring.fold_score(*quad.moments(E, A.T @ Yv0), targets, "r2")
     pred = torch.stack([A @ (E / (lam[:, None] + a)) for a in alphas])
     direct = 1 - ((Yv - pred) ** 2).sum(1) / sst
@@ -333,11 +333,11 @@ def test_dual_scorers_all_match_direct(monkeypatch, smoother, partition):
     factor per fold and alpha, or by each fold's eigen-basis: each gives the direct float64 scores, on features
     whose spectrum decays over 4 decades."""
     built, inverted = [], []
-    monkeypatch.setattr(solvers, "smoother_is_cheaper", lambda *shape: smoother)
-    monkeypatch.setattr(solvers, "partition_is_cheaper", lambda sizes: partition)
-    monkeypatch.setattr(solvers.Smoother, "build", lambda *a, _b=solvers.Smoother.build: built.append(1) or _b(*a))
+    monkeypatch.setattr(_search, "smoother_is_cheaper", lambda *shape: smoother)
+    monkeypatch.setattr(_search, "partition_is_cheaper", lambda sizes: partition)
+    monkeypatch.setattr(_search.Smoother, "build", lambda *a, _b=_search.Smoother.build: built.append(1) or _b(*a))
     monkeypatch.setattr(
-        solvers, "partition_smoothers", lambda *a, _p=solvers.partition_smoothers: inverted.append(1) or _p(*a)
+        _search, "partition_smoothers", lambda *a, _p=_search.partition_smoothers: inverted.append(1) or _p(*a)
     )
     rng = np.random.default_rng(10)
     q, _ = np.linalg.qr(rng.standard_normal((90, 90)))
