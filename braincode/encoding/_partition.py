@@ -82,14 +82,13 @@ class SymmetricInverse:
         return torch.from_numpy(blas.dsymv(1.0, self.data.numpy().T, ones, lower=0))
 
 
-def fold_smoother(inverse: SymmetricInverse, h: torch.Tensor | None, train: torch.Tensor, val: torch.Tensor):
-    """One fold's smoother ``-G_vv^-1 G_vt`` (float64, (n_val, n_train)); ``G = H - h h^T / (1^T h)`` with an
-    intercept (``h = H 1``), else ``H``. ``None`` when ``G_vv`` is not numerically positive-definite."""
+def fold_smoother(inverse: SymmetricInverse, u: torch.Tensor | None, train: torch.Tensor, val: torch.Tensor):
+    """One fold's smoother ``-G_vv^-1 G_vt`` (float64, (n_val, n_train)); ``G = H - u u^T`` with an intercept
+    (``u = H 1 / sqrt(1^T H 1)``), else ``H``. ``None`` when ``G_vv`` is not numerically positive-definite."""
     g_vt, g_vv = inverse.block(val, train), inverse.block(val, val)
-    if h is not None:
-        h_val, sigma = h[val], h.sum()
-        g_vt.addr_(h_val, h[train], alpha=-1.0 / sigma)
-        g_vv.addr_(h_val, h_val, alpha=-1.0 / sigma)
+    if u is not None:
+        g_vt.addr_(u[val], u[train], alpha=-1.0)
+        g_vv.addr_(u[val], u[val], alpha=-1.0)
     factor, info = torch.linalg.cholesky_ex(g_vv)
     if int(info) != 0:
         return None
@@ -125,9 +124,13 @@ def partition_smoothers(
             if info != 0:
                 return None
             inverse = SymmetricInverse.of(chol)
-            h = inverse.row_sums() if intercept else None
+            if intercept:
+                h = inverse.row_sums()
+                u = h / h.sum().sqrt()  # 1^T H 1 > 0: H is positive-definite
+            else:
+                u = None
             for (train, val), out in zip(folds, stacked):
-                smoother = fold_smoother(inverse, h, train, val)
+                smoother = fold_smoother(inverse, u, train, val)
                 if smoother is None:
                     return None
                 out[i * len(val) : (i + 1) * len(val)] = smoother

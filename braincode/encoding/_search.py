@@ -281,7 +281,8 @@ def _search_by_fold(design, Y, alphas, gamma, batch_size, *, score, fit_intercep
                     moments = basis.moments(t)
                     total[chunk, cols] += fold_score(*moments, t, score)
                     sums.columns(cols, chunk).add(*moments, t, responses=first)
-            del group
+            del group  # freed before the next fold's scorer is built
+        del groups  # and this chunk's smoothers before the next chunk's
     sums.count = sum(len(split.val) for split in design.splits)
     mean = total / n_folds
     idx = select_alphas(mean)
