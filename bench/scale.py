@@ -162,7 +162,8 @@ def main_scale(args) -> dict:
     extraction_s, _, _ = run_child(extract_cmd)
     fit_cmd = [str(Path(sys.executable).with_name("braincode")), "fit", "--data", str(root), "--subject", "subj01",
                "--model", args.model, "--layer", args.layer, "--layer", "pooled", "--grid", str(args.grid),
-               "--cv", str(args.cv), "--cache", str(cache), "--device", args.device, "--out", str(out)]
+               "--cv", str(args.cv), "--alpha-search", args.alpha_search, "--cache", str(cache), "--device",
+               args.device, "--out", str(out)]
     fit_s, fit_rss_gb, _ = run_child(fit_cmd, log=folder / "fit.log")
     import pandas as pd
 
@@ -174,7 +175,8 @@ def main_scale(args) -> dict:
     line = {"bench": "scale", "scale": args.scale, **sizes, "device": args.device, "threads": int(os.cpu_count() or 0),
             "write_subject_s": round(write_s, 1), "extraction_s": round(extraction_s, 1), "fit_s": round(fit_s, 1),
             "fit_peak_rss_gb": round(fit_rss_gb, 2), "test_r_vs_truth_mean": round(float(np.mean(r_truth)), 4),
-            "cv_r_mean": round(float(scores["r"].mean()), 4)}
+            "cv_r_mean": round(float(scores["r"].mean()), 4),
+            "alpha_method": json.loads((out / "summary.json").read_text())["methods"]["alpha"]}
     if args.himalaya_backend != "none":
         X = designs(root, cache, args)
         Y = load_algonauts(root, "subj01")["train"].responses.data
@@ -264,6 +266,8 @@ def main() -> None:
     parser.add_argument("--layer", default="blocks.6", help="the block whose grid-pooled tokens are used")
     parser.add_argument("--grid", type=int, default=4)
     parser.add_argument("--cv", type=int, default=5)
+    parser.add_argument("--alpha-search", default="descend", choices=["descend", "grid"],
+                        help="braincode fit's --alpha-search")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help='where extraction and both fits run ("cpu" or "cuda")')
     parser.add_argument("--himalaya-backend", help='"torch", "torch_cuda", "numpy" or "none" (default: torch, or '

@@ -56,7 +56,8 @@ def _fit_ridge(args: argparse.Namespace, ds, out: Path) -> str:
     X = {split: stack_spaces(spaces.pop(split)) for split in splits}  # the per-space copies go
     columns = X["train"][1]
     widths = [c.stop - c.start for c in columns.values()]
-    estimator = make_encoder(cv=args.cv, device=args.device, spaces=widths if args.banded else None)
+    estimator = make_encoder(cv=args.cv, device=args.device, spaces=widths if args.banded else None,
+                             alpha_search=args.alpha_search)
     # the stacked features are this command's own copy: standardised and centred in place
     estimator.set_params(standardscaler__copy=False, **({} if args.banded else {"ridgeencoder__copy_X": False}))
     test = ds.splits.get("test")
@@ -129,6 +130,10 @@ def register(subparsers) -> None:
     p.add_argument("--banded", action="store_true",
                    help="banded ridge: one regularisation per feature space, with per-space unique R^2 in scores.csv")
     p.add_argument("--cv", type=int, default=5, help="cross-validation folds")
+    p.add_argument("--alpha-search", choices=["descend", "grid"], default="descend",
+                   help="ridge with more features than images: go down the alphas from the largest, each voxel "
+                        "stopping two alphas after its best (the grid's choice wherever its CV curve has one peak), "
+                        "or score every alpha for every voxel (grid)")
     p.add_argument("--permutations", type=int, default=0,
                    help="permutations for per-voxel p-values of r, FDR-corrected (0: none)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")

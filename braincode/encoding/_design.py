@@ -52,7 +52,7 @@ class Basis:
 class Targets:
     """Per voxel batch and split: what the scores need from the responses (independent of weights)."""
 
-    Z: torch.Tensor  # primal: (Xt - o)^T (Yt - c), (p, vb); dual: Yt - c, (n_train, vb); float32
+    Z: torch.Tensor | None  # primal: (Xt - o)^T (Yt - c), (p, vb); dual: Yt - c, (n_train, vb); float32
     W: torch.Tensor  # primal: Xv^T (Yv - mean), (p, vb); dual: Yv - mean, (n_val, vb); float32
     sst: torch.Tensor  # (vb,) float64, validation sum of squares about the validation mean
     delta: torch.Tensor  # (vb,) float64, validation mean minus the fold intercept c
@@ -194,11 +194,9 @@ class Design:
         out = []
         for k, (split, Yv) in enumerate(zip(splits, Yvs)):
             n_train, n_val = len(split.train), len(split.val)
-            y_mean_val = Yv.sum(0, dtype=torch.float64) / n_val
-            Yv0 = Yv - y_mean_val.float()
-            sst = torch.linalg.vector_norm(Yv0, dim=0).double().square()
+            y_mean_val, Yv0, sst = _validation_stats(Yv)
             if self.center and split.complement:
-                intercept = -y_mean_val * (n_val / n_train)  # Yc is centred
+                intercept = _complement_intercept(y_mean_val, n_val, n_train)
             elif self.center:
                 intercept = Yc[split.train].sum(0, dtype=torch.float64) / n_train
             else:
@@ -215,6 +213,14 @@ class Design:
             out.append(Targets(Z, W, sst, y_mean_val - intercept, n_val, y_mean_val))
         return out, XtY
 
+    def complement_targets(self, Yv: torch.Tensor, n_train: int) -> Targets:
+        """Targets of validation rows ``Yv`` of a centred batch whose training rows are all the others, without
+        ``Z`` (dual form: the training rows are read from the batch itself, see
+        :class:`~braincode.encoding._partition.FoldSmoothers`)."""
+        y_mean_val, Yv0, sst = _validation_stats(Yv)
+        intercept = _complement_intercept(y_mean_val, len(Yv), n_train) if self.center else 0.0 * y_mean_val
+        return Targets(None, Yv0, sst, y_mean_val - intercept, len(Yv), y_mean_val)
+
     def refit(self, basis: Basis, gamma: torch.Tensor, Yc: torch.Tensor, XtY: torch.Tensor | None, alphas):
         """Coefficients (p, vb) on all rows, one alpha per voxel, float32."""
         scale = (1.0 / (basis.lam[:, None] + alphas[None, :])).float()
@@ -222,6 +228,18 @@ class Design:
             return basis.left @ (scale * (basis.left.T @ XtY))
         dual = basis.left @ (scale * (basis.left.T @ Yc))  # (K_gamma + a)^-1 Y on the kernel's range
         return self.feature_scale(gamma).square().float()[:, None] * (self.Xc.T @ dual)
+
+
+def _validation_stats(Yv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean (float64), centred copy (float32) and sum of squares about the mean (float64) of validation rows."""
+    y_mean_val = Yv.sum(0, dtype=torch.float64) / len(Yv)
+    Yv0 = Yv - y_mean_val.float()
+    return y_mean_val, Yv0, torch.linalg.vector_norm(Yv0, dim=0).double().square()
+
+
+def _complement_intercept(y_mean_val: torch.Tensor, n_val: int, n_train: int) -> torch.Tensor:
+    """Training mean of a centred batch whose training rows are all but the validation ones."""
+    return -y_mean_val * (n_val / n_train)
 
 
 def check_fits(n: int, p: int, n_spaces: int, n_splits: int, primal: bool, device: torch.device) -> None:

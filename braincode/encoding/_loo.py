@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from braincode.encoding._memory import voxel_batch_size
-from braincode.encoding._search import TIE_TOL, select_alphas
+from braincode.encoding._scoring import TIE_TOL, select_alphas
 from braincode.progress import progress
 
 

@@ -21,9 +21,6 @@ MEMORY_SHARE = 0.5
 MAX_VOXEL_BATCH = 16384
 #: ... nor beyond this much batch memory (it bounds the peak memory of a fit: inputs, decompositions, one batch).
 MAX_BATCH_BYTES = 2**30
-#: Smoothers of every fold kept at once (:func:`~braincode.encoding._partition.partition_smoothers`): more alphas
-#: at a time only save passes over the responses (at the Algonauts size, 3 of 10 alphas: 4 passes).
-MAX_SMOOTHER_BYTES = 2**30
 #: Seconds over which :func:`idle_cores` measures what other processes use.
 IDLE_SAMPLE_S = 0.2
 

@@ -13,13 +13,14 @@ compares the two.
 
 On the CPU the inverse is computed in the kernel's own buffer (its lower triangle; the strict upper one keeps
 ``K``), so the only n x n matrix is the kernel itself, as in :func:`~braincode.encoding._smoother.shifted_factors`.
-The smoothers of every fold (float32, ``(n_alphas n_val, n_train)`` each) are then all in memory: about
-``3.2 n^2`` bytes per alpha for 5 folds; the caller passes as many alphas at a time as its memory allows.
+One alpha's smoothers of every fold (float32, ``(n_val, n_train)`` each) are in memory at a time: about
+``3.2 n^2`` bytes for 5 folds. Their training columns are in fold order (:class:`FoldOrder`), so that a voxel batch
+whose rows are in that order gives every fold's predictions from views, without a copy of its training rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from scipy.linalg import blas, lapack
 
-from braincode.encoding._smoother import Cholesky, Smoother, shifted_factors
+from braincode.encoding._smoother import Cholesky, shifted_factors
 
 
 def partition_is_cheaper(sizes: Sequence[tuple[int, int]]) -> bool:
@@ -96,43 +97,89 @@ def fold_smoother(inverse: SymmetricInverse, u: torch.Tensor | None, train: torc
     return torch.cholesky_inverse(factor).neg_() @ g_vt
 
 
+@dataclass
+class FoldOrder:
+    """The samples in fold order (the validation rows of fold 0, then of fold 1, ...): fold ``k``'s validation rows
+    are the block ``bounds[k]:bounds[k + 1]`` and its training rows the two blocks around it, so a voxel batch in
+    this order needs no gather per fold."""
+
+    perm: torch.Tensor  # (n,) original index of each row in fold order
+    bounds: list[int]  # (n_folds + 1,)
+
+    @classmethod
+    def of(cls, vals: Sequence[torch.Tensor]) -> FoldOrder:
+        """From validation folds that partition the samples."""
+        sizes = [len(v) for v in vals]
+        return cls(torch.cat(list(vals)), [sum(sizes[:k]) for k in range(len(vals) + 1)])
+
+    def val(self, k: int) -> torch.Tensor:
+        return self.perm[self.bounds[k] : self.bounds[k + 1]]
+
+    def train(self, k: int) -> torch.Tensor:
+        """Fold ``k``'s training rows in fold order (original indices)."""
+        return torch.cat([self.perm[: self.bounds[k]], self.perm[self.bounds[k + 1] :]])
+
+
+@dataclass
+class FoldSmoothers:
+    """One alpha's smoothers of every fold, float32 ``(n_val, n_train)`` each with the training columns in fold
+    order, and their row sums ``S 1`` (the intercept's share of the predictions)."""
+
+    order: FoldOrder
+    smoothers: list[torch.Tensor]
+    row_sums: list[torch.Tensor]
+
+    def predictions(self, Yp: torch.Tensor, k: int, intercept: torch.Tensor) -> torch.Tensor:
+        """Fold ``k``'s validation predictions ``S (Y_t - c)`` of a voxel batch ``Yp`` (n, vb) in fold order, for
+        fold intercepts ``c`` (vb,): (vb, n_val) float32, two products on views (no copy of the training rows)."""
+        lo, hi = self.order.bounds[k], self.order.bounds[k + 1]
+        S = self.smoothers[k]
+        pred = torch.outer(intercept.float(), self.row_sums[k]).neg_()
+        if lo:
+            pred.addmm_(Yp[:lo].T, S[:, :lo].T)
+        if hi < len(Yp):
+            pred.addmm_(Yp[hi:].T, S[:, lo:].T)
+        return pred
+
+
 def partition_smoothers(
-    kernel: torch.Tensor,
-    folds: Sequence[tuple[torch.Tensor, torch.Tensor]],
-    alphas: Iterable[float],
-    intercept: bool,
-) -> list[Smoother] | None:
-    """The :class:`~braincode.encoding._smoother.Smoother` of each fold ``(train, val)`` (index tensors of
-    validation sets that partition the rows of ``kernel``, float64 n x n), one inverse of ``kernel + alpha I`` per
-    alpha. ``None`` when a factor fails (an alpha too small for the kernel's rounding errors). The kernel is whole
-    again afterwards.
+    kernel: torch.Tensor, order: FoldOrder, alphas: Iterable[float], intercept: bool
+) -> Iterator[FoldSmoothers | None]:
+    """The :class:`FoldSmoothers` of each alpha in turn (folds that partition the rows of ``kernel``, float64 n x n),
+    from one inverse of ``kernel + alpha I`` per alpha; ``None`` (and the end) when a factor fails (an alpha too
+    small for the kernel's rounding errors). Use each before asking for the next; the kernel is whole again when
+    the iteration ends or is closed.
 
     Examples
     --------
     >>> X = torch.randn(6, 8, dtype=torch.float64)
-    >>> folds = [(torch.tensor([2, 3, 4, 5]), torch.tensor([0, 1])), (torch.tensor([0, 1]), torch.tensor([2, 3, 4, 5]))]
-    >>> s = partition_smoothers(X @ X.T, folds, [1.0], intercept=False)
+    >>> order = FoldOrder.of([torch.tensor([0, 1]), torch.tensor([2, 3, 4, 5])])
+    >>> s = next(partition_smoothers(X @ X.T, order, [1.0], intercept=False))
     >>> Kt = (X @ X.T)[:2][:, :2] + torch.eye(2, dtype=torch.float64)
     >>> direct = torch.linalg.solve(Kt, (X @ X.T)[:2, 2:]).T  # K_vt (K_tt + I)^-1 of the second fold
-    >>> bool(torch.allclose(s[1].stacked.double(), direct, atol=1e-6))
+    >>> bool(torch.allclose(s.smoothers[1].double(), direct, atol=1e-6))
     True
     """
-    alphas = list(alphas)
-    stacked = [kernel.new_empty(len(alphas) * len(v), len(t), dtype=torch.float32) for t, v in folds]
-    with closing(shifted_factors(kernel, alphas)) as factors:
-        for i, (chol, info) in enumerate(factors):
+    n_folds = len(order.bounds) - 1
+    folds = [(order.train(k), order.val(k)) for k in range(n_folds)]
+    with closing(shifted_factors(kernel, list(alphas))) as factors:
+        for chol, info in factors:
             if info != 0:
-                return None
+                yield None
+                return
             inverse = SymmetricInverse.of(chol)
             if intercept:
                 h = inverse.row_sums()
                 u = h / h.sum().sqrt()  # 1^T H 1 > 0: H is positive-definite
             else:
                 u = None
-            for (train, val), out in zip(folds, stacked):
+            smoothers, row_sums = [], []
+            for train, val in folds:
                 smoother = fold_smoother(inverse, u, train, val)
                 if smoother is None:
-                    return None
-                out[i * len(val) : (i + 1) * len(val)] = smoother
-            del chol, inverse
-    return [Smoother(s, len(alphas)) for s in stacked]
+                    yield None
+                    return
+                smoothers.append(smoother.float())
+                row_sums.append(smoother.sum(1).float())
+            del chol, inverse, smoother
+            yield FoldSmoothers(order, smoothers, row_sums)

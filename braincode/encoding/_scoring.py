@@ -14,6 +14,8 @@ import torch
 if TYPE_CHECKING:
     from braincode.encoding._design import Targets
 
+#: Mean CV scores within this of the best count as ties; ties go to the larger alpha.
+TIE_TOL = 1e-10
 #: Relative eigenvalue gap (to lam_max + alpha_max) below which two directions are summed directly instead of by
 #: partial fractions; this bounds the float64 cancellation of the partial fractions by 1 / CLUSTER_TOL.
 CLUSTER_TOL = 1e-8
@@ -157,3 +159,48 @@ class OutOfFold:
         r2 = 1.0 - (syy - 2.0 * syp + spp) / torch.where(constant, 1.0, sst)
         nan = torch.full_like(r, torch.nan)
         return torch.where(constant, nan, r), torch.where(constant, nan, r2)
+
+
+def select_alphas(mean_scores: torch.Tensor, tol: float = TIE_TOL) -> torch.Tensor:
+    """Index of the best row per column; among rows within ``tol`` of the best, the last (largest alpha).
+
+    Examples
+    --------
+    >>> select_alphas(torch.tensor([[0.1, 0.5], [0.3, 0.5]], dtype=torch.float64)).tolist()
+    [1, 1]
+    """
+    ok = mean_scores >= mean_scores.max(0).values - tol
+    return mean_scores.shape[0] - 1 - ok.flip(0).to(torch.int8).argmax(0)
+
+
+@dataclass
+class AlphaScores:
+    """A search's scores per (alpha, voxel): the fold scores summed, the out-of-fold sums, and which pairs were
+    scored (a search that skips some, :func:`~braincode.encoding._descend.descend`, never picks them)."""
+
+    total: torch.Tensor  # (n_alphas, n_voxels) float64
+    scored: torch.Tensor  # (n_alphas, n_voxels) bool
+    sums: OutOfFold
+
+    @classmethod
+    def empty(cls, n_alphas: int, n_voxels: int, device: torch.device) -> AlphaScores:
+        total = torch.zeros(n_alphas, n_voxels, dtype=torch.float64, device=device)
+        return cls(total, torch.zeros_like(total, dtype=torch.bool), OutOfFold.zeros(n_alphas, n_voxels, device))
+
+    def record(self, a: int, cols: torch.Tensor, total: torch.Tensor, sums: OutOfFold, responses: bool) -> None:
+        """Alpha ``a``'s summed fold scores (1, len(cols)) and sums of voxels ``cols``; with ``responses`` also the
+        voxels' own sums."""
+        cols = cols.to(self.total.device)
+        self.total[a, cols] = total[0]
+        self.scored[a, cols] = True
+        for mine, theirs in zip((self.sums.sp, self.sums.spp, self.sums.syp), (sums.sp, sums.spp, sums.syp)):
+            mine[a, cols] = theirs[0]
+        if responses:
+            self.sums.sy[cols], self.sums.syy[cols] = sums.sy, sums.syy
+
+    def select(self, n_folds: int) -> tuple[torch.Tensor, torch.Tensor, OutOfFold]:
+        """Each voxel's alpha index among the scored ones (:func:`select_alphas`), its mean score, and the sums
+        there."""
+        mean = torch.where(self.scored, self.total / n_folds, -torch.inf)
+        idx = select_alphas(mean)
+        return idx, mean.gather(0, idx[None])[0], self.sums.pick(idx)

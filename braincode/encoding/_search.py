@@ -1,51 +1,33 @@
 """The grid search of :func:`~braincode.encoding.solvers.ridge_cv` and
 :func:`~braincode.encoding.solvers.banded_ridge_cv`: every (feature-space weights, alpha) pair scored on every
-fold by the cheaper scorer (eigen-basis, per-fold smoothers, or K-fold smoothers from one inverse per alpha),
-voxel batch by voxel batch, then the refit."""
+fold by the cheaper scorer (eigen-basis, per-fold smoothers, or K-fold smoothers from one inverse per alpha,
+:mod:`braincode.encoding._descend`), voxel batch by voxel batch, then the refit."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import pairwise
 
 import torch
 
+from braincode.encoding._descend import PATIENCE, descend
 from braincode.encoding._design import Basis, Design, Split, Splits, Targets
-from braincode.encoding._memory import (
-    MAX_SMOOTHER_BYTES,
-    MEMORY_SHARE,
-    cpu_threads,
-    free_memory,
-    voxel_batch_size,
-)
-from braincode.encoding._partition import partition_is_cheaper, partition_smoothers
+from braincode.encoding._memory import cpu_threads, voxel_batch_size
+from braincode.encoding._partition import partition_is_cheaper
 from braincode.encoding._refit import refit_batch, refit_by_alpha
-from braincode.encoding._scoring import OutOfFold, fold_score
+from braincode.encoding._scoring import TIE_TOL, AlphaScores, OutOfFold, fold_score, select_alphas
 from braincode.encoding._smoother import Smoother, smoother_is_cheaper
 from braincode.errors import ConfigError
 from braincode.progress import progress
 
 logger = logging.getLogger(__name__)
 
-#: Mean CV scores within this of the best count as ties; ties go to the larger alpha.
-TIE_TOL = 1e-10
 #: Refit bases (one eigen-decomposition of all rows per feature-space weighting) kept across voxel batches.
 FULL_BASIS_CACHE = 16
-
-
-def select_alphas(mean_scores: torch.Tensor, tol: float = TIE_TOL) -> torch.Tensor:
-    """Index of the best row per column; among rows within ``tol`` of the best, the last (largest alpha).
-
-    Examples
-    --------
-    >>> select_alphas(torch.tensor([[0.1, 0.5], [0.3, 0.5]], dtype=torch.float64)).tolist()
-    [1, 1]
-    """
-    ok = mean_scores >= mean_scores.max(0).values - tol
-    return mean_scores.shape[0] - 1 - ok.flip(0).to(torch.int8).argmax(0)
+#: How :func:`search` goes over the alphas of dual K-fold ridge (:mod:`braincode.encoding._descend`).
+ALPHA_SEARCHES = ("descend", "grid")
 
 
 def _bytes_per_voxel(design: Design, n_alphas: int, rank: int, within: int, cached_splits: int) -> int:
@@ -74,6 +56,8 @@ class BandedRidgeCVResult:
         validation rows together; NaN for a voxel whose responses are constant.
     oof : Tensor of shape (n_samples, n_voxels), float32, or None
         Those out-of-fold predictions (with ``keep_oof=True``).
+    alphas_scored : Tensor of shape (n_voxels,), int64
+        How many alphas were scored for each voxel (all of them but with ``alpha_search="descend"``).
     """
 
     coef: torch.Tensor
@@ -84,6 +68,7 @@ class BandedRidgeCVResult:
     cv_r: torch.Tensor
     cv_r2: torch.Tensor
     oof: torch.Tensor | None = None
+    alphas_scored: torch.Tensor | None = None
 
 
 def _fold_bases(design: Design, gamma: torch.Tensor, alphas: torch.Tensor, bar: bool = False) -> list[Basis]:
@@ -104,43 +89,17 @@ def _fold_scorer(design: Design, split: Split, gamma: torch.Tensor, alphas: torc
     return design.fold_basis(split, gamma, alphas)
 
 
-def _fold_scorers(design: Design, gamma: torch.Tensor, alphas: torch.Tensor, n_voxels: int, bar: bool):
-    """``(alphas, groups)`` pairs: a slice of the alphas, and groups of ``(fold, scorer)`` pairs for those alphas
-    whose members are in memory together (and share each voxel batch).
-
-    When the folds partition the samples and smoothers are the cheaper scorers, every fold's smoothers come from
-    one inverse per alpha (:func:`~braincode.encoding._partition.partition_smoothers`), as many alphas at a time as
-    :data:`~braincode.encoding._memory.MAX_SMOOTHER_BYTES` (or half the free memory) holds: one group of all folds;
-    else one slice of all alphas whose scorers are built one fold at a time (:func:`_fold_scorer`)."""
-    splits = design.splits
-    sizes = [(len(s.train), len(s.val)) for s in splits]
-
-    def per_fold(chunk: slice) -> Iterator:
-        groups = ([(k, _fold_scorer(design, s, gamma, alphas[chunk], n_voxels))] for k, s in enumerate(splits))
-        return progress(groups, desc="ridge: folds (decomposition, voxel batches)", total=len(splits), enabled=bar)
-
-    if not (
+def _partition_applies(design: Design, n_alphas: int, n_voxels: int) -> bool:
+    """Whether every fold's smoothers come from one inverse per alpha (:mod:`braincode.encoding._descend`): the
+    folds partition the samples, the smoothers are the cheaper scorers and one inverse costs less than a factor per
+    fold."""
+    sizes = [(len(s.train), len(s.val)) for s in design.splits]
+    return (
         design.partition
         and not design.primal
         and partition_is_cheaper(sizes)
-        and all(smoother_is_cheaper(t, v, len(alphas), n_voxels) for t, v in sizes)
-    ):
-        yield slice(0, len(alphas)), per_fold(slice(None))
-        return
-    per_alpha = 4 * sum(t * v for t, v in sizes)
-    budget = min(MAX_SMOOTHER_BYTES, MEMORY_SHARE * free_memory(alphas.device))
-    n_chunks = -(-len(alphas) // int(max(1, min(len(alphas), budget // per_alpha))))
-    bounds = [i * len(alphas) // n_chunks for i in range(n_chunks + 1)]  # chunks of equal size, give or take one
-    folds = [(s.train, s.val) for s in splits]
-    for chunk in (slice(a, b) for a, b in pairwise(bounds)):
-        with cpu_threads(design.threads, alphas.device):
-            chunk_alphas = progress(alphas[chunk].tolist(), desc="ridge: inverses per alpha", enabled=bar)
-            smoothers = partition_smoothers(design.weighted_kernel(gamma), folds, chunk_alphas, design.center)
-        if smoothers is None:  # an alpha too small for the kernel of all rows: fold by fold
-            yield chunk, per_fold(chunk)
-            continue
-        yield chunk, [list(enumerate(smoothers))]
-        del smoothers
+        and all(smoother_is_cheaper(t, v, n_alphas, n_voxels) for t, v in sizes)
+    )
 
 
 def search(
@@ -157,8 +116,13 @@ def search(
     show_progress: bool,
     keep_oof: bool,
     copy_X: bool = True,
+    alpha_search: str = "descend",
 ) -> BandedRidgeCVResult:
-    """Grid over (gamma, alpha) for every voxel, then one refit per voxel with its best pair."""
+    """Grid over (gamma, alpha) for every voxel, then one refit per voxel with its best pair. ``alpha_search``
+    (one of :data:`ALPHA_SEARCHES`) applies to dual ridge with K-fold splits (:mod:`braincode.encoding._descend`);
+    every other search scores every alpha."""
+    if alpha_search not in ALPHA_SEARCHES:
+        raise ConfigError("unknown alpha search", expected=f"one of {ALPHA_SEARCHES}", found=repr(alpha_search))
     design = Design(Xs, splits, fit_intercept, device, copy=copy_X)
     if keep_oof and not design.partition:
         raise ConfigError(
@@ -180,11 +144,15 @@ def search(
         cv_r=torch.empty(v, dtype=torch.float64),
         cv_r2=torch.empty(v, dtype=torch.float64),
         oof=torch.empty(n, v, dtype=torch.float32) if keep_oof else None,
+        alphas_scored=torch.full((v,), len(alphas), dtype=torch.long),
     )
     y_means = torch.empty(v, dtype=torch.float64)
 
-    def batch_size(bases: list[Basis] | list[Smoother]) -> int:
-        if isinstance(bases[0], Smoother):  # responses and fold targets, the predictions, the score sums
+    def batch_size(bases: list[Basis] | list[Smoother] | int) -> int:
+        """Voxels per batch for these fold scorers (or this many bytes of work per voxel)."""
+        if isinstance(bases, int):
+            rank, per_voxel = n, bases
+        elif isinstance(bases[0], Smoother):  # responses and fold targets, the predictions, the score sums
             rank, per_voxel = n, 8 * n + bases[0].bytes_per_voxel() + 64 * len(alphas)
         else:
             rank = max(int(b.lam.numel()) for b in bases)
@@ -208,7 +176,8 @@ def search(
                                      refit=None)
         else:
             batch = _search_by_fold(design, Y, alphas_dev, gammas_dev[0], batch_size, score=score,
-                                    fit_intercept=fit_intercept, bar=show_progress, out=out, y_means=y_means)
+                                    fit_intercept=fit_intercept, bar=show_progress, out=out, y_means=y_means,
+                                    alpha_search=alpha_search)
         refit_by_alpha(design, Y, out, y_means, batch, show_progress)
         return out
     full_basis = lru_cache(maxsize=FULL_BASIS_CACHE)(
@@ -259,38 +228,56 @@ def _search_by_batch(design, Y, alphas, gammas, batch_size, *, score, fit_interc
     return batch
 
 
-def _search_by_fold(design, Y, alphas, gamma, batch_size, *, score, fit_intercept, bar, out, y_means) -> int:
-    """The folds' scorers of some alphas in memory at a time (:func:`_fold_scorers`), in groups of folds that share
-    each voxel batch: every batch adds the group's scores and out-of-fold sums; then each voxel's alpha. Returns
-    the batch size."""
-    v, device, n_folds = Y.shape[1], alphas.device, len(design.splits)
-    total = torch.zeros(len(alphas), v, dtype=torch.float64, device=device)
-    sums = OutOfFold.zeros(len(alphas), v, device)
-    batch = 0
-    for chunk, groups in _fold_scorers(design, gamma, alphas, v, bar):
-        first = chunk.start == 0  # the responses' sums and means are taken once
-        for group in groups:
-            batch = batch or batch_size([basis for _, basis in group])
-            starts = range(0, v, batch)
-            for start in progress(starts, desc="ridge: voxel batches", enabled=bar and len(group) > 1):
-                cols = slice(start, min(start + batch, v))
-                Yc, y_mean = _centred_batch(Y, cols, fit_intercept, device)
-                y_means[cols] = y_mean.cpu()
-                for k, basis in group:
-                    (t,), _ = design.targets(Yc, fold=k)
-                    moments = basis.moments(t)
-                    total[chunk, cols] += fold_score(*moments, t, score)
-                    sums.columns(cols, chunk).add(*moments, t, responses=first)
-            del group  # freed before the next fold's scorer is built
-        del groups  # and this chunk's smoothers before the next chunk's
-    sums.count = sum(len(split.val) for split in design.splits)
-    mean = total / n_folds
-    idx = select_alphas(mean)
+def _search_by_fold(
+    design, Y, alphas, gamma, batch_size, *, score, fit_intercept, bar, out, y_means, alpha_search
+) -> int:
+    """Dual ridge with one feature space: the alphas scored from one inverse per alpha where the folds partition the
+    samples (:func:`~braincode.encoding._descend.descend`), else (and for alphas whose inverse fails) fold by fold;
+    then each voxel's alpha among those scored. Returns the voxel batch size."""
+    v, n_folds = Y.shape[1], len(design.splits)
+    scores = AlphaScores.empty(len(alphas), v, alphas.device)
+    left, batch = len(alphas), 0
+    if _partition_applies(design, len(alphas), v):
+        left, batch = descend(design, Y, alphas, gamma, scores, batch_size, score=score, fit_intercept=fit_intercept,
+                              patience=PATIENCE if alpha_search == "descend" else None, bar=bar, y_means=y_means)
+    if left:
+        batch = _score_fold_by_fold(design, Y, alphas[:left], gamma, batch_size, scores, score=score,
+                                    fit_intercept=fit_intercept, bar=bar, y_means=y_means,
+                                    responses=left == len(alphas))
+    scores.sums.count = sum(len(split.val) for split in design.splits)
+    idx, chosen, picked = scores.select(n_folds)
     out.best_alphas[:] = alphas[idx].cpu()
     out.best_gammas[:] = gamma[:, None].cpu()
-    out.cv_scores[:] = mean.gather(0, idx[None])[0].cpu()
-    cv_r, cv_r2 = sums.pick(idx).scores()
+    out.cv_scores[:] = chosen.cpu()
+    out.alphas_scored[:] = scores.scored.sum(0).cpu()
+    cv_r, cv_r2 = picked.scores()
     out.cv_r[:], out.cv_r2[:] = cv_r.cpu(), cv_r2.cpu()
+    return batch
+
+
+def _score_fold_by_fold(design, Y, alphas, gamma, batch_size, scores, *, score, fit_intercept, bar, y_means,
+                        responses) -> int:
+    """Every alpha of ``alphas`` (the smallest ones of ``scores``) for every voxel, one fold's scorer
+    (:func:`_fold_scorer`) in memory at a time; with ``responses`` the voxels' own sums and means are taken too.
+    Returns the voxel batch size."""
+    v, device = Y.shape[1], alphas.device
+    m = len(alphas)
+    batch = 0
+    splits = progress(design.splits, desc="ridge: folds (decomposition, voxel batches)", enabled=bar)
+    for k, split in enumerate(splits):
+        basis = _fold_scorer(design, split, gamma, alphas, v)
+        batch = batch or batch_size([basis])
+        for start in range(0, v, batch):
+            cols = slice(start, min(start + batch, v))
+            Yc, y_mean = _centred_batch(Y, cols, fit_intercept, device)
+            if responses and k == 0:
+                y_means[cols] = y_mean.cpu()
+            (t,), _ = design.targets(Yc, fold=k)
+            moments = basis.moments(t)
+            scores.total[:m, cols] += fold_score(*moments, t, score)
+            scores.sums.columns(cols, slice(0, m)).add(*moments, t, responses=responses)
+        del basis  # freed before the next fold's scorer is built
+    scores.scored[:m] = True
     return batch
 
 

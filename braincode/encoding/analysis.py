@@ -76,12 +76,13 @@ def make_encoder(
     spaces: Sequence[int] | None = None,
     n_iter: int = 100,
     random_state: int | None = 0,
+    alpha_search: str = "descend",
 ) -> Pipeline:
     """The default encoder: feature standardisation, then a per-voxel-alpha ridge.
 
     With ``spaces`` (the column count of each feature space, in order) the ridge is a
     :class:`~braincode.encoding.estimators.BandedRidgeEncoder` (one regularisation per space), else a
-    :class:`~braincode.encoding.estimators.RidgeEncoder`.
+    :class:`~braincode.encoding.estimators.RidgeEncoder` (with ``alpha_search``).
 
     Examples
     --------
@@ -94,7 +95,7 @@ def make_encoder(
     if alphas is not None:
         kwargs["alphas"] = tuple(float(a) for a in alphas)
     if spaces is None:
-        return make_pipeline(StandardScaler(), RidgeEncoder(**kwargs))
+        return make_pipeline(StandardScaler(), RidgeEncoder(alpha_search=alpha_search, **kwargs))
     ridge = BandedRidgeEncoder(spaces=list(spaces), n_iter=n_iter, random_state=random_state, **kwargs)
     return make_pipeline(StandardScaler(), ridge)
 
@@ -211,6 +212,12 @@ def cross_validate_voxels(
     if ridge is not None:
         table["alpha"] = ridge.best_alphas_
         methods["alpha"] = f"chosen per voxel by {_n_folds(ridge.cv)} CV on the training split ({ridge.scoring})"
+        scored, n_alphas = ridge.alphas_scored_, len(np.atleast_1d(ridge.alphas))
+        if scored.min() < n_alphas:
+            methods["alpha"] += (
+                f", going down the {n_alphas} alphas from the largest and stopping two alphas after each voxel's best"
+                f" ({scored.mean():.1f} scored per voxel on average)"
+            )
         if isinstance(ridge, BandedRidgeEncoder) and cols:
             for name, gamma in zip(cols, ridge.best_gammas_.T):
                 table[f"gamma_{name}"] = gamma

@@ -123,6 +123,10 @@ class _VoxelEncoder(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.cv_r_ = res.cv_r.numpy()
         self.cv_r2_ = res.cv_r2.numpy()
         self.oof_predictions_ = None if res.oof is None else res.oof.numpy()
+        n_alphas = len(np.atleast_1d(self.alphas))
+        self.alphas_scored_ = np.full(len(self.best_alphas_), n_alphas) if res.alphas_scored is None else (
+            res.alphas_scored.numpy()
+        )
 
     def predict(self, X) -> np.ndarray:
         """Predicted responses, float32 numpy of shape (n_samples, n_voxels) (1-D if fit on 1-D y).
@@ -189,6 +193,11 @@ class RidgeEncoder(_VoxelEncoder):
     copy_X : bool
         ``False``: a writable float32 ``X`` may be centred in place rather than copied (K-fold CV), as in
         scikit-learn's ``Ridge``.
+    alpha_search : {"descend", "grid"}
+        With more features than samples and K-fold ``cv``: go down the alphas from the largest, each voxel
+        stopping two alphas after its best (the grid's choice wherever its CV curve has one peak; about a third of
+        the work at the Algonauts size), or score every alpha for every voxel
+        (:func:`~braincode.encoding.solvers.ridge_cv`).
 
     Attributes
     ----------
@@ -202,6 +211,8 @@ class RidgeEncoder(_VoxelEncoder):
         same folds chose the alpha (no extra fit). NaN for a voxel with constant responses.
     oof_predictions_ : ndarray of shape (n_samples, n_voxels) or None
         Those out-of-fold predictions (with ``keep_oof=True``).
+    alphas_scored_ : ndarray of shape (n_voxels,), int
+        How many alphas were scored for each voxel (fewer than all only with ``alpha_search="descend"``).
     n_features_in_ : int
 
     Examples
@@ -225,6 +236,7 @@ class RidgeEncoder(_VoxelEncoder):
         voxel_batch: int | None = None,
         keep_oof: bool = False,
         copy_X: bool = True,
+        alpha_search: str = "descend",
     ) -> None:
         self.alphas = alphas
         self.cv = cv
@@ -234,6 +246,7 @@ class RidgeEncoder(_VoxelEncoder):
         self.voxel_batch = voxel_batch
         self.keep_oof = keep_oof
         self.copy_X = copy_X
+        self.alpha_search = alpha_search
 
     def fit(self, X, y) -> RidgeEncoder:
         """Choose each voxel's alpha by cross-validation on ``(X, y)``, then refit on all of it."""
@@ -249,6 +262,7 @@ class RidgeEncoder(_VoxelEncoder):
             voxel_batch=self.voxel_batch,
             keep_oof=self.keep_oof,
             copy_X=self.copy_X,
+            alpha_search=self.alpha_search,
         )
         self._store(res, ravel)
         return self

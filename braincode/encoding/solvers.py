@@ -29,14 +29,16 @@ smoother_is_cheaper`): its eigen-basis as above, or its smoothers ``K_vt (K_tt +
 factor per alpha; a voxel batch then costs one float32 product that gives every alpha's validation predictions:
 :mod:`braincode.encoding._smoother`). With K-fold splits (validation folds that partition the samples) every
 fold's smoothers come from one inverse of ``K + alpha I`` of all rows per alpha instead
-(:mod:`braincode.encoding._partition`: 1.33 n^3 float64 flops per alpha for 5 folds, against 2.13 n^3), as many
-alphas at a time as :data:`~braincode.encoding._memory.MAX_SMOOTHER_BYTES` holds. The factorisations run on the
-cores other processes leave idle, then each fold's voxel batches (memory: the kernel, the smoothers, one batch);
-the refit solves ``K + alpha I`` with one float64 Cholesky factor per chosen alpha.
+(:mod:`braincode.encoding._partition`: 1.33 n^3 float64 flops per alpha for 5 folds, against 2.13 n^3), one alpha
+at a time from the largest down; by default each voxel leaves once two alphas in a row did not improve its score
+(:mod:`braincode.encoding._descend`). The factorisations run on the cores other processes leave idle, then the
+voxel batches (memory: the kernel, one alpha's smoothers, one batch); the refit solves ``K + alpha I`` with one
+float64 Cholesky factor per chosen alpha.
 
 Where the parts live: :mod:`~braincode.encoding._design` (centred features, Grams and kernels, fold bases and
 targets), :mod:`~braincode.encoding._search` (the grid, the choice of scorer, voxel batches),
-:mod:`~braincode.encoding._refit`, :mod:`~braincode.encoding._smoother`, :mod:`~braincode.encoding._partition`,
+:mod:`~braincode.encoding._descend` (dual K-fold, alpha by alpha), :mod:`~braincode.encoding._refit`,
+:mod:`~braincode.encoding._smoother`, :mod:`~braincode.encoding._partition`,
 :mod:`~braincode.encoding._scoring` (moments to scores) and :mod:`~braincode.encoding._loo` (``cv="loo"``).
 """
 
@@ -51,7 +53,8 @@ import torch
 
 from braincode.devices import resolve_device
 from braincode.encoding._design import Splits
-from braincode.encoding._search import TIE_TOL, BandedRidgeCVResult, search, select_alphas
+from braincode.encoding._scoring import TIE_TOL, select_alphas
+from braincode.encoding._search import BandedRidgeCVResult, search
 from braincode.errors import ConfigError, DataFormatError
 
 __all__ = ["SCORES", "TIE_TOL", "BandedRidgeCVResult", "RidgeCVResult", "Splits", "as_tensor", "banded_ridge_cv",
@@ -77,6 +80,8 @@ class RidgeCVResult:
         decompositions, no extra fit), over all validation rows together; NaN for a constant voxel.
     oof : Tensor of shape (n_samples, n_voxels), float32, or None
         Those out-of-fold predictions (with ``keep_oof=True``; K-fold splits only).
+    alphas_scored : Tensor of shape (n_voxels,), int64, or None
+        How many alphas were scored for each voxel (fewer than all only with ``alpha_search="descend"``).
     """
 
     coef: torch.Tensor
@@ -86,6 +91,7 @@ class RidgeCVResult:
     cv_r: torch.Tensor
     cv_r2: torch.Tensor
     oof: torch.Tensor | None = None
+    alphas_scored: torch.Tensor | None = None
 
 
 def check_alphas(alphas: Sequence[float] | np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -156,6 +162,7 @@ def ridge_cv(
     show_progress: bool = True,
     keep_oof: bool = False,
     copy_X: bool = True,
+    alpha_search: str = "descend",
 ) -> RidgeCVResult:
     """Ridge with one alpha per voxel chosen by cross-validation, refit on all samples.
 
@@ -189,6 +196,12 @@ def ridge_cv(
     copy_X : bool
         ``False``: K-fold CV may centre a writable float32 ``X`` in place instead of copying it (as scikit-learn's
         ``copy_X``; saves one ``n x p`` float32 copy, e.g. 0.5 GB for an Algonauts subject).
+    alpha_search : {"descend", "grid"}
+        How the dual form with K-fold splits goes over ``alphas`` (elsewhere every alpha is scored for every
+        voxel, whose cost hardly depends on their number). ``"descend"``: from the largest alpha down, a voxel
+        leaving once its mean score has not improved for two alphas in a row, and alphas that no voxel still needs
+        are skipped; this picks the grid's alpha wherever a voxel's CV curve has a single peak over the grid (at the
+        Algonauts size it scores about a third of the pairs). ``"grid"``: every alpha for every voxel.
 
     Returns
     -------
@@ -229,8 +242,10 @@ def ridge_cv(
         show_progress=show_progress,
         keep_oof=keep_oof,
         copy_X=copy_X,
+        alpha_search=alpha_search,
     )
-    return RidgeCVResult(res.coef, res.intercept, res.best_alphas, res.cv_scores, res.cv_r, res.cv_r2, res.oof)
+    return RidgeCVResult(res.coef, res.intercept, res.best_alphas, res.cv_scores, res.cv_r, res.cv_r2, res.oof,
+                         res.alphas_scored)
 
 
 def simplex_candidates(

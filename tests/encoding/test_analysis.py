@@ -146,3 +146,21 @@ def test_leave_one_out_scoring_for_ridge():
                            for j, a in enumerate(res.scores["alpha"])])
     np.testing.assert_allclose(res.scores["r"], pearson_r(Y, oof), atol=1e-6)
     assert "leave-one-out" in res.methods["r"] and "leave-one-out" in res.methods["alpha"]
+
+
+def test_methods_say_how_the_alphas_were_searched():
+    """More features than samples with K-fold: the alphas are gone down from the largest and the methods say so,
+    with the alphas scored per voxel; the exhaustive grid says nothing more, and both pick the same alphas here."""
+    X, Y, vox = data(n=60, p=150, v=6)
+    ALL = np.logspace(-2, 6, 10)
+    down = cross_validate_voxels(make_encoder(ALL, device="cpu"), X, Y, vox, cv=5)
+    grid = cross_validate_voxels(make_encoder(ALL, device="cpu", alpha_search="grid"), X, Y, vox, cv=5)
+    np.testing.assert_array_equal(down.scores["alpha"], grid.scores["alpha"])
+    scored = down.model[-1].alphas_scored_
+    assert scored.min() >= 3 and scored.mean() < 10
+    assert down.methods["alpha"].endswith(
+        f"going down the 10 alphas from the largest and stopping two alphas after each voxel's best"
+        f" ({scored.mean():.1f} scored per voxel on average)"
+    )
+    assert grid.methods["alpha"] == "chosen per voxel by 5-fold CV on the training split (r2)"
+    np.testing.assert_array_equal(grid.model[-1].alphas_scored_, 10)

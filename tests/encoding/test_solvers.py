@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.model_selection import KFold, ShuffleSplit
 
-from braincode.encoding import _design, _memory, _scoring, _search
+from braincode.encoding import _descend, _design, _memory, _scoring, _search
 from braincode.encoding.solvers import banded_ridge_cv, ridge_cv, simplex_candidates
 from braincode.errors import ConfigError, DataFormatError
 
@@ -337,7 +337,7 @@ def test_dual_scorers_all_match_direct(monkeypatch, smoother, partition):
     monkeypatch.setattr(_search, "partition_is_cheaper", lambda sizes: partition)
     monkeypatch.setattr(_search.Smoother, "build", lambda *a, _b=_search.Smoother.build: built.append(1) or _b(*a))
     monkeypatch.setattr(
-        _search, "partition_smoothers", lambda *a, _p=_search.partition_smoothers: inverted.append(1) or _p(*a)
+        _descend, "partition_smoothers", lambda *a, _p=_descend.partition_smoothers: inverted.append(1) or _p(*a)
     )
     rng = np.random.default_rng(10)
     q, _ = np.linalg.qr(rng.standard_normal((90, 90)))
