@@ -230,6 +230,20 @@ class Design:
         return self.feature_scale(gamma).square().float()[:, None] * (self.Xc.T @ dual)
 
 
+def centred_batch(
+    Y: torch.Tensor, cols: slice | torch.Tensor, fit_intercept: bool, device: torch.device,
+    rows: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Voxels ``cols`` of ``Y`` on ``device`` in float32, centred (a copy), and their float64 means; with ``rows``
+    (and ``cols`` an index tensor), only those rows, in that order."""
+    Yc = Y[:, cols] if rows is None else Y[rows[:, None], cols[None, :]]
+    Yc = Yc.to(device, torch.float32, copy=rows is None)
+    y_mean = Yc.mean(0, dtype=torch.float64) if fit_intercept else Yc.new_zeros(Yc.shape[1]).double()
+    if fit_intercept:
+        Yc.sub_(y_mean.float())
+    return Yc, y_mean
+
+
 def _validation_stats(Yv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean (float64), centred copy (float32) and sum of squares about the mean (float64) of validation rows."""
     y_mean_val = Yv.sum(0, dtype=torch.float64) / len(Yv)

@@ -13,7 +13,7 @@ from functools import lru_cache
 import torch
 
 from braincode.encoding._descend import PATIENCE, descend
-from braincode.encoding._design import Basis, Design, Split, Splits, Targets
+from braincode.encoding._design import Basis, Design, Split, Splits, Targets, centred_batch
 from braincode.encoding._memory import cpu_threads, voxel_batch_size
 from braincode.encoding._partition import partition_is_cheaper
 from braincode.encoding._refit import refit_batch, refit_by_alpha
@@ -188,15 +188,6 @@ def search(
     return out
 
 
-def _centred_batch(Y: torch.Tensor, cols: slice, fit_intercept: bool, device: torch.device):
-    """Voxels ``cols`` of ``Y`` on ``device`` in float32, centred (a copy), and their float64 means."""
-    Yc = Y[:, cols].to(device, torch.float32, copy=True)
-    y_mean = Yc.mean(0, dtype=torch.float64) if fit_intercept else Yc.new_zeros(Yc.shape[1]).double()
-    if fit_intercept:
-        Yc.sub_(y_mean.float())
-    return Yc, y_mean
-
-
 def _search_by_batch(design, Y, alphas, gammas, batch_size, *, score, fit_intercept, bar, out, y_means, refit):
     """Every fold's basis of the first gamma in memory; per voxel batch, all folds and gammas, then the refit
     from ``refit`` (a cached full-data basis per gamma; None: left to the caller). Returns the batch size."""
@@ -206,7 +197,7 @@ def _search_by_batch(design, Y, alphas, gammas, batch_size, *, score, fit_interc
     starts = range(0, v, batch)
     for start in progress(starts, desc="ridge: voxel batches", total=len(starts), enabled=bar):
         cols = slice(start, min(start + batch, v))
-        Yc, y_mean = _centred_batch(Y, cols, fit_intercept, device)
+        Yc, y_mean = centred_batch(Y, cols, fit_intercept, device)
         targets, XtY = design.targets(Yc)
         top, top_gamma, top_alpha, sums = _best_per_voxel(
             design, first, gammas, alphas, targets, score, bar and len(gammas) > 1
@@ -269,7 +260,7 @@ def _score_fold_by_fold(design, Y, alphas, gamma, batch_size, scores, *, score, 
         batch = batch or batch_size([basis])
         for start in range(0, v, batch):
             cols = slice(start, min(start + batch, v))
-            Yc, y_mean = _centred_batch(Y, cols, fit_intercept, device)
+            Yc, y_mean = centred_batch(Y, cols, fit_intercept, device)
             if responses and k == 0:
                 y_means[cols] = y_mean.cpu()
             (t,), _ = design.targets(Yc, fold=k)
