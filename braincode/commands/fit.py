@@ -132,8 +132,8 @@ def register(subparsers) -> None:
     p.add_argument("--cv", type=int, default=5, help="cross-validation folds")
     p.add_argument("--alpha-search", choices=["descend", "grid"], default="descend",
                    help="ridge with more features than images: go down the alphas from the largest, each voxel "
-                        "stopping two alphas after its best (the grid's choice wherever its CV curve has one peak), "
-                        "or score every alpha for every voxel (grid)")
+                        "stopping after two alphas in a row clearly below its best (the grid's choice wherever its "
+                        "CV curve has one peak), or score every alpha for every voxel (grid)")
     p.add_argument("--permutations", type=int, default=0,
                    help="permutations for per-voxel p-values of r, FDR-corrected (0: none)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")

@@ -28,6 +28,7 @@ from sklearn.model_selection import KFold, LeaveOneOut, check_cv, cross_val_pred
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from braincode.encoding._descend import MARGIN, PATIENCE
 from braincode.encoding.estimators import BandedRidgeEncoder, RidgeEncoder, _VoxelEncoder
 from braincode.encoding.metrics import normalized_score, pearson_r, r2_score
 from braincode.encoding.stats import fdr_correct, permutation_test
@@ -215,8 +216,8 @@ def cross_validate_voxels(
         scored, n_alphas = ridge.alphas_scored_, len(np.atleast_1d(ridge.alphas))
         if scored.min() < n_alphas:
             methods["alpha"] += (
-                f", going down the {n_alphas} alphas from the largest and stopping two alphas after each voxel's best"
-                f" ({scored.mean():.1f} scored per voxel on average)"
+                f", going down the {n_alphas} alphas from the largest, each voxel stopping after {PATIENCE} in a row"
+                f" scored over {MARGIN:g} below its best ({scored.mean():.1f} scored per voxel on average)"
             )
         if isinstance(ridge, BandedRidgeEncoder) and cols:
             for name, gamma in zip(cols, ridge.best_gammas_.T):

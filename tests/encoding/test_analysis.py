@@ -159,7 +159,8 @@ def test_methods_say_how_the_alphas_were_searched():
     scored = down.model[-1].alphas_scored_
     assert scored.min() >= 3 and scored.mean() < 10
     assert down.methods["alpha"].endswith(
-        f"going down the 10 alphas from the largest and stopping two alphas after each voxel's best"
+        f"going down the 10 alphas from the largest, each voxel stopping after 2 in a row scored over 0.001 below"
+        f" its best"
         f" ({scored.mean():.1f} scored per voxel on average)"
     )
     assert grid.methods["alpha"] == "chosen per voxel by 5-fold CV on the training split (r2)"
