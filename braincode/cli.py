@@ -57,7 +57,9 @@ def _configure_output(quiet: bool, verbose: bool) -> None:
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")  # dask worker processes inherit it
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")  # read when dask.distributed is first imported
+    # read when dask.distributed is first imported, in the worker processes too: "critical", as a worker's heartbeat
+    # that outlives the scheduler at shutdown logs an error with a traceback (a task's error reaches the client)
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
     warnings.filterwarnings("ignore")
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
