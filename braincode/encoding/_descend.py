@@ -39,24 +39,24 @@ MARGIN = 1e-3
 
 def leave_after(
     mean: torch.Tensor, best: torch.Tensor, misses: torch.Tensor, patience: int, margin: float = MARGIN
-) -> torch.Tensor:
-    """Take one alpha's mean scores of some voxels: update their ``best`` and ``misses`` in place; which of them
-    leave the search (``patience`` alphas in a row more than ``margin`` below their best).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Some voxels' best score and misses in a row after one more alpha's mean scores, and which of them leave the
+    search (``patience`` alphas in a row more than ``margin`` below their best).
 
     Examples
     --------
     >>> best, misses = torch.tensor([-float("inf")], dtype=torch.float64), torch.zeros(1, dtype=torch.long)
     >>> curve = [0.00633, 0.00598, 0.00632, 0.00701, -0.02627, -0.17728]  # largest alpha first
-    >>> [bool(leave_after(torch.tensor([s], dtype=torch.float64), best, misses, 2)) for s in curve]
-    [False, False, False, False, False, True]
-    >>> float(best)
-    0.00701
+    >>> leaves = []
+    >>> for s in curve:
+    ...     best, misses, leave = leave_after(torch.tensor([s], dtype=torch.float64), best, misses, 2)
+    ...     leaves.append(bool(leave))
+    >>> leaves, float(best)
+    ([False, False, False, False, False, True], 0.00701)
     """
-    better = mean > best + TIE_TOL
     fell = mean < best - margin
-    best.copy_(torch.where(better, mean, best))
-    misses.copy_(torch.where(fell, misses + 1, 0))
-    return misses >= patience
+    misses = torch.where(fell, misses + 1, 0)
+    return torch.where(mean > best + TIE_TOL, mean, best), misses, misses >= patience
 
 
 def score_batch(
@@ -104,7 +104,7 @@ def descend(
     # per voxel: its rows gathered and centred, one fold's centred validation rows, predictions and products
     batch = batch_size(8 * design.n + 12 * n_val + 256)
     steps = progress(range(len(alphas) - 1, -1, -1), desc="ridge: alphas (inverse, voxel batches)", enabled=bar)
-    kernel = design.weighted_kernel(gamma)
+    kernel, rows = design.weighted_kernel(gamma), order.perm.cpu()
     with closing(partition_smoothers(kernel, order, alphas.flip(0).tolist(), design.center)) as per_alpha:
         for a in steps:
             idx = torch.nonzero(active).flatten()
@@ -118,7 +118,7 @@ def descend(
             starts = range(0, len(idx), batch)
             for start in progress(starts, desc="ridge: voxel batches", enabled=bar and len(starts) > 1):
                 cols = idx[start : start + batch]
-                Yp, y_mean = centred_batch(Y, cols, fit_intercept, device, rows=order.perm.cpu())
+                Yp, y_mean = centred_batch(Y, cols, fit_intercept, device, rows=rows)
                 if first:
                     y_means[cols] = y_mean.cpu()
                 scores.record(a, cols, *score_batch(design, smoothers, Yp, score, first), responses=first)
@@ -126,7 +126,6 @@ def descend(
             del smoothers
             if patience is not None:
                 mean = scores.total[a, idx.to(scores.total.device)].cpu() / n_folds
-                voxel_best, voxel_misses = best[idx], misses[idx]
-                active[idx] = ~leave_after(mean, voxel_best, voxel_misses, patience)
-                best[idx], misses[idx] = voxel_best, voxel_misses
+                best[idx], misses[idx], leave = leave_after(mean, best[idx], misses[idx], patience)
+                active[idx] = ~leave
     return 0, batch

@@ -51,6 +51,7 @@ def loo_ridge(
         "best_alphas": torch.empty(v, dtype=torch.float64), "cv_scores": torch.empty(v, dtype=torch.float64),
         "cv_r": torch.empty(v, dtype=torch.float64), "cv_r2": torch.empty(v, dtype=torch.float64),
         "oof": torch.empty(n, v, dtype=torch.float32) if keep_oof else None,
+        "alphas_scored": torch.full((v,), len(alphas), dtype=torch.long),
     }
     for start in progress(range(0, v, batch), desc="ridge: leave-one-out batches", enabled=show_progress):
         cols = slice(start, min(start + batch, v))

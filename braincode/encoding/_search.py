@@ -67,8 +67,8 @@ class BandedRidgeCVResult:
     cv_scores: torch.Tensor
     cv_r: torch.Tensor
     cv_r2: torch.Tensor
+    alphas_scored: torch.Tensor
     oof: torch.Tensor | None = None
-    alphas_scored: torch.Tensor | None = None
 
 
 def _fold_bases(design: Design, gamma: torch.Tensor, alphas: torch.Tensor, bar: bool = False) -> list[Basis]:
@@ -143,8 +143,8 @@ def search(
         cv_scores=torch.empty(v, dtype=torch.float64),
         cv_r=torch.empty(v, dtype=torch.float64),
         cv_r2=torch.empty(v, dtype=torch.float64),
-        oof=torch.empty(n, v, dtype=torch.float32) if keep_oof else None,
         alphas_scored=torch.full((v,), len(alphas), dtype=torch.long),
+        oof=torch.empty(n, v, dtype=torch.float32) if keep_oof else None,
     )
     y_means = torch.empty(v, dtype=torch.float64)
 

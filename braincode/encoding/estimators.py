@@ -123,10 +123,7 @@ class _VoxelEncoder(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.cv_r_ = res.cv_r.numpy()
         self.cv_r2_ = res.cv_r2.numpy()
         self.oof_predictions_ = None if res.oof is None else res.oof.numpy()
-        n_alphas = len(np.atleast_1d(self.alphas))
-        self.alphas_scored_ = np.full(len(self.best_alphas_), n_alphas) if res.alphas_scored is None else (
-            res.alphas_scored.numpy()
-        )
+        self.alphas_scored_ = res.alphas_scored.numpy()
 
     def predict(self, X) -> np.ndarray:
         """Predicted responses, float32 numpy of shape (n_samples, n_voxels) (1-D if fit on 1-D y).

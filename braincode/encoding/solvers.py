@@ -80,7 +80,7 @@ class RidgeCVResult:
         decompositions, no extra fit), over all validation rows together; NaN for a constant voxel.
     oof : Tensor of shape (n_samples, n_voxels), float32, or None
         Those out-of-fold predictions (with ``keep_oof=True``; K-fold splits only).
-    alphas_scored : Tensor of shape (n_voxels,), int64, or None
+    alphas_scored : Tensor of shape (n_voxels,), int64
         How many alphas were scored for each voxel (fewer than all only with ``alpha_search="descend"``).
     """
 
@@ -90,8 +90,8 @@ class RidgeCVResult:
     cv_scores: torch.Tensor
     cv_r: torch.Tensor
     cv_r2: torch.Tensor
+    alphas_scored: torch.Tensor
     oof: torch.Tensor | None = None
-    alphas_scored: torch.Tensor | None = None
 
 
 def check_alphas(alphas: Sequence[float] | np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -245,8 +245,8 @@ def ridge_cv(
         copy_X=copy_X,
         alpha_search=alpha_search,
     )
-    return RidgeCVResult(res.coef, res.intercept, res.best_alphas, res.cv_scores, res.cv_r, res.cv_r2, res.oof,
-                         res.alphas_scored)
+    return RidgeCVResult(res.coef, res.intercept, res.best_alphas, res.cv_scores, res.cv_r, res.cv_r2,
+                         res.alphas_scored, res.oof)
 
 
 def simplex_candidates(
